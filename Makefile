@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+
+.PHONY: setup demo test test-fast lint lock bench airflow clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv from requirements.lock (fast when nothing changed)
+
+$(STAMP): requirements.lock pyproject.toml
+	@PYTHON=$$(scripts/check_prereqs.sh) && \
+	  if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$PYTHON"; $$PYTHON -m venv $(VENV); fi
+	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	@scripts/install_compose.sh || echo "note: 'docker compose' unavailable; the compose check will be skipped"
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+	@echo "environment ready: $(VENV)"
+
+demo: setup  ## simulate a shop and run the nightly DAG through Airflow (< 10 min)
+	$(VENV)/bin/marketing demo
+
+test: setup  ## run the whole test suite (unit, integration, end-to-end)
+	$(PY) -m pytest -q tests
+
+test-fast: setup  ## unit tests only
+	$(PY) -m pytest -q tests/unit
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check jobs models dags tests benchmarks
+
+bench: setup  ## throughput benchmark at 1 million events (prints a table)
+	$(PY) benchmarks/bench_pipeline.py
+
+lock:  ## re-resolve requirements.lock from requirements.in
+	$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 -o requirements.lock
+
+airflow: setup  ## run Airflow standalone (UI on :8080) with this project's DAGs
+	$(VENV)/bin/marketing airflow standalone
+
+clean:  ## remove generated data (keeps .venv)
+	rm -rf data airflow_home

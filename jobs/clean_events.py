@@ -1,0 +1,361 @@
+"""Clean behaviour events (Spark): parse, normalise, validate, deduplicate, flag bots.
+
+Pure transforms (:func:`parse_events`, :func:`classify_events`, :func:`split_duplicates`,
+:func:`flag_bots`) take and return DataFrames so they are testable on tiny frames;
+:func:`clean_events` does the I/O for one logical date and reconciles the counts:
+
+    input lines = clean + quarantined + duplicates
+
+Every rejected line goes to quarantine with its original payload and one machine-readable
+reason, chosen by the first rule it breaks, in this order:
+
+    malformed_json, missing_required_field, wrong_type, invalid_timestamp, invalid_enum,
+    too_late, unknown_product_id
+
+Bots are not rejected: a session with more than ``clean.bot_max_events_per_minute`` events in
+any one minute has all its events flagged ``is_bot`` (kept in the lake, left out of the
+warehouse's behaviour facts).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.config import PipelineConfig
+from jobs.lake import (
+    clean_events_prefix,
+    clean_source_prefix,
+    has_parquet,
+    lake_storage,
+    quarantine_prefix,
+    raw_events_prefix,
+    read_json,
+    run_record_key,
+    spark_uri,
+    window_for,
+    write_json,
+)
+from jobs.ops import record_and_reconcile
+from jobs.reconcile import ReconciliationError
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = (
+    "page_view",
+    "search",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "favorite",
+    "checkout_start",
+)
+CHANNELS = ("web", "app", "mini_program")
+KNOWN_FIELDS = (
+    "event_id",
+    "event_type",
+    "event_ts",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "product_id",
+    "query",
+    "channel",
+    "device",
+    "utm_source",
+    "price",
+)
+REQUIRED_FIELDS = ("event_id", "event_type", "event_ts", "session_id", "anonymous_id", "channel")
+REASONS = (
+    "malformed_json",
+    "missing_required_field",
+    "wrong_type",
+    "invalid_timestamp",
+    "invalid_enum",
+    "too_late",
+    "unknown_product_id",
+)
+CORRUPT = "_corrupt_record"
+RAW_SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType()) for name in KNOWN_FIELDS]
+    + [T.StructField(CORRUPT, T.StringType())]
+)
+CLEAN_COLUMNS = (
+    "event_id",
+    "event_type",
+    "event_at",
+    "event_date",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "product_id",
+    "search_query",
+    "channel",
+    "device",
+    "utm_source",
+    "price",
+    "is_bot",
+    "extra_fields",
+    "source_file",
+    "line_number",
+)
+QUARANTINE_COLUMNS = ("payload", "source_file", "line_number", "stage", "reason", "detail")
+
+
+def read_raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """One row per line of the raw files: ``value``, ``source_file``, ``line_number`` (1-based).
+
+    Lines keep their file order inside a Spark partition (gzip files are never split), so
+    numbering by ``monotonically_increasing_id`` within each file gives exact line numbers.
+    """
+    if not paths:
+        return spark.createDataFrame([], "value string, source_file string, line_number int")
+    lines = spark.read.text(paths).select(
+        "value",
+        F.input_file_name().alias("source_file"),
+        F.monotonically_increasing_id().alias("_row_id"),
+    )
+    numbered = F.row_number().over(Window.partitionBy("source_file").orderBy("_row_id"))
+    return lines.withColumn("line_number", numbered).drop("_row_id")
+
+
+def parse_events(lines: DataFrame) -> DataFrame:
+    """Parse JSON text into string-typed fields, the corrupt-record marker and extra fields."""
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+    parsed = lines.select(
+        "*",
+        F.from_json("value", RAW_SCHEMA, options).alias("j"),
+        F.from_json("value", T.MapType(T.StringType(), T.StringType())).alias("all_fields"),
+    )
+    extra = F.map_filter(
+        "all_fields", lambda k, _v: ~k.isin(*KNOWN_FIELDS)  # noqa: B023
+    )
+    return parsed.select(
+        "value",
+        "source_file",
+        "line_number",
+        *[F.col(f"j.{name}").alias(f"raw_{name}") for name in KNOWN_FIELDS],
+        (F.col(f"j.{CORRUPT}").isNotNull() | F.col("all_fields").isNull()).alias("is_malformed"),
+        extra.alias("extra_fields"),
+    )
+
+
+def _blank(column: Column) -> Column:
+    return column.isNull() | (F.trim(column) == "")
+
+
+def _bad_number(raw: Column, spark_type: str) -> Column:
+    """Present but not a number of that type (numeric strings such as "12.50" are fine)."""
+    return raw.isNotNull() & (F.trim(raw) != "") & F.trim(raw).try_cast(spark_type).isNull()
+
+
+def classify_events(
+    parsed: DataFrame,
+    logical_date: date,
+    tz: str,
+    window_end: datetime,
+    late_window_days: int,
+    future_tolerance_minutes: int,
+    known_products: DataFrame | None,
+) -> DataFrame:
+    """Normalise fields and attach ``reason`` (null when the row is valid) and ``detail``."""
+    event_at = F.col("raw_event_ts").cast("timestamp")
+    typed = parsed.select(
+        "*",
+        F.trim("raw_event_id").alias("event_id"),
+        F.lower(F.trim("raw_event_type")).alias("event_type"),
+        event_at.alias("event_at"),
+        F.to_date(F.from_utc_timestamp(event_at, tz)).alias("event_date"),
+        F.trim("raw_user_id").try_cast("bigint").alias("user_id"),
+        F.trim("raw_anonymous_id").alias("anonymous_id"),
+        F.trim("raw_session_id").alias("session_id"),
+        F.trim("raw_product_id").try_cast("bigint").alias("product_id"),
+        F.nullif(F.trim("raw_query"), F.lit("")).alias("search_query"),
+        F.lower(F.trim("raw_channel")).alias("channel"),
+        F.lower(F.nullif(F.trim("raw_device"), F.lit(""))).alias("device"),
+        F.lower(F.nullif(F.trim("raw_utm_source"), F.lit(""))).alias("utm_source"),
+        F.trim("raw_price").try_cast("decimal(12,2)").alias("price"),
+    )
+    missing = [F.when(_blank(F.col(f"raw_{name}")), F.lit(name)) for name in REQUIRED_FIELDS]
+    wrong = [
+        F.when(_bad_number(F.col("raw_user_id"), "bigint"), F.lit("user_id")),
+        F.when(_bad_number(F.col("raw_product_id"), "bigint"), F.lit("product_id")),
+        F.when(_bad_number(F.col("raw_price"), "decimal(12,2)"), F.lit("price")),
+    ]
+    earliest_plausible = datetime.combine(logical_date - timedelta(days=365), datetime.min.time())
+    latest = window_end + timedelta(minutes=future_tolerance_minutes)
+    oldest_accepted = logical_date - timedelta(days=late_window_days)
+    bad_enum = [
+        F.when(~F.col("event_type").isin(*EVENT_TYPES), F.lit("event_type")),
+        F.when(~F.col("channel").isin(*CHANNELS), F.lit("channel")),
+    ]
+    if known_products is not None:
+        known = known_products.select(F.col("product_id").alias("_known_product_id")).distinct()
+        typed = typed.join(
+            F.broadcast(known), typed.product_id == known._known_product_id, "left"
+        )
+        unknown_product = F.col("product_id").isNotNull() & F.col("_known_product_id").isNull()
+    else:
+        unknown_product = F.lit(False)
+    naive_latest = latest.astimezone(UTC).replace(tzinfo=None)
+    reason = (
+        F.when(F.col("is_malformed"), F.lit("malformed_json"))
+        .when(F.concat_ws(",", *missing) != "", F.lit("missing_required_field"))
+        .when(F.concat_ws(",", *wrong) != "", F.lit("wrong_type"))
+        .when(
+            F.col("event_at").isNull()
+            | (F.col("event_at") < F.lit(earliest_plausible))
+            | (F.col("event_at") > F.lit(naive_latest)),
+            F.lit("invalid_timestamp"),
+        )
+        .when(F.concat_ws(",", *bad_enum) != "", F.lit("invalid_enum"))
+        .when(F.col("event_date") < F.lit(oldest_accepted), F.lit("too_late"))
+        .when(unknown_product, F.lit("unknown_product_id"))
+    )
+    detail = (
+        F.when(reason == "missing_required_field", F.concat_ws(",", *missing))
+        .when(reason == "wrong_type", F.concat_ws(",", *wrong))
+        .when(reason == "invalid_timestamp", F.coalesce(F.col("raw_event_ts"), F.lit("")))
+        .when(reason == "invalid_enum", F.concat_ws(",", *bad_enum))
+        .when(reason == "too_late", F.col("event_date").cast("string"))
+        .when(reason == "unknown_product_id", F.col("product_id").cast("string"))
+    )
+    return typed.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+    """Keep the first occurrence of each event_id; later ones (and ids seen in earlier batches)
+    are duplicates. Returns ``(unique, duplicates)``."""
+    order = Window.partitionBy("event_id").orderBy("source_file", "line_number")
+    ranked = valid.withColumn("_occurrence", F.row_number().over(order))
+    if seen_event_ids is not None:
+        seen = seen_event_ids.select(F.col("event_id").alias("_seen_id")).distinct()
+        ranked = ranked.join(seen, ranked.event_id == seen._seen_id, "left").withColumn(
+            "_seen_before", F.col("_seen_id").isNotNull()
+        )
+    else:
+        ranked = ranked.withColumn("_seen_before", F.lit(False))
+    is_duplicate = (F.col("_occurrence") > 1) | F.col("_seen_before")
+    unique = ranked.where(~is_duplicate).drop("_occurrence", "_seen_before", "_seen_id")
+    duplicates = ranked.where(is_duplicate).drop("_occurrence", "_seen_before", "_seen_id")
+    return unique, duplicates
+
+
+def flag_bots(events: DataFrame, max_events_per_minute: int) -> DataFrame:
+    """``is_bot`` is true for every event of a session that exceeds the per-minute rate."""
+    per_minute = events.groupBy("session_id", F.date_trunc("minute", "event_at").alias("_minute")).count()
+    bots = (
+        per_minute.where(F.col("count") > max_events_per_minute)
+        .select(F.col("session_id").alias("_bot_session"))
+        .distinct()
+    )
+    flagged = events.join(bots, events.session_id == bots._bot_session, "left")
+    return flagged.withColumn("is_bot", F.col("_bot_session").isNotNull()).drop("_bot_session")
+
+
+def _landing_key(column: str) -> Column:
+    """Landing key of the file a line came from (the raw path minus the lake prefix)."""
+    return F.regexp_extract(F.col(column), r"(events/date=.*)$", 1)
+
+
+def clean_events(config: PipelineConfig, logical_date: date) -> dict:
+    """Clean batch D of raw events into the clean zone and quarantine; reconcile the counts."""
+    from jobs.spark import get_spark
+
+    spark = get_spark(config)
+    lake = lake_storage(config)
+    raw_prefix = raw_events_prefix(logical_date)
+    if not lake.exists(raw_prefix + "_manifest.json"):
+        raise FileNotFoundError(
+            f"no raw events manifest for {logical_date} at {lake.uri(raw_prefix)}: run the collect stage first"
+        )
+    manifest = read_json(lake, raw_prefix + "_manifest.json")
+    paths = [spark_uri(lake, entry["raw_key"]) for entry in manifest["files"]]
+    lines = read_raw_lines(spark, paths).withColumn(
+        "source_file", _landing_key("source_file")
+    )
+
+    known_products = None
+    if has_parquet(lake, clean_source_prefix("products")):
+        known_products = (
+            spark.read.parquet(spark_uri(lake, clean_source_prefix("products")))
+            .where(F.col("extract_date") <= F.lit(logical_date))
+            .select("product_id")
+        )
+    window = window_for(logical_date, config.tz)
+    classified = classify_events(
+        parse_events(lines),
+        logical_date=logical_date,
+        tz=config.shop.timezone,
+        window_end=window.end,
+        late_window_days=config.clean.late_window_days,
+        future_tolerance_minutes=config.clean.future_tolerance_minutes,
+        known_products=known_products,
+    ).persist()
+
+    seen = None
+    earlier = clean_events_prefix()
+    if has_parquet(lake, earlier):
+        first_day = logical_date - timedelta(days=config.clean.late_window_days + 1)
+        seen = (
+            spark.read.parquet(spark_uri(lake, earlier))
+            .where((F.col("batch_date") < F.lit(logical_date)) & (F.col("event_date") >= F.lit(first_day)))
+            .select("event_id")
+        )
+    valid = classified.where(F.col("reason").isNull())
+    unique, duplicates = split_duplicates(valid, seen)
+    clean = flag_bots(unique, config.clean.bot_max_events_per_minute).select(*CLEAN_COLUMNS)
+
+    quarantine = classified.where(F.col("reason").isNotNull()).select(
+        F.col("value").alias("payload"),
+        "source_file",
+        "line_number",
+        F.lit("clean_events").alias("stage"),
+        "reason",
+        "detail",
+    )
+    clean_path = spark_uri(lake, clean_events_prefix(logical_date))
+    clean.write.mode("overwrite").partitionBy("event_date").parquet(clean_path)
+    quarantine.coalesce(1).write.mode("overwrite").parquet(
+        spark_uri(lake, quarantine_prefix("events", logical_date))
+    )
+
+    written = spark.read.parquet(clean_path)
+    stats = written.agg(
+        F.count("*").alias("clean"),
+        F.sum(F.col("is_bot").cast("int")).alias("bot"),
+        F.sum((F.col("event_date") < F.lit(logical_date)).cast("int")).alias("late"),
+        F.collect_set(F.col("event_date").cast("string")).alias("event_dates"),
+    ).first()
+    by_reason = {row["reason"]: row["count"] for row in quarantine.groupBy("reason").count().collect()}
+    counts = {
+        "input": int(manifest["line_count"]),
+        "parsed_lines": classified.count(),
+        "clean": int(stats["clean"]),
+        "duplicates": duplicates.count(),
+        "quarantined": sum(by_reason.values()),
+    }
+    classified.unpersist()
+    record = {
+        "stage": "clean",
+        "dataset": "events",
+        "logical_date": logical_date.isoformat(),
+        "counts": counts,
+        "quarantined_by_reason": {reason: by_reason.get(reason, 0) for reason in REASONS},
+        "bot_events": int(stats["bot"] or 0),
+        "late_events": int(stats["late"] or 0),
+        "event_dates": sorted(stats["event_dates"] or []),
+        "files": manifest["file_count"],
+    }
+    write_json(lake, run_record_key("clean", "events", logical_date), record)
+    if counts["parsed_lines"] != counts["input"]:
+        raise ReconciliationError(
+            f"events {logical_date}: manifest says {counts['input']} lines but Spark read {counts['parsed_lines']}"
+        )
+    record_and_reconcile(config, record)
+    log.info("clean events %s: %s", logical_date, counts)
+    return record

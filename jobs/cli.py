@@ -1,0 +1,203 @@
+"""``marketing``: the one command a person runs by hand.
+
+    marketing simulate   write a simulated shop's event logs and source tables
+    marketing run        run the nightly stages for one date (or a range) without Airflow
+    marketing demo       simulate ~60 days and run the nightly DAG through Airflow
+    marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
+    marketing config     print the effective configuration (after MKT_* overrides)
+
+Expected failures (bad settings or arguments, a missing input, a violated data contract,
+counts that do not reconcile) print one line starting with ``error:`` and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date, timedelta
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketing",
+        description="Nightly marketing data pipeline for online shops.",
+        epilog="Configuration: config/pipeline.yaml (or MKT_CONFIG), overridable by MKT_<SECTION>__<KEY>.",
+    )
+    parser.add_argument("--config", help="configuration file (default: $MKT_CONFIG or config/pipeline.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every stage")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write a simulated shop (event logs + source DB) with known ground truth",
+        description=(
+            "Generate a deterministic simulated shop and write what it knows by the end of --until: "
+            "hourly gzipped JSON Lines event files under storage.landing_root, users/products/orders/"
+            "order_items in source.url, ground truth under storage.state_root/truth. Re-running with a "
+            "later --until adds the new files and updates changed rows (incremental, idempotent)."
+        ),
+    )
+    sim.add_argument("--start-date", type=_date, default=date(2026, 9, 1), help="first simulated day (default 2026-09-01)")
+    sim.add_argument("--days", type=_positive, default=60, help="number of simulated days (default 60)")
+    sim.add_argument("--users", type=_positive, default=2000, help="registered users at the end (default 2000)")
+    sim.add_argument("--products", type=_positive, default=400, help="catalogue size (default 400)")
+    sim.add_argument(
+        "--sessions-per-user-per-week", type=float, default=1.5, help="mean visit rate per user (default 1.5)"
+    )
+    sim.add_argument("--dirt-rate", type=_rate, default=0.03, help="share of dirty records, 0 disables (default 0.03)")
+    sim.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    sim.add_argument("--until", type=_date, help="write what is known by the end of this day (default: last day)")
+
+    run = sub.add_parser(
+        "run",
+        help="run nightly stages for a date or a date range, without Airflow",
+        description="Run the nightly stages in order for each logical date: " "collect, clean, validate, load.",
+    )
+    run.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD (first date of a range)")
+    run.add_argument("--to", type=_date, help="last logical date of a range (inclusive), processed in order")
+    run.add_argument(
+        "--stage",
+        action="append",
+        metavar="NAME",
+        help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
+        "validate, load, or the groups collect / clean",
+    )
+    run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
+
+    demo = sub.add_parser(
+        "demo",
+        help="simulate ~60 days and run the nightly DAG in Airflow for the last nights",
+        description="Reset data/, simulate a small shop, run the Airflow DAG (airflow dags test) for the last "
+        "--nights dates and print a summary.",
+    )
+    demo.add_argument("--nights", type=_positive, default=3, help="nights run through Airflow (default 3)")
+    demo.add_argument("--days", type=_positive, default=60, help="simulated days of history (default 60)")
+    demo.add_argument("--users", type=_positive, default=2000, help="simulated users (default 2000)")
+    demo.add_argument("--no-airflow", action="store_true", help="run the stages directly instead of through Airflow")
+
+    air = sub.add_parser(
+        "airflow",
+        help="run the airflow CLI with this project's DAGs and embedded defaults",
+        description="Pass the remaining arguments to airflow with AIRFLOW_HOME=airflow_home/ and the DAGs "
+        "folder set, e.g. 'marketing airflow standalone' or 'marketing airflow dags test marketing_nightly 2026-10-30'.",
+    )
+    air.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
+
+    sub.add_parser("config", help="print the effective configuration as JSON", description="Validate and print the configuration.")
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from jobs.config import ConfigError
+    from jobs.contracts import ContractError
+    from jobs.reconcile import ReconciliationError
+
+    errors: list[type[BaseException]] = [ConfigError, ContractError, ReconciliationError, FileNotFoundError, ValueError]
+    try:
+        from jobs.validate import ContractViolation
+
+        errors.append(ContractViolation)
+    except ImportError:  # pragma: no cover - validate needs great_expectations
+        pass
+    try:
+        from jobs.load import NotValidatedError
+
+        errors.append(NotValidatedError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from jobs.config import load_config
+
+    try:
+        config = load_config(args.config)
+        return _dispatch(args, config)
+    except _known_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, config) -> int:
+    if args.command == "config":
+        print(json.dumps(config.model_dump(by_alias=True), indent=2, default=str))
+        return 0
+    if args.command == "simulate":
+        from jobs.simulate import SimulationSpec, simulate
+
+        spec = SimulationSpec(
+            seed=args.seed,
+            start_date=args.start_date,
+            days=args.days,
+            users=args.users,
+            products=args.products,
+            sessions_per_user_per_week=args.sessions_per_user_per_week,
+            dirt_rate=args.dirt_rate,
+            timezone=config.shop.timezone,
+        )
+        print(json.dumps(simulate(config, spec, as_of=args.until), indent=2, default=str))
+        return 0
+    if args.command == "run":
+        from jobs.pipeline import resolve_stages, run_pipeline
+
+        stages = resolve_stages(args.stage)
+        if args.full_reload:
+            config = config.model_copy(update={"collect": config.collect.model_copy(update={"full_reload": True})})
+        last = args.to or args.date
+        if last < args.date:
+            raise ValueError(f"--to {last} is before --date {args.date}")
+        day = args.date
+        while day <= last:
+            results = run_pipeline(config, day, stages)
+            print(json.dumps({"logical_date": day.isoformat(), "stages": results}, indent=2, default=str))
+            day += timedelta(days=1)
+        return 0
+    if args.command == "airflow":
+        from jobs.airflow_env import run_airflow
+
+        return run_airflow(args.airflow_args or ["--help"], check=False).returncode
+    if args.command == "demo":
+        from jobs.demo import run_demo
+
+        return run_demo(config, nights=args.nights, days=args.days, users=args.users, use_airflow=not args.no_airflow)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What the Airflow DAG files need from the project, kept out of the DAG files themselves:
+the business date of a run, the published assets, and failure alerts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from jobs.config import PipelineConfig
+
+log = logging.getLogger("marketing.alerts")
+
+# Each published warehouse table is an Airflow Asset; later DAGs can be scheduled on them.
+PUBLISHED_TABLES = ("dim_user", "dim_product", "fct_orders", "fct_order_items", "fct_events_daily")
+
+
+def asset_uri(config: PipelineConfig, table: str) -> str:
+    """A stable URI naming a published table (not a connection string: no credentials)."""
+    dialect = config.warehouse.url.split(":", 1)[0].split("+", 1)[0]
+    return f"{dialect}://marketing-warehouse/{config.warehouse.schema_name}/{table}"
+
+
+def business_date(context: dict, tz: str) -> date:
+    """The shop-local date a run processes: the start of its data interval, in the shop's zone.
+
+    With the daily ``CronDataIntervalTimetable`` the run for date D starts after D has ended
+    (at the configured local time on D+1) and its interval starts on D. Manual runs without
+    an interval fall back to the day before the logical date.
+    """
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return start.astimezone(ZoneInfo(tz)).date()
+    logical = context.get("logical_date") or datetime.now(ZoneInfo(tz))
+    return logical.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
+
+
+def alert_on_failure(context: dict) -> None:
+    """Failure callback: one structured log line a log-based alerting rule can match.
+
+    The error message of our own exceptions already names the contract, column and count
+    (validation) or the unreconciled rows (clean), so the alert says exactly what broke.
+    """
+    ti = context.get("task_instance") or context.get("ti")
+    exc = context.get("exception")
+    log.error(
+        "ALERT marketing pipeline failure dag=%s task=%s run=%s try=%s error=%s",
+        getattr(ti, "dag_id", "?"),
+        getattr(ti, "task_id", "?"),
+        context.get("run_id"),
+        getattr(ti, "try_number", "?"),
+        f"{type(exc).__name__}: {exc}" if exc else "unknown",
+    )
+
+
+def deterministic_errors() -> tuple[type[BaseException], ...]:
+    """Failures a retry cannot fix (bad data or config): fail the task at once."""
+    from jobs.config import ConfigError
+    from jobs.contracts import ContractError
+    from jobs.load import NotValidatedError
+    from jobs.reconcile import ReconciliationError
+    from jobs.validate import ContractViolation
+
+    return (ConfigError, ContractError, ContractViolation, ReconciliationError, NotValidatedError)

@@ -1,0 +1,46 @@
+"""Shared fixtures: one local Spark session per test run, isolated pipeline configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs.config import load_config
+    from jobs.spark import get_spark
+
+    config = load_config(overrides={"spark": {"master": "local[2]", "shuffle_partitions": 2}})
+    session = get_spark(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """Build a config whose every store lives under tmp_path (plus any overrides)."""
+    from jobs.config import load_config
+
+    def build(**sections):
+        base = {
+            "storage": {
+                "landing_root": str(tmp_path / "landing"),
+                "lake_root": str(tmp_path / "lake"),
+                "reports_root": str(tmp_path / "reports"),
+                "state_root": str(tmp_path / "state"),
+            },
+            "source": {"url": f"sqlite:///{tmp_path / 'source.db'}"},
+            "warehouse": {"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
+            "spark": {"master": "local[2]", "shuffle_partitions": 2},
+        }
+        for section, values in sections.items():
+            base.setdefault(section, {}).update(values)
+        return load_config(environ={}, overrides=base)
+
+    return build

@@ -1,0 +1,230 @@
+"""The production-shaped docker-compose stack renders, pins its images and keeps secrets out.
+
+Rendering uses ``docker compose config`` (no Docker engine needed); the checks on the raw file,
+``.env.example`` and README.md need nothing but PyYAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+README = ROOT / "README.md"
+
+EXPECTED_SERVICES = {
+    "postgres-airflow",
+    "postgres-warehouse",
+    "minio",
+    "minio-init",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+}
+AIRFLOW_SERVICES = {
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+}
+ONE_SHOT_SERVICES = {"minio-init", "airflow-init"}
+
+# Names of settings that hold a secret. "*_FILE" settings name a file, not a secret.
+SECRET_NAME = re.compile(r"PASSWORD(?!S_FILE)|SECRET|TOKEN|FERNET|HASH_KEY|ACCESS_KEY", re.I)
+# ${VAR} or ${VAR:?message} / ${VAR?message}: a reference that cannot fall back to a default.
+REQUIRED_REF = r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}"
+# ${VAR...} but not the escaped $${VAR} that compose passes through to the container's shell.
+VARIABLE_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
+URL_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^@\s]+)@")
+# Compose service names as the README would spell them: postgres-airflow, minio, airflow-init...
+SERVICE_NAME = re.compile(r"^(?:(?:postgres|airflow|minio)(?:-[a-z0-9]+)+|minio)$")
+
+
+def _compose_cli_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+needs_compose = pytest.mark.skipif(
+    not _compose_cli_available(),
+    reason="the `docker compose` CLI plugin is not installed (the project's setup installs it)",
+)
+
+
+def _raw_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def _env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def _referenced_variables() -> dict[str, set[str]]:
+    """Every ``${VAR...}`` in the compose file (comment lines aside) -> its modifiers."""
+    lines = COMPOSE_FILE.read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    found: dict[str, set[str]] = {}
+    for name, modifier in VARIABLE_REF.findall(text):
+        found.setdefault(name, set()).add(modifier)
+    return found
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def _run_compose_config(env_file: str) -> subprocess.CompletedProcess[str]:
+    # The caller's environment would override .env.example, so the stack's variables and
+    # COMPOSE_* settings are removed from it.
+    stack_vars = set(_referenced_variables())
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in stack_vars and not key.startswith("COMPOSE_")
+    }
+    return subprocess.run(
+        [
+            "docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", env_file,
+            "config", "--format", "json",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    result = _run_compose_config(str(ENV_EXAMPLE))
+    assert result.returncode == 0, f"docker compose config failed:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+# --- rendered by docker compose -------------------------------------------------------------
+
+
+@needs_compose
+def test_compose_renders_with_env_example_and_defines_exactly_the_stack(rendered):
+    assert set(rendered["services"]) == EXPECTED_SERVICES
+
+
+@needs_compose
+def test_every_image_is_built_here_or_pinned_to_a_version_tag(rendered):
+    for name, service in rendered["services"].items():
+        if "build" in service:
+            continue
+        image = service.get("image", "")
+        if "@sha256:" in image:
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest", f"{name}: image {image!r} is not pinned"
+
+
+@needs_compose
+def test_airflow_services_wait_for_airflow_init_to_complete(rendered):
+    services = rendered["services"]
+    for name in AIRFLOW_SERVICES:
+        init = services[name].get("depends_on", {}).get("airflow-init")
+        assert init, f"{name} does not depend on airflow-init"
+        assert init["condition"] == "service_completed_successfully", name
+
+
+@needs_compose
+def test_init_jobs_wait_for_healthy_dependencies(rendered):
+    services = rendered["services"]
+    init_deps = services["airflow-init"]["depends_on"]
+    assert init_deps["postgres-airflow"]["condition"] == "service_healthy"
+    assert init_deps["minio-init"]["condition"] == "service_completed_successfully"
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+@needs_compose
+def test_long_running_services_have_healthchecks(rendered):
+    for name, service in rendered["services"].items():
+        if name in ONE_SHOT_SERVICES:
+            continue
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    api_check = " ".join(rendered["services"]["airflow-apiserver"]["healthcheck"]["test"])
+    assert "/api/v2/monitor/health" in api_check
+
+
+@needs_compose
+def test_compose_refuses_to_render_without_the_secrets():
+    result = _run_compose_config(os.devnull)
+    assert result.returncode != 0
+    assert "required variable" in result.stderr
+
+
+# --- the raw compose file and .env.example --------------------------------------------------
+
+
+def test_secret_settings_are_only_required_variable_references():
+    for name, service in _raw_compose()["services"].items():
+        for key, value in _environment(service).items():
+            if SECRET_NAME.search(key):
+                assert re.fullmatch(REQUIRED_REF, value), (
+                    f"{name}: {key} must be ${{VAR}} or ${{VAR:?message}}, got {value!r}"
+                )
+            for match in URL_PASSWORD.finditer(value):
+                assert re.fullmatch(REQUIRED_REF, match["password"]), (
+                    f"{name}: {key} has a password in its URL that is not a ${{VAR}} reference"
+                )
+
+
+def test_secret_variables_never_fall_back_to_a_default():
+    for name, modifiers in _referenced_variables().items():
+        if SECRET_NAME.search(name):
+            defaults = {m for m in modifiers if m.startswith((":-", "-", ":+", "+"))}
+            assert not defaults, f"${{{name}}} has a default in docker-compose.yaml: {defaults}"
+
+
+def test_env_example_documents_every_variable_the_compose_file_uses():
+    missing = set(_referenced_variables()) - set(_env_example())
+    assert not missing, f".env.example lacks: {sorted(missing)}"
+
+
+def test_env_example_holds_placeholders_not_secrets():
+    for name, value in _env_example().items():
+        if SECRET_NAME.search(name) or URL_PASSWORD.search(value):
+            assert "CHANGE_ME" in value, f".env.example: {name} must be a CHANGE_ME placeholder"
+
+
+def test_services_named_in_readme_exist_in_the_compose_file():
+    if not README.is_file():
+        pytest.skip("README.md does not exist yet")
+    named = {
+        token
+        for token in re.findall(r"`([^`\s]+)`", README.read_text())
+        if SERVICE_NAME.match(token)
+    }
+    unknown = named - set(_raw_compose()["services"])
+    assert not unknown, f"README.md names services that docker-compose.yaml lacks: {unknown}"
