@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from jobs import pipeline
@@ -51,6 +51,14 @@ def _run(stage: str) -> dict:
     max_active_runs=1,
     tags=["marketing", "warehouse", "nightly"],
     doc_md=__doc__,
+    params={
+        "business_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Process this shop-local date instead of the run's data interval (reruns, backfills).",
+        )
+    },
     default_args={
         "owner": "data-engineering",
         "retries": CONFIG.airflow.retries,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -176,7 +177,7 @@ def _quarantined_keys(spark: SparkSession, config: PipelineConfig, table: str, d
 
 
 def _hash_udf(key: bytes):
-    import pandas as pd
+    """A vectorised HMAC of a string column (Spark has no keyed hash built in)."""
     from pyspark.sql.functions import pandas_udf
 
     from jobs.pii import keyed_hash

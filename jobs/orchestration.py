@@ -26,8 +26,12 @@ def business_date(context: dict, tz: str) -> date:
 
     With the daily ``CronDataIntervalTimetable`` the run for date D starts after D has ended
     (at the configured local time on D+1) and its interval starts on D. Manual runs without
-    an interval fall back to the day before the logical date.
+    an interval fall back to the day before the logical date. A ``business_date`` param
+    (``--conf '{"business_date": "2026-10-30"}'``) overrides both, for reruns and backfills.
     """
+    override = (context.get("params") or {}).get("business_date")
+    if override:
+        return date.fromisoformat(str(override))
     start = context.get("data_interval_start")
     end = context.get("data_interval_end")
     if start is not None and end is not None and end > start:
