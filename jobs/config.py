@@ -112,6 +112,7 @@ class CleanConfig(_Section):
 
 
 class ValidationConfig(_Section):
+    contracts_dir: str = "data_contracts"
     volume_history_days: int = Field(7, ge=1)
     volume_min_ratio: float = Field(0.2, ge=0)
     volume_max_ratio: float = Field(5.0, gt=0)
@@ -247,9 +248,13 @@ def load_config(
             for name in ("landing_root", "lake_root", "reports_root", "state_root")
         }
     )
+    validation = config.validation.model_copy(
+        update={"contracts_dir": _resolve_path(config.validation.contracts_dir, base)}
+    )
     return config.model_copy(
         update={
             "storage": storage,
+            "validation": validation,
             "source": config.source.model_copy(
                 update={"url": _resolve_sqlite_like(config.source.url, base)}
             ),

@@ -544,23 +544,49 @@ def _price_at(prod: dict, product: np.ndarray, ns: np.ndarray) -> np.ndarray:
 
 
 def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
+    """Source rows (with versions) plus the latent per-user arrays that drive behaviour."""
     rng = _rng(spec, "users")
+    signup, in_period = _signups(rng, spec, cal)
+    frame = _user_profiles(rng, signup)
+    versions = _user_versions(rng, cal, frame, signup)
+    users = {"frame": frame, "versions": versions, "signup": signup, "in_period": in_period}
+    users.update(_user_interests(rng, spec, prod, len(signup)))
+    users.update(_trajectories(rng, spec, cal, signup, in_period))
+    n = len(signup)
+    id_rng = _rng(spec, "user-ids")
+    users.update(
+        phone_os=np.where(rng.random(n) < 0.45, 1, 2),  # ios / android
+        pref_channel=rng.choice(3, size=n, p=[0.25, 0.5, 0.25]),
+        consent_email=frame["consent_email"].to_numpy(),
+        consent_sms=frame["consent_sms"].to_numpy(),
+        app_anon=_hex_ids(id_rng, n, uuid=True),
+        web_anon=_hex_ids(id_rng, n, uuid=True),
+    )
+    return users
+
+
+def _signups(
+    rng: np.random.Generator, spec: SimulationSpec, cal: _Calendar
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signup instants, sorted (user_id follows signup order), and whether in the period."""
     n = spec.users
-    share_in = 0.35 * min(1.0, spec.days / 60)
-    in_period = rng.random(n) < share_in
+    in_period = rng.random(n) < 0.35 * min(1.0, spec.days / 60)
     signup = np.empty(n, dtype=np.int64)
     k = int(in_period.sum())
     signup_day = rng.choice(spec.days, size=k, p=cal.traffic / cal.traffic.sum())
     signup[in_period] = _times_in_days(rng, cal, signup_day)
     signup[~in_period] = _ms(cal.day_start[0] - (0.01 + rng.random(n - k) * 540) * NS_PER_DAY)
     order = np.lexsort((np.arange(n), signup))
-    signup, in_period = signup[order], in_period[order]
+    return signup[order], in_period[order]
 
+
+def _user_profiles(rng: np.random.Generator, signup: np.ndarray) -> pd.DataFrame:
+    n = len(signup)
     region_names = list(REGIONS)
     region_p = np.array([REGIONS[r][1] for r in region_names])
     region = rng.choice(len(region_names), size=n, p=region_p / region_p.sum())
-    city_idx = rng.random(n) ** 1.5 * np.array([len(REGIONS[r][0]) for r in region_names])[region]
-    city_idx = city_idx.astype(int)
+    n_cities = np.array([len(REGIONS[r][0]) for r in region_names])[region]
+    city_idx = (rng.random(n) ** 1.5 * n_cities).astype(int)  # big cities first
     user_id = np.arange(1, n + 1)
     stems = rng.integers(0, len(NAME_STEMS), n)
     domains = rng.choice(len(EMAIL_DOMAINS), size=n, p=[0.4, 0.25, 0.15, 0.2])
@@ -570,24 +596,17 @@ def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
     ]
     prefixes = np.array(["13", "15", "17", "18", "19"])[rng.integers(0, 5, n)]
     digits = rng.integers(0, 10**9, n)
-    phone = np.array(
-        [f"+86{p}{d:09d}" for p, d in zip(prefixes, digits, strict=True)], dtype=object
-    )
+    phone = np.array([f"+86{p}{d:09d}" for p, d in zip(prefixes, digits, strict=True)], object)
     phone[rng.random(n) < 0.08] = None
-
+    city = [REGIONS[region_names[r]][0][c] for r, c in zip(region, city_idx, strict=True)]
     users = pd.DataFrame(
         {
             "user_id": user_id,
             "signup_at": _utc(signup),
-            "gender": rng.choice(
-                np.array(["F", "M", "U"], dtype=object), size=n, p=[0.55, 0.38, 0.07]
-            ),
+            "gender": rng.choice(np.array(["F", "M", "U"], object), size=n, p=[0.55, 0.38, 0.07]),
             "birth_year": np.clip(np.round(rng.normal(1992, 9, n)), 1950, 2008).astype(int),
             "region": np.array(region_names, dtype=object)[region],
-            "city": np.array(
-                [REGIONS[region_names[r]][0][c] for r, c in zip(region, city_idx, strict=True)],
-                dtype=object,
-            ),
+            "city": np.array(city, dtype=object),
             "email": np.array(email, dtype=object),
             "phone": phone,
             "consent_email": rng.random(n) < 0.6,
@@ -596,12 +615,16 @@ def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
         }
     )
     users["updated_at"] = users["signup_at"]
-    versions = _user_versions(rng, cal, users, signup)
+    return users
 
-    # latent interests: categories (concentrated) and brands (mostly within those categories)
+
+def _user_interests(
+    rng: np.random.Generator, spec: SimulationSpec, prod: dict, n: int
+) -> dict[str, np.ndarray]:
+    """Concentrated category interests, brand interests mostly within those categories, a
+    heterogeneous visit rate and propensity to buy."""
     cat_weight = np.array([CATALOG[c][3] for c in CATEGORY_L1])
-    cat_aff = rng.gamma(0.35, size=(n, N_CAT)) * (cat_weight * N_CAT)
-    cat_aff = np.maximum(cat_aff, 1e-9)
+    cat_aff = np.maximum(rng.gamma(0.35, size=(n, N_CAT)) * (cat_weight * N_CAT), 1e-9)
     cat_aff /= cat_aff.sum(axis=1, keepdims=True)
     has_products = np.bincount(prod["brand"][prod["weight"] > 0], minlength=N_BRAND) > 0
     primary = np.array([BRAND_CATEGORIES[b][0] for b in range(N_BRAND)])
@@ -609,10 +632,23 @@ def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
     brand_aff = np.maximum(brand_aff, 1e-12) * has_products
     brand_aff /= brand_aff.sum(axis=1, keepdims=True)
     mean = max(spec.sessions_per_user_per_week, 0.0)
-    activity = rng.gamma(0.7, mean / 0.7, n) if mean > 0 else np.zeros(n)
-    buy_propensity = rng.lognormal(-0.5, 1.0, n)
+    return {
+        "cat_aff": cat_aff,
+        "brand_aff": brand_aff,
+        "activity": rng.gamma(0.7, mean / 0.7, n) if mean > 0 else np.zeros(n),
+        "buy_propensity": rng.lognormal(-0.5, 1.0, n),
+    }
 
-    # lifecycle trajectory
+
+def _trajectories(
+    rng: np.random.Generator,
+    spec: SimulationSpec,
+    cal: _Calendar,
+    signup: np.ndarray,
+    in_period: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """A lifecycle trajectory per user and its change days (relative to the first day)."""
+    n, d = len(signup), spec.days
     traj = np.where(
         in_period,
         rng.choice([PROSPECT, NEW], size=n, p=[0.3, 0.7]),
@@ -622,7 +658,6 @@ def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
             p=[0.25, 0.3, 0.15, 0.18, 0.12],
         ),
     )
-    d = spec.days
     t1 = _randint(rng, min(3, d - 1), d - 5, n)  # decline starts
     already = rng.random(n) < 0.4  # churned before the period
     duration = rng.integers(7, 15, n)
@@ -630,31 +665,22 @@ def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
     t1 = np.where((traj == CHURNED) & already, -1 - duration, t1)
     t3 = _randint(rng, max(1, int(0.2 * d)), d - 2, n)  # reactivation day
     signup_rel = (_local_days(signup, cal.tz) - np.datetime64(spec.start_date, "D")).astype(int)
+    return {"trajectory": traj, "t1": t1, "t2": t2, "t3": t3, "signup_rel": signup_rel}
 
-    phone_os = np.where(rng.random(n) < 0.45, 1, 2)  # ios / android
-    pref_channel = rng.choice(3, size=n, p=[0.25, 0.5, 0.25])
-    id_rng = _rng(spec, "user-ids")
-    return {
-        "frame": users,
-        "versions": versions,
-        "signup": signup,
-        "signup_rel": signup_rel,
-        "in_period": in_period,
-        "cat_aff": cat_aff,
-        "brand_aff": brand_aff,
-        "activity": activity,
-        "buy_propensity": buy_propensity,
-        "trajectory": traj,
-        "t1": t1,
-        "t2": t2,
-        "t3": t3,
-        "phone_os": phone_os,
-        "pref_channel": pref_channel,
-        "consent_email": users["consent_email"].to_numpy(),
-        "consent_sms": users["consent_sms"].to_numpy(),
-        "app_anon": _hex_ids(id_rng, n, uuid=True),
-        "web_anon": _hex_ids(id_rng, n, uuid=True),
-    }
+
+def _sessions_truth(sessions: pd.DataFrame) -> pd.DataFrame:
+    user = sessions["user_idx"].to_numpy()
+    return pd.DataFrame(
+        {
+            "session_id": sessions["session_id"],
+            "user_id": np.where(user >= 0, user + 1, 0),  # 0 = anonymous
+            "started_at": _utc(sessions["start_ns"].to_numpy()),
+            "is_bot": sessions["is_bot"],
+            "logged_in": sessions["logged_in"],
+            "promo": sessions["promo"],
+            "focus_category": np.array(CATEGORY_L1, object)[sessions["focus_cat"].to_numpy()],
+        }
+    )
 
 
 def _user_versions(
@@ -769,8 +795,11 @@ def _make_sessions(
     a_start = _times_in_days(rng, cal, a_day)
 
     # bots: anonymous crawlers with 100-300 product views in a couple of minutes
-    n_bots = max(1, round(n_days * 0.15 * spec.dirt_rate / 0.03)) if spec.dirt_rate > 0 else 0
-    b_day = rng.integers(0, n_days, n_bots)
+    # bot events are ~1% of all events at the default dirt rate, at most one bot a day if possible
+    bot_events = (n_logged + n_anon) * 7.5 * 0.01 * spec.dirt_rate / 0.03
+    n_bots = max(1, round(bot_events / 200)) if spec.dirt_rate > 0 else 0
+    traffic = cal.traffic / cal.traffic.sum()
+    b_day = rng.choice(n_days, size=n_bots, replace=n_bots > n_days, p=traffic)
     b_start = _ms(cal.day_start[b_day] + rng.random(n_bots) * NS_PER_DAY)
     b_anon = _hex_ids(_rng(spec, "bot-ids"), n_bots, uuid=True)
 
@@ -1316,7 +1345,6 @@ def _assign_dirt(
 
 
 def _landing_truth(
-    cal: _Calendar,
     files: pd.DataFrame,
     lines: pd.DataFrame,
     ev_local_day: np.ndarray,
@@ -1400,7 +1428,7 @@ def generate(spec: SimulationSpec) -> World:
     lines, plan = _plan_landing(spec, cal, ev, channel, is_bot)
     files = plan["files"]
     local_day = _local_days(ev["ns"], cal.tz)
-    landing_truth, valid_by_file = _landing_truth(cal, files, lines, local_day, is_bot, ev["type"])
+    landing_truth, valid_by_file = _landing_truth(files, lines, local_day, is_bot, ev["type"])
 
     user_idx = sessions["user_idx"].to_numpy()[s]
     utm = sessions["utm"].to_numpy()[s]
@@ -1430,17 +1458,7 @@ def generate(spec: SimulationSpec) -> World:
     truth = _world_truth(spec, cal, users, prod, state, orders, order_items)
     truth["landing_files"] = landing_truth
     truth["valid_events_by_file"] = valid_by_file
-    truth["sessions"] = (
-        sessions[
-            ["session_id", "user_idx", "is_bot", "logged_in", "promo", "focus_cat", "start_ns"]
-        ]
-        .assign(
-            user_id=lambda f: np.where(f["user_idx"] >= 0, f["user_idx"] + 1, 0),
-            started_at=lambda f: _utc(f["start_ns"].to_numpy()),
-            focus_category=lambda f: np.array(CATEGORY_L1, dtype=object)[f["focus_cat"].to_numpy()],
-        )
-        .drop(columns=["user_idx", "start_ns", "focus_cat"])
-    )
+    truth["sessions"] = _sessions_truth(sessions)
 
     user_versions = users["versions"]
     final_users = user_versions.drop_duplicates("user_id", keep="last").reset_index(drop=True)

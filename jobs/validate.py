@@ -256,7 +256,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     from jobs.spark import get_spark
 
     spark = get_spark(config)
-    contracts = load_contracts()
+    contracts = load_contracts(Path(config.validation.contracts_dir))
     reports = reports_storage(config)
     window = window_for(logical_date, config.tz)
     local_docs = isinstance(reports, LocalStorage)
