@@ -52,3 +52,20 @@ def run_airflow(args: list[str], env: dict[str, str] | None = None, check: bool 
 def ensure_metadata_db(env: dict[str, str] | None = None) -> None:
     """Create or upgrade the Airflow metadata database (idempotent)."""
     run_airflow(["db", "migrate"], env=env, stdout=subprocess.DEVNULL)
+
+
+def dags_test(dag_id: str, business_date: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``airflow dags test`` for one business date (passed as the run's ``business_date`` param).
+
+    The logical date is noon UTC of that date, so the run is unique per date; the DAG takes
+    the date to process from the param. Exit code is non-zero when the run failed.
+    """
+    import json
+
+    return run_airflow(
+        ["dags", "test", dag_id, f"{business_date}T12:00:00+00:00", "--conf", json.dumps({"business_date": business_date})],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )

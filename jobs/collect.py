@@ -181,7 +181,8 @@ def collect_sources(
         inspector = sa.inspect(engine)
         existing = set(inspector.get_table_names())
     except sa.exc.OperationalError as exc:
-        raise ConfigError(f"source.url: cannot connect to {engine.url!r}: {exc.orig}") from exc
+        reason = " ".join(str(exc.orig).split())  # drivers' messages span lines (psycopg)
+        raise ConfigError(f"source.url: cannot connect to {engine.url!r}: {reason}") from exc
     for table_name in config.source.tables:
         if table_name not in existing:
             raise ConfigError(f"source.tables: table {table_name!r} not found in {engine.url!r}")

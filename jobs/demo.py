@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from datetime import date, timedelta
@@ -37,16 +36,10 @@ def _reset_local_data(config: PipelineConfig) -> None:
 
 
 def run_nightly_via_airflow(day: date, env: dict[str, str]) -> None:
-    from jobs.airflow_env import run_airflow
+    from jobs.airflow_env import dags_test
 
-    result = run_airflow(
-        ["dags", "test", "marketing_nightly", f"{day.isoformat()}T12:00:00+00:00", "--conf", json.dumps({"business_date": day.isoformat()})],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0 or "state=failed" in result.stdout.lower():
+    result = dags_test("marketing_nightly", day.isoformat(), env)
+    if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
         raise RuntimeError(f"airflow dags test for {day} failed:\n{tail}")
 

@@ -124,9 +124,14 @@ class S3Storage:
 
     def _iter(self, prefix: str) -> Iterator[dict]:
         full = self._key(prefix)
+        # S3 prefixes are plain string prefixes: keep the object itself or what is below the
+        # folder, never siblings ("raw/d=1" must not match "raw/d=10/...", "lake" not "lake2/").
+        folder = full + "/" if full else ""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            yield from page.get("Contents", [])
+            for obj in page.get("Contents", []):
+                if obj["Key"] == full or obj["Key"].startswith(folder):
+                    yield obj
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0

@@ -1,0 +1,227 @@
+"""The nightly DAG, run by Airflow 3 (``airflow dags test``) on a small simulated shop.
+
+Three consecutive nights and a re-run, checked against the simulator's ground truth:
+counts per dirt kind, reconciliation, idempotent re-runs, late order status changes, and an
+error-level contract violation that blocks publishing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from jobs.airflow_env import airflow_env, dags_test, ensure_metadata_db
+from jobs.config import PROJECT_ROOT, PipelineConfig, load_config
+from jobs.lake import lake_storage, landing_storage, raw_events_prefix, read_json, window_for
+from jobs.orchestration import PUBLISHED_TABLES
+from jobs.simulate import SimulationSpec, World, generate, materialize
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+SPEC = SimulationSpec(seed=11, days=11, users=300, products=120)
+LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+NIGHT1, NIGHT2, NIGHT3 = LAST - timedelta(days=2), LAST - timedelta(days=1), LAST
+REJECT_KINDS = (
+    "malformed_json",
+    "missing_required_field",
+    "wrong_type",
+    "invalid_timestamp",
+    "invalid_enum",
+    "unknown_product_id",
+)
+
+
+@dataclass
+class Shop:
+    root: Path
+    world: World
+    config: PipelineConfig
+    env: dict[str, str]
+
+    def advance(self, day: date) -> None:
+        materialize(self.world, landing_storage(self.config), self.config.source.url, day, self.root / "truth")
+
+    def run(self, day: date, **extra_env: str):
+        return dags_test("marketing_nightly", day.isoformat(), {**self.env, **extra_env})
+
+    def query(self, sql: str, **params) -> list[tuple]:
+        engine = sa.create_engine(self.config.warehouse.url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+        finally:
+            engine.dispose()
+
+    def published(self) -> dict[str, pd.DataFrame]:
+        """Every published table, sorted, without load timestamps (for equality checks)."""
+        engine = sa.create_engine(self.config.warehouse.url)
+        try:
+            with engine.connect() as conn:
+                tables = {}
+                for table in PUBLISHED_TABLES:
+                    frame = pd.read_sql(sa.text(f"select * from {table}"), conn).drop(columns=["loaded_at"])
+                    tables[table] = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
+                return tables
+        finally:
+            engine.dispose()
+
+
+def _passed(result) -> bool:
+    if result.returncode != 0:
+        print(result.stdout[-5000:], result.stderr[-5000:])
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Shop:
+    root = tmp_path_factory.mktemp("shop")
+    settings = {
+        "MKT_STORAGE__LANDING_ROOT": str(root / "landing"),
+        "MKT_STORAGE__LAKE_ROOT": str(root / "lake"),
+        "MKT_STORAGE__REPORTS_ROOT": str(root / "reports"),
+        "MKT_STORAGE__STATE_ROOT": str(root / "state"),
+        "MKT_SOURCE__URL": f"sqlite:///{root / 'source.db'}",
+        "MKT_WAREHOUSE__URL": f"duckdb:///{root / 'warehouse.duckdb'}",
+        "MKT_SPARK__MASTER": "local[2]",
+        "MKT_SPARK__SHUFFLE_PARTITIONS": "4",
+        # The first night sweeps the whole (short) history, so every original of a
+        # duplicate is seen and nothing is too late: counts must then equal the truth.
+        "MKT_COLLECT__LOOKBACK_DAYS": "30",
+        "MKT_CLEAN__LATE_WINDOW_DAYS": "30",
+        "MKT_PII_HASH_KEY": "test-only-key",
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MKT_")}
+    env = airflow_env(home=root / "airflow", base={**base, **settings, "AIRFLOW_HOME": str(root / "airflow")})
+    ensure_metadata_db(env)
+    config = load_config(environ=settings)
+    return Shop(root=root, world=generate(SPEC), config=config, env=env)
+
+
+@pytest.fixture(scope="module")
+def two_nights(shop: Shop) -> Shop:
+    for night in (NIGHT1, NIGHT2):
+        shop.advance(night)
+        assert _passed(shop.run(night)), f"DAG run for {night} failed"
+    return shop
+
+
+def _truth_for_batch(shop: Shop, night: date) -> pd.Series:
+    manifest = read_json(lake_storage(shop.config), raw_events_prefix(night) + "_manifest.json")
+    keys = {entry["key"] for entry in manifest["files"]}
+    truth = pd.read_parquet(shop.root / "truth" / "landing_files.parquet")
+    return truth[truth["key"].isin(keys)].select_dtypes("number").sum()
+
+
+def test_event_counts_match_the_simulators_truth_minus_the_injected_dirt(two_nights: Shop):
+    for night in (NIGHT1, NIGHT2):
+        truth = _truth_for_batch(two_nights, night)
+        ((rows_in, clean, quarantined, duplicates),) = two_nights.query(
+            "select rows_in, rows_out, rows_quarantined, rows_duplicate from ops_pipeline_runs "
+            "where stage = 'clean' and dataset = 'events' and logical_date = :d",
+            d=night,
+        )
+        assert rows_in == truth["n_lines"]
+        assert clean == truth["n_valid"]
+        assert duplicates == truth["n_duplicate"]
+        by_reason = dict(
+            two_nights.query(
+                "select reason, row_count from ops_quarantine_daily where dataset = 'events' and logical_date = :d",
+                d=night,
+            )
+        )
+        assert by_reason == {kind: truth[f"n_{kind}"] for kind in REJECT_KINDS if truth[f"n_{kind}"] > 0}
+        record = read_json(lake_storage(two_nights.config), f"_runs/clean/events/{night.isoformat()}.json")
+        assert record["bot_events"] == truth["n_bot"]
+
+
+def test_every_clean_stage_reconciles(two_nights: Shop):
+    rows = two_nights.query(
+        "select dataset, logical_date, rows_in, rows_out, rows_quarantined, rows_duplicate, status "
+        "from ops_pipeline_runs where stage = 'clean'"
+    )
+    assert len(rows) == 2 * 5
+    for dataset, day, rows_in, out, quarantined, duplicates, status in rows:
+        assert status == "success"
+        assert rows_in == out + quarantined + duplicates, (dataset, day)
+
+
+def test_warehouse_holds_the_true_orders_users_and_items(two_nights: Shop):
+    end = pd.Timestamp(window_for(NIGHT2, two_nights.config.tz).end)
+    orders = pd.read_parquet(two_nights.root / "truth" / "orders.parquet")
+    known = orders[orders["created_at"] < end]
+    clean_orders = known[~known["is_dirty"]]
+    dirty_items = pd.read_parquet(two_nights.root / "truth" / "order_items_dirty.parquet")
+    dirty_items_of_clean_orders = dirty_items["order_id"].isin(clean_orders["order_id"]).sum()
+    users = pd.read_parquet(two_nights.root / "truth" / "users.parquet")
+
+    counts = {table: two_nights.query(f"select count(*) from {table}")[0][0] for table in PUBLISHED_TABLES}
+    assert counts["fct_orders"] == len(clean_orders)
+    assert counts["fct_order_items"] == clean_orders["n_items"].sum() - dirty_items_of_clean_orders
+    assert counts["dim_user"] == (users["signup_at"] < end).sum()
+    assert counts["dim_product"] == SPEC.products
+    assert counts["fct_events_daily"] > 0
+    ((bad_totals,),) = two_nights.query("select count(*) from fct_orders where total_amount < 0")
+    assert bad_totals == 0
+
+
+def test_a_late_order_status_change_is_applied(two_nights: Shop):
+    tz = two_nights.config.tz
+    start, end = window_for(NIGHT2, tz).start, window_for(NIGHT2, tz).end
+    history = two_nights.world.order_status_history
+    changed = history[(history["changed_at"] >= pd.Timestamp(start)) & (history["changed_at"] < pd.Timestamp(end))]
+    orders = two_nights.world.orders.set_index("order_id")
+    late = changed[changed["order_id"].map(orders["created_at"]) < pd.Timestamp(start)]
+    late = late[~late["order_id"].isin(pd.read_parquet(two_nights.root / "truth" / "orders.parquet").query("is_dirty")["order_id"])]
+    assert len(late) > 0, "the simulated shop should have orders whose status changed a day later"
+    latest = late.sort_values("changed_at").groupby("order_id").last()
+    for order_id, row in latest.head(20).iterrows():
+        ((status,),) = two_nights.query("select status from fct_orders where order_id = :o", o=int(order_id))
+        assert status == row["status"], order_id
+
+
+def test_rerunning_a_night_changes_nothing(two_nights: Shop):
+    before = two_nights.published()
+    runs_before = two_nights.query("select count(*) from ops_pipeline_runs")
+    assert _passed(two_nights.run(NIGHT2))
+    after = two_nights.published()
+    for table in PUBLISHED_TABLES:
+        pd.testing.assert_frame_equal(before[table], after[table], check_dtype=False)
+    assert two_nights.query("select count(*) from ops_pipeline_runs") == runs_before
+
+
+def test_an_error_level_contract_violation_blocks_publishing(two_nights: Shop, tmp_path: Path):
+    strict = tmp_path / "contracts"
+    shutil.copytree(PROJECT_ROOT / "data_contracts", strict)
+    contract = yaml.safe_load((strict / "events.odcs.yaml").read_text())
+    channel = next(p for p in contract["schema"][0]["properties"] if p["name"] == "channel")
+    channel["quality"][0]["arguments"]["validValues"] = ["web", "app"]  # mini_program now breaks it
+    (strict / "events.odcs.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
+
+    before = two_nights.published()
+    two_nights.advance(NIGHT3)
+    result = two_nights.run(NIGHT3, MKT_VALIDATION__CONTRACTS_DIR=str(strict))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "contract marketing.clean_events" in output and "channel_allowed" in output
+    assert "on column channel" in output and "rows failed" in output
+
+    after = two_nights.published()
+    for table in PUBLISHED_TABLES:
+        pd.testing.assert_frame_equal(before[table], after[table], check_dtype=False)
+    stages = dict(two_nights.query("select stage, status from ops_pipeline_runs where logical_date = :d", d=NIGHT3))
+    assert stages.get("validate") == "failed"
+    assert "load" not in stages
+    failed = two_nights.query(
+        "select check_name, unexpected_count from ops_data_quality "
+        "where logical_date = :d and not is_success and severity = 'error'",
+        d=NIGHT3,
+    )
+    assert [name for name, _ in failed] == ["channel_allowed"] and failed[0][1] > 0
