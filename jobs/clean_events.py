@@ -79,11 +79,6 @@ REASONS = (
     "too_late",
     "unknown_product_id",
 )
-CORRUPT = "_corrupt_record"
-RAW_SCHEMA = T.StructType(
-    [T.StructField(name, T.StringType()) for name in KNOWN_FIELDS]
-    + [T.StructField(CORRUPT, T.StringType())]
-)
 CLEAN_COLUMNS = (
     "event_id",
     "event_type",
@@ -109,37 +104,41 @@ QUARANTINE_COLUMNS = ("payload", "source_file", "line_number", "stage", "reason"
 def read_raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     """One row per line of the raw files: ``value``, ``source_file``, ``line_number`` (1-based).
 
-    Lines keep their file order inside a Spark partition (gzip files are never split), so
-    numbering by ``monotonically_increasing_id`` within each file gives exact line numbers.
+    A gzip file is never split, so its lines are read in order by one task and get
+    consecutive ``monotonically_increasing_id`` values: the line number is the id minus the
+    file's smallest id. That needs only a tiny per-file aggregate, not a sort of every line.
     """
     if not paths:
-        return spark.createDataFrame([], "value string, source_file string, line_number int")
+        return spark.createDataFrame([], "value string, source_file string, line_number long")
     lines = spark.read.text(paths).select(
         "value",
         F.input_file_name().alias("source_file"),
         F.monotonically_increasing_id().alias("_row_id"),
     )
-    numbered = F.row_number().over(Window.partitionBy("source_file").orderBy("_row_id"))
-    return lines.withColumn("line_number", numbered).drop("_row_id")
+    first_ids = lines.groupBy("source_file").agg(F.min("_row_id").alias("_first_id"))
+    return (
+        lines.join(F.broadcast(first_ids), "source_file")
+        .withColumn("line_number", F.col("_row_id") - F.col("_first_id") + 1)
+        .drop("_row_id", "_first_id")
+    )
 
 
 def parse_events(lines: DataFrame) -> DataFrame:
-    """Parse JSON text into string-typed fields, the corrupt-record marker and extra fields."""
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
-    parsed = lines.select(
-        "*",
-        F.from_json("value", RAW_SCHEMA, options).alias("j"),
-        F.from_json("value", T.MapType(T.StringType(), T.StringType())).alias("all_fields"),
-    )
-    extra = F.map_filter(
-        "all_fields", lambda k, _v: ~k.isin(*KNOWN_FIELDS)  # noqa: B023
-    )
+    """Parse each JSON line once into a map of raw string fields; flag malformed lines.
+
+    Every known field comes out as text (numbers and objects keep their JSON text) so that
+    type checks can tell "12.50" (fine) from "free" (wrong type). Unknown fields are kept in
+    ``extra_fields``. A line that is not a JSON object parses to null: ``is_malformed``.
+    """
+    fields = F.from_json("value", T.MapType(T.StringType(), T.StringType()))
+    parsed = lines.select("value", "source_file", "line_number", fields.alias("all_fields"))
+    extra = F.map_filter("all_fields", lambda k, _v: ~k.isin(*KNOWN_FIELDS))
     return parsed.select(
         "value",
         "source_file",
         "line_number",
-        *[F.col(f"j.{name}").alias(f"raw_{name}") for name in KNOWN_FIELDS],
-        (F.col(f"j.{CORRUPT}").isNotNull() | F.col("all_fields").isNull()).alias("is_malformed"),
+        *[F.col("all_fields")[name].alias(f"raw_{name}") for name in KNOWN_FIELDS],
+        F.col("all_fields").isNull().alias("is_malformed"),
         extra.alias("extra_fields"),
     )
 
@@ -227,22 +226,29 @@ def classify_events(
     return typed.withColumn("reason", reason).withColumn("detail", detail)
 
 
-def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
-    """Keep the first occurrence of each event_id; later ones (and ids seen in earlier batches)
-    are duplicates. Returns ``(unique, duplicates)``."""
+def mark_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> DataFrame:
+    """Add ``is_duplicate``: true for every occurrence of an event_id after the first (in file
+    and line order) and for ids already kept by an earlier batch."""
     order = Window.partitionBy("event_id").orderBy("source_file", "line_number")
     ranked = valid.withColumn("_occurrence", F.row_number().over(order))
     if seen_event_ids is not None:
         seen = seen_event_ids.select(F.col("event_id").alias("_seen_id")).distinct()
-        ranked = ranked.join(seen, ranked.event_id == seen._seen_id, "left").withColumn(
-            "_seen_before", F.col("_seen_id").isNotNull()
-        )
+        ranked = ranked.join(seen, ranked.event_id == seen._seen_id, "left")
+        seen_before = F.col("_seen_id").isNotNull()
     else:
-        ranked = ranked.withColumn("_seen_before", F.lit(False))
-    is_duplicate = (F.col("_occurrence") > 1) | F.col("_seen_before")
-    unique = ranked.where(~is_duplicate).drop("_occurrence", "_seen_before", "_seen_id")
-    duplicates = ranked.where(is_duplicate).drop("_occurrence", "_seen_before", "_seen_id")
-    return unique, duplicates
+        ranked, seen_before = ranked.withColumn("_seen_id", F.lit(None)), F.lit(False)
+    return ranked.withColumn("is_duplicate", (F.col("_occurrence") > 1) | seen_before).drop(
+        "_occurrence", "_seen_id"
+    )
+
+
+def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+    """``(unique, duplicates)``: see :func:`mark_duplicates`."""
+    marked = mark_duplicates(valid, seen_event_ids)
+    return (
+        marked.where(~F.col("is_duplicate")).drop("is_duplicate"),
+        marked.where(F.col("is_duplicate")).drop("is_duplicate"),
+    )
 
 
 def flag_bots(events: DataFrame, max_events_per_minute: int) -> DataFrame:
@@ -306,9 +312,8 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
             .where((F.col("batch_date") < F.lit(logical_date)) & (F.col("event_date") >= F.lit(first_day)))
             .select("event_id")
         )
-    valid = classified.where(F.col("reason").isNull())
-    unique, duplicates = split_duplicates(valid, seen)
-    clean = flag_bots(unique, config.clean.bot_max_events_per_minute).select(*CLEAN_COLUMNS)
+    marked = mark_duplicates(classified.where(F.col("reason").isNull()), seen).persist()
+    clean = flag_bots(marked.where(~F.col("is_duplicate")), config.clean.bot_max_events_per_minute)
 
     quarantine = classified.where(F.col("reason").isNotNull()).select(
         F.col("value").alias("payload"),
@@ -319,7 +324,7 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         "detail",
     )
     clean_path = spark_uri(lake, clean_events_prefix(logical_date))
-    clean.write.mode("overwrite").partitionBy("event_date").parquet(clean_path)
+    clean.select(*CLEAN_COLUMNS).write.mode("overwrite").partitionBy("event_date").parquet(clean_path)
     quarantine.coalesce(1).write.mode("overwrite").parquet(
         spark_uri(lake, quarantine_prefix("events", logical_date))
     )
@@ -331,14 +336,20 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         F.sum((F.col("event_date") < F.lit(logical_date)).cast("int")).alias("late"),
         F.collect_set(F.col("event_date").cast("string")).alias("event_dates"),
     ).first()
-    by_reason = {row["reason"]: row["count"] for row in quarantine.groupBy("reason").count().collect()}
+    by_reason = {
+        row["reason"]: row["count"]
+        for row in classified.groupBy("reason").count().collect()
+    }
+    parsed_lines = sum(by_reason.values())
+    by_reason.pop(None, None)
     counts = {
         "input": int(manifest["line_count"]),
-        "parsed_lines": classified.count(),
+        "parsed_lines": parsed_lines,
         "clean": int(stats["clean"]),
-        "duplicates": duplicates.count(),
+        "duplicates": marked.where(F.col("is_duplicate")).count(),
         "quarantined": sum(by_reason.values()),
     }
+    marked.unpersist()
     classified.unpersist()
     record = {
         "stage": "clean",

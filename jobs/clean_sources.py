@@ -234,6 +234,10 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
         lambda df: df.select(
             "user_id", "email", "phone", "consent_email", "consent_sms", "consent_push", "updated_at"
         ),
+        # quarantine is not the restricted zone: rejected users keep email/phone only as hashes
+        lambda df: df.withColumn("email_hash", hasher("email"))
+        .withColumn("phone_hash", hasher("phone"))
+        .drop("email", "phone"),
     )
     results["users"] = _write(spark, config, "users", logical_date, users_split)
 
@@ -321,13 +325,17 @@ def _finish(
     keys: list[str],
     clean_transform: Callable[[DataFrame], DataFrame] | None = None,
     restricted_transform: Callable[[DataFrame], DataFrame] | None = None,
+    quarantine_transform: Callable[[DataFrame], DataFrame] | None = None,
 ) -> _Split:
     """Split checked rows into clean (latest per key), duplicates and quarantine."""
     checked = checked.persist()
     valid = checked.where(F.col("reason").isNull()).drop("reason", "detail")
     latest, duplicates = latest_per_key(valid, keys)
-    payload_cols = [c for c in checked.columns if c not in ("reason", "detail") and not c.startswith("_")]
-    quarantine = checked.where(F.col("reason").isNotNull()).select(
+    rejected = checked.where(F.col("reason").isNotNull())
+    if quarantine_transform:
+        rejected = quarantine_transform(rejected)
+    payload_cols = [c for c in rejected.columns if c not in ("reason", "detail") and not c.startswith("_")]
+    quarantine = rejected.select(
         F.to_json(F.struct(*payload_cols)).alias("payload"),
         F.lit(f"clean_{table}").alias("stage"),
         "reason",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import date, timedelta
 
@@ -199,5 +200,26 @@ def _dispatch(args: argparse.Namespace, config) -> int:
     raise AssertionError(args.command)
 
 
+def run() -> None:
+    """Console entry point: run, stop Spark cleanly, then exit without interpreter teardown.
+
+    duckdb's bindings print spurious "nanobind: leaked ..." lines at interpreter shutdown when
+    great_expectations is loaded alongside duckdb_engine; every resource is closed by then, so
+    we skip the teardown instead of showing that noise to users.
+    """
+    code = main()
+    try:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
+    except ImportError:  # pragma: no cover
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -114,8 +114,6 @@ class CleanConfig(_Section):
 class ValidationConfig(_Section):
     contracts_dir: str = "data_contracts"
     volume_history_days: int = Field(7, ge=1)
-    volume_min_ratio: float = Field(0.2, ge=0)
-    volume_max_ratio: float = Field(5.0, gt=0)
     build_data_docs: bool = True
 
 

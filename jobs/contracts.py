@@ -168,6 +168,8 @@ def parse_contract(path: Path) -> Contract:
     if len(doc["schema"]) != 1:
         raise ContractError(f"{path}: exactly one schema object per contract is supported")
     obj = doc["schema"][0]
+    if not isinstance(obj, dict) or not obj.get("name"):
+        raise ContractError(f"{path}: missing required key 'name' in schema[0]")
     dataset = obj["name"]
     contract = Contract(id=doc["id"], version=str(doc["version"]), dataset=dataset, path=path)
     for index, prop in enumerate(obj.get("properties") or []):
@@ -211,6 +213,8 @@ def parse_contract(path: Path) -> Contract:
             factor = {"d": 1.0, "day": 1.0, "days": 1.0, "h": 1 / 24, "hour": 1 / 24, "hours": 1 / 24}.get(unit)
             if factor is None:
                 raise ContractError(f"{path.name}: slaProperties freshness unit {unit!r} not supported (d or h)")
+            if "value" not in sla:
+                raise ContractError(f"{path.name}: slaProperties freshness needs a 'value'")
             column = str(sla.get("element", "")).split(".")[-1]
             if column not in contract.columns:
                 raise ContractError(f"{path.name}: freshness element {sla.get('element')!r} is not a property")

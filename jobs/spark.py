@@ -26,6 +26,8 @@ def get_spark(config: PipelineConfig):
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.ansi.enabled", "false")
+        # A JSON line with a repeated key must not fail the whole batch; the last value wins.
+        .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=warn")
     )
     if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):

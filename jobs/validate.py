@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -83,7 +84,7 @@ def runtime_checks(contract: Contract, history: list[int], window_end: datetime)
         if history:
             median = statistics.median(history)
             low = max(low, int(median * rule.min_ratio))
-            high = int(median * rule.max_ratio) + 1 if rule.max_ratio != float("inf") else None
+            high = math.ceil(median * rule.max_ratio) if rule.max_ratio != float("inf") else None
         checks.append(
             Check(
                 rule.name,

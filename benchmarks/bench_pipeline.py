@@ -1,0 +1,144 @@
+"""Benchmark (not a test): simulator speed and collect + clean + validate + load throughput.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--users 10000] [--days 60] [--out FILE]
+
+Simulates a shop (about 1 million events with the defaults), then runs every stage of ONE
+nightly batch that holds all of those events (the first night sweeps the whole history:
+lookback and late window are set to the simulated period), on Spark local[*] with a DuckDB
+warehouse. Reports wall time, events/s and peak resident memory of the whole process tree
+(Python driver + Spark JVM), sampled every 100 ms from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/statm") as handle:
+                total += int(handle.read().split()[1]) * PAGE
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                stack.extend(int(child) for child in handle.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+class PeakMemory:
+    """Samples the process tree's RSS in a background thread; ``reset()`` starts a new window."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            time.sleep(self.interval)
+
+    def reset(self) -> None:
+        self.peak = _tree_rss(os.getpid())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    args = parser.parse_args()
+
+    from jobs.config import load_config
+    from jobs.lake import landing_storage
+    from jobs.pipeline import STAGES
+    from jobs.simulate import SimulationSpec, generate, materialize
+
+    root = Path(tempfile.mkdtemp(prefix="mkt-bench-"))
+    config = load_config(
+        environ={},
+        overrides={
+            "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
+            "source": {"url": f"sqlite:///{root / 'source.db'}"},
+            "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
+            "collect": {"lookback_days": args.days + 2},
+            "clean": {"late_window_days": args.days + 2},
+        },
+    )
+    os.environ.setdefault("MKT_PII_HASH_KEY", "benchmark-only-key")
+    memory = PeakMemory()
+    results: dict[str, dict] = {}
+
+    spec = SimulationSpec(users=args.users, days=args.days, timezone=config.shop.timezone)
+    started = time.perf_counter()
+    world = generate(spec)
+    generate_s = time.perf_counter() - started
+    last_day = spec.start_date + timedelta(days=spec.days - 1)
+    started = time.perf_counter()
+    materialize(world, landing_storage(config), config.source.url, last_day, root / "truth")
+    write_s = time.perf_counter() - started
+    events = len(world.events)
+    results["simulate"] = {
+        "events": events,
+        "generate_s": round(generate_s, 2),
+        "generate_events_per_s": round(events / generate_s),
+        "write_landing_and_db_s": round(write_s, 2),
+        "write_events_per_s": round(events / write_s),
+    }
+
+    lines = None
+    for stage, function in STAGES.items():
+        memory.reset()
+        started = time.perf_counter()
+        summary = function(config, last_day)
+        elapsed = time.perf_counter() - started
+        if stage == "collect_events":
+            lines = summary["line_count"]
+        results[stage] = {
+            "seconds": round(elapsed, 2),
+            "peak_rss_mb": round(memory.peak / 2**20),
+        }
+        if stage in ("collect_events", "clean_events", "validate", "load"):
+            results[stage]["events_per_s"] = round(lines / elapsed)
+        print(f"{stage:<16} {elapsed:7.1f} s  peak RSS {memory.peak / 2**20:7.0f} MB", flush=True)
+    memory.stop()
+    event_stages = ("collect_events", "clean_events", "validate", "load")
+    total = sum(results[s]["seconds"] for s in STAGES)
+    results["total"] = {
+        "landing_lines": lines,
+        "all_stages_s": round(total, 1),
+        "end_to_end_events_per_s": round(lines / total),
+        "event_path_s": round(sum(results[s]["seconds"] for s in event_stages), 1),
+        "peak_rss_mb": max(results[s]["peak_rss_mb"] for s in STAGES),
+        "cpus": os.cpu_count(),
+        "spark_master": config.spark.master,
+    }
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
