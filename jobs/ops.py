@@ -7,15 +7,16 @@ from datetime import date
 from jobs.config import PipelineConfig
 from jobs.warehouse import engine_for, ensure_schema, record_quarantine, record_run
 
-_READY: set[str] = set()
+_READY: set[tuple[str, str]] = set()
 
 
 def warehouse_engine(config: PipelineConfig):
     """Engine for the configured warehouse, with the schema created once per process."""
     engine = engine_for(config)
-    if config.warehouse.url not in _READY:
+    key = (config.warehouse.url, config.warehouse.schema_name)
+    if key not in _READY:
         ensure_schema(engine, config.warehouse.schema_name)
-        _READY.add(config.warehouse.url)
+        _READY.add(key)
     return engine
 
 

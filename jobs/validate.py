@@ -277,7 +277,9 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         checks = contract.checks + runtime_checks(
             contract, volume_history(config, dataset, logical_date, rule_days), window.end
         )
+        frame = frame.persist()  # GX makes several passes; read the Parquet once
         validation = validator.run(dataset, build_suite(contract, checks), frame, logical_date)
+        frame.unpersist()
         rows = summarise(contract, validation)
         reports.write_bytes(
             f"quality/{logical_date.isoformat()}/{dataset}.json",

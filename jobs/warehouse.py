@@ -54,19 +54,23 @@ def ensure_schema(engine: sa.Engine, schema: str) -> None:
     schema = _ident(schema)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Parallel tasks (collect_events, collect_sources) may both create a fresh
+                # warehouse; "if not exists" is not race-free in PostgreSQL, so serialise.
+                lock = sa.text("select pg_advisory_xact_lock(hashtext(:key))")
+                conn.execute(lock, {"key": f"ensure_schema:{schema}"})
             conn.execute(sa.text(f"create schema if not exists {schema}"))
             for path in sorted(SQL_DIR.glob("*.sql")):
                 for statement in _statements(path.read_text().replace("{schema}", schema)):
                     conn.execute(sa.text(statement))
             for table, doc in schema_docs().items():
-                conn.execute(
-                    sa.text(f"comment on table {schema}.{_ident(table)} is {_quote_literal(doc['description'])}")
+                # exec_driver_sql: comment text is our own file's, and ":word" must not become a bind.
+                conn.exec_driver_sql(
+                    f"comment on table {schema}.{_ident(table)} is {_quote_literal(doc['description'])}"
                 )
                 for column, text in doc["columns"].items():
-                    conn.execute(
-                        sa.text(
-                            f"comment on column {schema}.{_ident(table)}.{_ident(column)} is {_quote_literal(text)}"
-                        )
+                    conn.exec_driver_sql(
+                        f"comment on column {schema}.{_ident(table)}.{_ident(column)} is {_quote_literal(text)}"
                     )
     except sa.exc.OperationalError as exc:
         raise ConfigError(f"warehouse.url: cannot use {engine.url!r}: {exc.orig}") from exc
