@@ -1,0 +1,268 @@
+"""The nightly DAG file imports cleanly through Airflow's DagBag and is wired as the data flows.
+
+Airflow is imported in a subprocess (own AIRFLOW_HOME, no example DAGs, its own SQLite
+metadata path), which prints a JSON description of the DAG; the tests check that description.
+This keeps Airflow's settings and logging out of the pytest process that also runs Spark.
+``jobs.orchestration.business_date`` is plain Python and is tested in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from jobs.config import PROJECT_ROOT, load_config
+from jobs.orchestration import PUBLISHED_TABLES, asset_uri, business_date
+
+DAG_ID = "marketing_nightly"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+DESCRIBE = textwrap.dedent(
+    """
+    import json, sys
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=sys.argv[1])
+    out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dag_ids": sorted(bag.dag_ids)}
+    dag = bag.dags.get(sys.argv[2])
+    if dag is not None:
+        cycle = None
+        try:
+            dag.check_cycle()
+        except Exception as exc:
+            cycle = f"{type(exc).__name__}: {exc}"
+        serialized = None
+        try:
+            from airflow.serialization.serialized_objects import DagSerialization
+
+            DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        except Exception as exc:
+            serialized = f"{type(exc).__name__}: {exc}"
+        timetable = dag.timetable
+        out["dag"] = {
+            "cycle_error": cycle,
+            "serialization_error": serialized,
+            "timetable_class": type(timetable).__name__,
+            "cron": getattr(timetable, "expression", None),
+            "timezone": str(getattr(timetable, "timezone", None)),
+            "catchup": dag.catchup,
+            "max_active_runs": dag.max_active_runs,
+            "tags": sorted(dag.tags),
+            "doc_md": dag.doc_md,
+            "start_date": dag.start_date.isoformat() if dag.start_date else None,
+            "start_date_tz": str(getattr(dag.start_date, "tzinfo", None)),
+            "params": sorted(dag.params.keys()),
+            "fileloc": dag.fileloc,
+            "tasks": {
+                t.task_id: {
+                    "upstream": sorted(t.upstream_task_ids),
+                    "downstream": sorted(t.downstream_task_ids),
+                    "retries": t.retries,
+                    "retry_exponential_backoff": bool(t.retry_exponential_backoff),
+                    "retry_delay_s": t.retry_delay.total_seconds() if t.retry_delay else None,
+                    "max_retry_delay_s": t.max_retry_delay.total_seconds() if t.max_retry_delay else None,
+                    "owner": t.owner,
+                    "on_failure_callback": [
+                        f"{c.__module__}.{c.__qualname__}" for c in (
+                            t.on_failure_callback if isinstance(t.on_failure_callback, list)
+                            else [t.on_failure_callback] if t.on_failure_callback else []
+                        )
+                    ],
+                    "outlets": [
+                        {"type": type(o).__name__, "uri": getattr(o, "uri", None), "group": getattr(o, "group", None)}
+                        for o in t.outlets
+                    ],
+                }
+                for t in dag.tasks
+            },
+        }
+    print("DAG-JSON:" + json.dumps(out, default=str))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def described(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MKT_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+            "GX_ANALYTICS_ENABLED": "False",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", DESCRIBE, str(PROJECT_ROOT / "dags"), DAG_ID],
+        env=env,
+        cwd=str(home),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("DAG-JSON:")]
+    assert proc.returncode == 0 and lines, f"DagBag subprocess failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1][len("DAG-JSON:") :])
+
+
+@pytest.fixture(scope="module")
+def dag(described):
+    assert DAG_ID in described["dag_ids"], described
+    return described["dag"]
+
+
+def test_the_dag_folder_imports_without_errors(described):
+    assert described["import_errors"] == {}
+    assert described["dag_ids"] == [DAG_ID]
+
+
+def test_the_dag_has_no_cycles_and_serialises_for_the_scheduler(dag):
+    assert dag["cycle_error"] is None
+    assert dag["serialization_error"] is None
+    assert dag["fileloc"].endswith("marketing_nightly.py")
+
+
+def test_the_schedule_is_a_cron_data_interval_in_the_shops_time_zone(dag):
+    config = load_config(environ={})
+    assert dag["timetable_class"] == "CronDataIntervalTimetable"
+    assert dag["cron"] == config.airflow.schedule
+    assert dag["timezone"] == config.shop.timezone == "Asia/Shanghai"
+    # midnight of the configured start date in the shop's zone (Airflow keeps it in UTC)
+    expected = datetime.fromisoformat(config.airflow.start_date).replace(tzinfo=ZoneInfo(config.shop.timezone))
+    assert datetime.fromisoformat(dag["start_date"]) == expected
+
+
+def test_no_catchup_one_run_at_a_time_tags_docs_and_the_business_date_param(dag):
+    assert dag["catchup"] is False
+    assert dag["max_active_runs"] == 1
+    assert dag["tags"] and "marketing" in dag["tags"]
+    assert "Nightly marketing pipeline" in dag["doc_md"]
+    for task_id in ("collect_events", "collect_sources", "clean_sources", "clean_events", "validate", "load"):
+        assert task_id in dag["doc_md"]
+    assert dag["params"] == ["business_date"]
+
+
+def test_every_task_retries_with_exponential_backoff_and_alerts_on_failure(dag):
+    for task_id, task in dag["tasks"].items():
+        assert task["retries"] >= 1, task_id
+        assert task["retry_exponential_backoff"] is True, task_id
+        assert task["retry_delay_s"] and task["retry_delay_s"] > 0, task_id
+        assert task["max_retry_delay_s"] and task["max_retry_delay_s"] >= task["retry_delay_s"], task_id
+        assert task["on_failure_callback"] == ["jobs.orchestration.alert_on_failure"], task_id
+        assert task["owner"] == "data-engineering"
+
+
+def test_task_dependencies_follow_the_data_flow(dag):
+    upstream = {task_id: task["upstream"] for task_id, task in dag["tasks"].items()}
+    assert upstream == {
+        "collect_events": [],
+        "collect_sources": [],
+        "clean_sources": ["collect_sources"],
+        # events are checked against the products cleaned for the same date
+        "clean_events": ["clean_sources", "collect_events"],
+        "validate": ["clean_events", "clean_sources"],
+        "load": ["validate"],
+    }
+    assert dag["tasks"]["load"]["downstream"] == []
+
+
+def test_every_collect_precedes_every_clean_which_precede_validate_then_load(dag):
+    tasks = dag["tasks"]
+
+    def ancestors(task_id):
+        seen, todo = set(), list(tasks[task_id]["upstream"])
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(tasks[current]["upstream"])
+        return seen
+
+    assert ancestors("load") == set(tasks) - {"load"}
+    assert ancestors("validate") == {"collect_events", "collect_sources", "clean_sources", "clean_events"}
+    for clean in ("clean_sources", "clean_events"):
+        assert ancestors(clean) <= {"collect_events", "collect_sources", "clean_sources"}
+        assert ancestors(clean) & {"collect_events", "collect_sources"}
+
+
+def test_load_publishes_the_warehouse_assets_and_nothing_else_does(dag):
+    config = load_config(environ={})
+    outlets = dag["tasks"]["load"]["outlets"]
+    assert {o["type"] for o in outlets} == {"Asset"}
+    assert [o["uri"] for o in outlets] == [asset_uri(config, table) for table in PUBLISHED_TABLES]
+    assert {o["group"] for o in outlets} == {"marketing_warehouse"}
+    assert all(not task["outlets"] for task_id, task in dag["tasks"].items() if task_id != "load")
+
+
+def test_asset_uris_name_the_table_without_credentials():
+    config = load_config(
+        environ={}, overrides={"warehouse": {"url": "postgresql+psycopg://owner:pw@db:5432/wh", "schema": "marketing"}}
+    )
+    assert asset_uri(config, "fct_orders") == "postgresql://marketing-warehouse/marketing/fct_orders"
+
+
+# --------------------------------------------------------------------------------------------
+# business_date
+# --------------------------------------------------------------------------------------------
+
+TZ = "Asia/Shanghai"
+
+
+def test_business_date_is_the_interval_start_in_the_shops_time_zone():
+    # the run for 2026-10-30 (local) covers [10-30 03:00 +08, 10-31 03:00 +08) = [10-29 19:00Z, 10-30 19:00Z)
+    context = {
+        "data_interval_start": datetime(2026, 10, 29, 19, 0, tzinfo=timezone.utc),
+        "data_interval_end": datetime(2026, 10, 30, 19, 0, tzinfo=timezone.utc),
+        "logical_date": datetime(2026, 10, 30, 19, 0, tzinfo=timezone.utc),
+        "params": {"business_date": None},
+    }
+    assert business_date(context, TZ) == date(2026, 10, 30)
+
+
+def test_business_date_uses_the_local_date_even_when_utc_is_on_the_previous_day():
+    start = datetime(2026, 10, 30, 0, 30, tzinfo=SHANGHAI)  # 2026-10-29 16:30Z
+    context = {"data_interval_start": start.astimezone(timezone.utc), "data_interval_end": start + timedelta(days=1)}
+    assert business_date(context, TZ) == date(2026, 10, 30)
+    assert business_date(context, "UTC") == date(2026, 10, 29)
+
+
+@pytest.mark.parametrize("value", ["2026-10-01", date(2026, 10, 1)])
+def test_the_business_date_param_overrides_the_interval(value):
+    context = {
+        "data_interval_start": datetime(2026, 10, 29, 19, 0, tzinfo=timezone.utc),
+        "data_interval_end": datetime(2026, 10, 30, 19, 0, tzinfo=timezone.utc),
+        "params": {"business_date": value},
+    }
+    assert business_date(context, TZ) == date(2026, 10, 1)
+
+
+def test_a_bad_business_date_param_is_rejected():
+    with pytest.raises(ValueError):
+        business_date({"params": {"business_date": "31/10/2026"}}, TZ)
+
+
+def test_a_manual_run_without_an_interval_processes_the_day_before_its_logical_date():
+    logical = datetime(2026, 10, 31, 1, 0, tzinfo=timezone.utc)  # 09:00 local on 10-31
+    for context in (
+        {"logical_date": logical},
+        {"logical_date": logical, "data_interval_start": logical, "data_interval_end": logical},
+        {"logical_date": logical, "data_interval_start": None, "data_interval_end": None, "params": {}},
+    ):
+        assert business_date(context, TZ) == date(2026, 10, 30)
+
+
+def test_without_any_date_in_the_context_it_falls_back_to_yesterday_locally():
+    today = datetime.now(SHANGHAI).date()
+    assert business_date({}, TZ) in (today - timedelta(days=1), today)  # midnight race tolerated
