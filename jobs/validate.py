@@ -59,14 +59,21 @@ def dataset_frame(spark, config: PipelineConfig, dataset: str, day: date) -> Dat
 
 
 def volume_history(config: PipelineConfig, dataset: str, day: date, days: int) -> list[int]:
-    """Clean row counts of the dataset on the previous ``days`` successful runs."""
+    """Clean row counts of the dataset on the previous ``days`` successful runs.
+
+    Days whose source extract was a full reload are left out: a first load holds the whole
+    history and would make every normal day after it look like a collapse in volume.
+    """
+    schema = config.warehouse.schema_name
     engine = warehouse_engine(config)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                f"select rows_out from {config.warehouse.schema_name}.ops_pipeline_runs "
-                "where stage = 'clean' and dataset = :ds and status = 'success' "
-                "and logical_date < :d and logical_date >= :first and rows_out is not null"
+                f"select r.rows_out from {schema}.ops_pipeline_runs r "
+                "where r.stage = 'clean' and r.dataset = :ds and r.status = 'success' "
+                "and r.logical_date < :d and r.logical_date >= :first and r.rows_out is not null "
+                f"and not exists (select 1 from {schema}.ops_source_watermarks w "
+                "where w.table_name = r.dataset and w.logical_date = r.logical_date and w.is_full_reload)"
             ),
             {"ds": dataset, "d": day, "first": day - timedelta(days=days)},
         ).scalars()

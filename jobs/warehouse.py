@@ -8,6 +8,7 @@ text; only identifiers from our own DDL are formatted into statements.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -98,11 +99,17 @@ def stage_arrow(conn: sa.Connection, name: str, data: pa.Table, like: str) -> st
         return name
     conn.exec_driver_sql(f"drop table if exists {name}")
     conn.exec_driver_sql(f"create temp table {name} as select {col_list} from {like} limit 0")
+    # COPY in CSV written by Arrow (no per-row Python): an unquoted empty field is NULL and a
+    # quoted "" is the empty string, so both survive the trip.
+    import pyarrow.csv as pacsv
+
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(f"copy {name} ({col_list}) from stdin") as copy:
-        for batch in data.to_batches(max_chunksize=50_000):
-            for row in zip(*(col.to_pylist() for col in batch.columns), strict=True):
-                copy.write_row(row)
+    with raw.cursor() as cursor, cursor.copy(f"copy {name} ({col_list}) from stdin with (format csv)") as copy:
+        for batch in data.to_batches(max_chunksize=100_000):
+            buffer = io.BytesIO()
+            pacsv.write_csv(pa.Table.from_batches([batch]), buffer, options)
+            copy.write(buffer.getvalue())
     return name
 
 
