@@ -164,6 +164,17 @@ def _known_keys(spark: SparkSession, config: PipelineConfig, table: str, key: st
     )
 
 
+def _order_attributes(spark: SparkSession, config: PipelineConfig, day: date) -> DataFrame:
+    """Customer and order date of every order known by D (its latest clean version), so each
+    order line carries them into the warehouse."""
+    lake = lake_storage(config)
+    orders = spark.read.parquet(spark_uri(lake, clean_source_prefix("orders"))).where(
+        F.col("extract_date") <= F.lit(day)
+    )
+    latest, _ = latest_per_key(orders, ["order_id"])
+    return latest.select("order_id", "user_id", "order_date")
+
+
 def _quarantined_keys(spark: SparkSession, config: PipelineConfig, table: str, day: date):
     lake = lake_storage(config)
     prefix = f"quarantine/{table}/"
@@ -303,8 +314,18 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
             Check("unknown_product_id", F.col("_unknown_product"), F.col("product_id").cast("string")),
         ],
     ).drop("_unknown_product", "_unknown_order", "_not_in_quarantine")
+    attributes = _order_attributes(spark, config, logical_date)
     results["order_items"] = _write(
-        spark, config, "order_items", logical_date, _finish("order_items", items, ["order_id", "line_no"])
+        spark,
+        config,
+        "order_items",
+        logical_date,
+        _finish(
+            "order_items",
+            items,
+            ["order_id", "line_no"],
+            clean_transform=lambda df: df.join(attributes, "order_id", "left"),
+        ),
     )
     return {"logical_date": logical_date.isoformat(), "tables": results}
 

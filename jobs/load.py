@@ -100,6 +100,8 @@ def fct_order_item_rows(items: DataFrame, loaded_at: datetime) -> DataFrame:
     return items.select(
         "order_id",
         "line_no",
+        "user_id",
+        "order_date",
         "product_id",
         "quantity",
         "unit_price",

@@ -58,6 +58,8 @@ create table if not exists {schema}.fct_orders (
 create table if not exists {schema}.fct_order_items (
     order_id            bigint not null,
     line_no             integer not null,
+    user_id             bigint not null,
+    order_date          date not null,
     product_id          bigint not null,
     quantity            integer not null,
     unit_price          decimal(12, 2) not null,
