@@ -49,6 +49,8 @@ def _run(stage: str) -> dict:
     start_date=datetime.fromisoformat(CONFIG.airflow.start_date).replace(tzinfo=CONFIG.tz),
     catchup=False,
     max_active_runs=1,
+    # DuckDB (the embedded default) allows one writing process at a time: run tasks serially.
+    max_active_tasks=1 if CONFIG.warehouse.url.startswith("duckdb") else 16,
     tags=["marketing", "warehouse", "nightly"],
     doc_md=__doc__,
     params={

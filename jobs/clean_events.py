@@ -312,7 +312,9 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
             .where((F.col("batch_date") < F.lit(logical_date)) & (F.col("event_date") >= F.lit(first_day)))
             .select("event_id")
         )
-    marked = mark_duplicates(classified.where(F.col("reason").isNull()), seen).persist()
+    # Only the clean columns travel through the dedupe and bot shuffles (not the raw payload).
+    valid = classified.where(F.col("reason").isNull()).select(*[c for c in CLEAN_COLUMNS if c != "is_bot"])
+    marked = mark_duplicates(valid, seen).persist()
     clean = flag_bots(marked.where(~F.col("is_duplicate")), config.clean.bot_max_events_per_minute)
 
     quarantine = classified.where(F.col("reason").isNotNull()).select(

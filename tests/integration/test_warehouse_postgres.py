@@ -386,6 +386,8 @@ def test_upsert_with_composite_key(engine, schema):
             {
                 "order_id": pa.array([r[0] for r in rows], pa.int64()),
                 "line_no": pa.array([r[1] for r in rows], pa.int32()),
+                "user_id": pa.array([3] * len(rows), pa.int64()),
+                "order_date": pa.array([T0.date()] * len(rows), pa.date32()),
                 "product_id": pa.array([7] * len(rows), pa.int64()),
                 "quantity": pa.array([r[2] for r in rows], pa.int32()),
                 "unit_price": pa.array([Decimal("2.50")] * len(rows), pa.decimal128(12, 2)),
