@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import PipelineConfig
+from jobs.interface import CHANNELS, EVENT_FIELDS, EVENT_TYPES, REQUIRED_EVENT_FIELDS
 from jobs.lake import (
     clean_events_prefix,
     clean_source_prefix,
@@ -45,31 +46,8 @@ from jobs.reconcile import ReconciliationError
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = (
-    "page_view",
-    "search",
-    "product_view",
-    "add_to_cart",
-    "remove_from_cart",
-    "favorite",
-    "checkout_start",
-)
-CHANNELS = ("web", "app", "mini_program")
-KNOWN_FIELDS = (
-    "event_id",
-    "event_type",
-    "event_ts",
-    "user_id",
-    "anonymous_id",
-    "session_id",
-    "product_id",
-    "query",
-    "channel",
-    "device",
-    "utm_source",
-    "price",
-)
-REQUIRED_FIELDS = ("event_id", "event_type", "event_ts", "session_id", "anonymous_id", "channel")
+KNOWN_FIELDS = EVENT_FIELDS
+REQUIRED_FIELDS = REQUIRED_EVENT_FIELDS
 REASONS = (
     "malformed_json",
     "missing_required_field",

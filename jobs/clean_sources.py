@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.config import PipelineConfig
+from jobs.interface import CHANNELS, ORDER_STATUSES
 from jobs.lake import (
     clean_source_prefix,
     has_parquet,
@@ -39,8 +40,7 @@ from jobs.ops import record_and_reconcile
 
 log = logging.getLogger(__name__)
 
-ORDER_STATUSES = ("created", "paid", "shipped", "completed", "cancelled", "refunded")
-ORDER_CHANNELS = ("web", "app", "mini_program")
+ORDER_CHANNELS = CHANNELS
 GENDERS = ("F", "M", "U")
 
 

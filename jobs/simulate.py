@@ -53,41 +53,25 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from jobs.config import PipelineConfig
+from jobs.interface import (
+    CHANNELS,
+    EVENT_FIELDS,
+    EVENT_TYPES,
+    ORDER_STATUSES,
+    REQUIRED_EVENT_FIELDS,
+)
 from jobs.storage import Storage, open_storage
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------------
 
-EVENT_TYPES = (
-    "page_view",
-    "search",
-    "product_view",
-    "add_to_cart",
-    "remove_from_cart",
-    "favorite",
-    "checkout_start",
-)
 PAGE_VIEW, SEARCH, PRODUCT_VIEW, ADD_TO_CART, REMOVE_FROM_CART, FAVORITE, CHECKOUT_START = range(7)
 PRODUCT_EVENTS = (PRODUCT_VIEW, ADD_TO_CART, REMOVE_FROM_CART, FAVORITE)
-CHANNELS = ("web", "app", "mini_program")
 DEVICES = ("desktop", "ios", "android")
 UTM_SOURCES = ("google", "baidu", "wechat", "douyin", "email", "sms", "direct")
-EVENT_KEYS = (
-    "event_id",
-    "event_type",
-    "event_ts",
-    "user_id",
-    "anonymous_id",
-    "session_id",
-    "product_id",
-    "query",
-    "channel",
-    "device",
-    "utm_source",
-    "price",
-)
-REQUIRED_FIELDS = ("event_id", "event_type", "event_ts", "session_id", "anonymous_id", "channel")
+EVENT_KEYS = EVENT_FIELDS
+REQUIRED_FIELDS = REQUIRED_EVENT_FIELDS
 
 LINE_KINDS = (
     "valid",
@@ -107,7 +91,7 @@ LIFECYCLE_STATES = ("prospect", "new", "habitual", "declining", "churned", "reac
 PROSPECT, NEW, HABITUAL, DECLINING, CHURNED, REACTIVATED = range(6)
 NEW_PHASE_DAYS = 21
 
-ORDER_STATUSES = ("created", "paid", "shipped", "completed", "cancelled", "refunded")
+# status codes index ORDER_STATUSES (jobs.interface)
 CREATED, PAID, SHIPPED, COMPLETED, CANCELLED, REFUNDED = range(6)
 ORDER_ID_BASE = 100_000
 
