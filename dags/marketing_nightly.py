@@ -93,7 +93,11 @@ def marketing_nightly():
 
     @task(outlets=WAREHOUSE_ASSETS)
     def load(validated: dict) -> dict:
-        return _run("load")
+        summary = _run("load")
+        events = get_current_context()["outlet_events"]
+        for asset in WAREHOUSE_ASSETS:  # tells asset-scheduled DAGs which date was published
+            events[asset].extra = {"business_date": summary["business_date"]}
+        return summary
 
     sources = clean_sources(collect_sources())
     events = clean_events(collect_events(), sources)

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run nightly stages for a date or a date range, without Airflow",
-        description="Run the nightly stages in order for each logical date: " "collect, clean, validate, load.",
+        description="Run the stages in order for each logical date: collect, clean, validate, load "
+        "(the nightly DAG), then segments (the customers DAG).",
     )
     run.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD (first date of a range)")
     run.add_argument("--to", type=_date, help="last logical date of a range (inclusive), processed in order")
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
-        "validate, load, or the groups collect / clean",
+        "validate, load, segments, or the groups collect / clean / nightly / customers (default: all)",
     )
     run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
 
@@ -177,7 +178,7 @@ def _dispatch(args: argparse.Namespace, config) -> int:
     if args.command == "run":
         from jobs.pipeline import resolve_stages, run_pipeline
 
-        stages = resolve_stages(args.stage)
+        stages = resolve_stages(args.stage or ["nightly", "customers"])
         if args.full_reload:
             config = config.model_copy(update={"collect": config.collect.model_copy(update={"full_reload": True})})
         last = args.to or args.date

@@ -40,6 +40,24 @@ def business_date(context: dict, tz: str) -> date:
     return logical.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
 
 
+def business_date_from_assets(context: dict, tz: str) -> date:
+    """The date an asset-triggered run works on: the ``business_date`` param, else the date
+    the triggering load published (carried in the asset event's extra), else yesterday."""
+    override = (context.get("params") or {}).get("business_date")
+    if override:
+        return date.fromisoformat(str(override))
+    events = context.get("triggering_asset_events") or {}
+    dates = [
+        event.extra.get("business_date")
+        for asset_events in events.values()
+        for event in asset_events
+        if getattr(event, "extra", None) and event.extra.get("business_date")
+    ]
+    if dates:
+        return date.fromisoformat(max(dates))
+    return datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)
+
+
 def alert_on_failure(context: dict) -> None:
     """Failure callback: one structured log line a log-based alerting rule can match.
 

@@ -60,26 +60,40 @@ STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {
     "validate": _validate,
     "load": _load,
 }
+def _segments(config: PipelineConfig, day: date) -> dict:
+    from jobs.segments import build_segments
+
+    return build_segments(config, day)
+
+
+# Built on published data by a DAG of their own (scheduled on the warehouse assets).
+CUSTOMER_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {
+    "segments": _segments,
+}
+ALL_STAGES = {**STAGES, **CUSTOMER_STAGES}
 STAGE_GROUPS = {
     "collect": ("collect_events", "collect_sources"),
     "clean": ("clean_sources", "clean_events"),
+    "nightly": tuple(STAGES),
+    "customers": tuple(CUSTOMER_STAGES),
 }
 
 
 def resolve_stages(names: list[str] | None) -> list[str]:
-    """Expand group names (collect, clean) and check every name; keep pipeline order."""
+    """Expand group names (collect, clean, nightly, customers) and check every name; keep
+    pipeline order. No names means the nightly stages."""
     if not names:
         return list(STAGES)
     wanted: set[str] = set()
     for name in names:
         if name in STAGE_GROUPS:
             wanted.update(STAGE_GROUPS[name])
-        elif name in STAGES:
+        elif name in ALL_STAGES:
             wanted.add(name)
         else:
-            choices = ", ".join([*STAGES, *STAGE_GROUPS])
+            choices = ", ".join([*ALL_STAGES, *STAGE_GROUPS])
             raise ValueError(f"unknown stage {name!r}; choose from: {choices}")
-    return [stage for stage in STAGES if stage in wanted]
+    return [stage for stage in ALL_STAGES if stage in wanted]
 
 
 def run_pipeline(config: PipelineConfig, day: date, stages: list[str] | None = None) -> dict[str, dict]:
@@ -88,6 +102,6 @@ def run_pipeline(config: PipelineConfig, day: date, stages: list[str] | None = N
     for stage in resolve_stages(stages):
         started = time.monotonic()
         log.info("%s %s: starting", day, stage)
-        results[stage] = STAGES[stage](config, day)
+        results[stage] = ALL_STAGES[stage](config, day)
         log.info("%s %s: done in %.1fs", day, stage, time.monotonic() - started)
     return results

@@ -197,6 +197,34 @@ def test_rerunning_a_night_changes_nothing(two_nights: Shop):
     assert two_nights.query("select count(*) from ops_pipeline_runs") == runs_before
 
 
+def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_nights: Shop):
+    for night in (NIGHT1, NIGHT2):
+        assert _passed(dags_test("marketing_customers", night.isoformat(), two_nights.env))
+    ((buyers,),) = two_nights.query(
+        "select count(distinct user_id) from fct_orders where status in ('paid', 'shipped', 'completed') "
+        "and order_date <= :d",
+        d=NIGHT2,
+    )
+    ((users,),) = two_nights.query("select count(*) from dim_user")
+    groups = dict(two_nights.query("select rfm_group, count(*) from mart_user_rfm where snapshot_date = :d group by 1", d=NIGHT2))
+    assert sum(groups.values()) == buyers > 0
+    stages = dict(two_nights.query("select lifecycle_stage, count(*) from mart_user_lifecycle where snapshot_date = :d group by 1", d=NIGHT2))
+    assert sum(stages.values()) == users and stages.get("prospect", 0) > 0
+    moved = two_nights.query("select from_stage, to_stage, user_count from mart_lifecycle_transitions where snapshot_date = :d", d=NIGHT2)
+    assert sum(n for _, _, n in moved) == users
+    ((new_users,),) = two_nights.query(
+        "select count(*) from mart_user_lifecycle c where snapshot_date = :d2 and not exists "
+        "(select 1 from mart_user_lifecycle p where p.snapshot_date = :d1 and p.user_id = c.user_id)",
+        d1=NIGHT1,
+        d2=NIGHT2,
+    )
+    assert sum(n for source, _, n in moved if source == "(none)") == new_users
+
+    before = two_nights.query("select * exclude (loaded_at) from mart_user_rfm order by all")
+    assert _passed(dags_test("marketing_customers", NIGHT2.isoformat(), two_nights.env))
+    assert two_nights.query("select * exclude (loaded_at) from mart_user_rfm order by all") == before
+
+
 def test_an_error_level_contract_violation_blocks_publishing(two_nights: Shop, tmp_path: Path):
     strict = tmp_path / "contracts"
     shutil.copytree(PROJECT_ROOT / "data_contracts", strict)

@@ -88,8 +88,7 @@ DESCRIBE = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def described(tmp_path_factory):
+def _describe(tmp_path_factory, dag_id: str) -> dict:
     home = tmp_path_factory.mktemp("airflow_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MKT_"))}
     env.update(
@@ -105,7 +104,7 @@ def described(tmp_path_factory):
         }
     )
     proc = subprocess.run(
-        [sys.executable, "-c", DESCRIBE, str(PROJECT_ROOT / "dags"), DAG_ID],
+        [sys.executable, "-c", DESCRIBE, str(PROJECT_ROOT / "dags"), dag_id],
         env=env,
         cwd=str(home),
         capture_output=True,
@@ -118,6 +117,28 @@ def described(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def described(tmp_path_factory):
+    return _describe(tmp_path_factory, DAG_ID)
+
+
+@pytest.fixture(scope="module")
+def customers(tmp_path_factory):
+    return _describe(tmp_path_factory, "marketing_customers")["dag"]
+
+
+def test_the_customers_dag_runs_on_published_orders_and_updates_the_mart_assets(customers):
+    config = load_config(environ={})
+    assert customers["cycle_error"] is None and customers["serialization_error"] is None
+    assert customers["timetable_class"] == "AssetTriggeredTimetable"
+    assert customers["catchup"] is False and customers["params"] == ["business_date"]
+    (task,) = customers["tasks"].values()
+    assert task["retries"] >= 1 and task["retry_exponential_backoff"]
+    assert {o["uri"] for o in task["outlets"]} == {
+        asset_uri(config, t) for t in ("mart_user_rfm", "mart_user_lifecycle", "mart_lifecycle_transitions")
+    }
+
+
+@pytest.fixture(scope="module")
 def dag(described):
     assert DAG_ID in described["dag_ids"], described
     return described["dag"]
@@ -125,7 +146,7 @@ def dag(described):
 
 def test_the_dag_folder_imports_without_errors(described):
     assert described["import_errors"] == {}
-    assert described["dag_ids"] == [DAG_ID]
+    assert described["dag_ids"] == ["marketing_customers", DAG_ID]
 
 
 def test_the_dag_has_no_cycles_and_serialises_for_the_scheduler(dag):
