@@ -74,6 +74,7 @@ class SourceConfig(_Section):
 class WarehouseConfig(_Section):
     url: str = "duckdb:///data/warehouse/marketing.duckdb"
     schema_name: str = Field("main", alias="schema")
+    bi_role: str | None = Field(None, description="PostgreSQL role granted read-only, PII-free access")
 
     @field_validator("url")
     @classmethod

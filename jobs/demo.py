@@ -3,10 +3,10 @@
 1. Reset the demo's local data folders (only folders inside the project's ``data/``).
 2. Simulate ~60 days of a small shop with a few percent of dirty data.
 3. For each of the last nights: write what the shop knows by the end of that day (event
-   files, source rows, late status changes), then run the ``marketing_nightly`` DAG for it
-   with ``airflow dags test``.
-4. Print rows per warehouse table, quarantine counts by reason, data-quality warnings, and
-   where the warehouse, lake and reports are.
+   files, source rows, late status changes), then run the ``marketing_nightly`` DAG and the
+   ``marketing_customers`` DAG for it with ``airflow dags test``.
+4. Print rows per warehouse table, quarantine counts by reason, RFM groups and lifecycle
+   stages, data-quality warnings, and where the warehouse, lake and reports are.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ def _reset_local_data(config: PipelineConfig) -> None:
 
 
 def run_nightly_via_airflow(day: date, env: dict[str, str]) -> None:
+    """The nightly DAG, then the customers DAG it triggers in production (asset-scheduled)."""
     from jobs.airflow_env import dags_test
 
-    result = dags_test("marketing_nightly", day.isoformat(), env)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
-        raise RuntimeError(f"airflow dags test for {day} failed:\n{tail}")
+    for dag_id in ("marketing_nightly", "marketing_customers"):
+        result = dags_test(dag_id, day.isoformat(), env)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+            raise RuntimeError(f"airflow dags test {dag_id} for {day} failed:\n{tail}")
 
 
 def summary(config: PipelineConfig, nights: list[date]) -> str:
@@ -63,6 +65,20 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
                 f"from {schema}.ops_pipeline_runs where stage = 'clean' order by logical_date, dataset"
             )
         ).all()
+        groups = conn.execute(
+            sa.text(
+                f"select rfm_group, count(*) from {schema}.mart_user_rfm "
+                f"where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_rfm) "
+                "group by rfm_group order by count(*) desc"
+            )
+        ).all()
+        stages = conn.execute(
+            sa.text(
+                f"select lifecycle_stage, count(*) from {schema}.mart_user_lifecycle "
+                f"where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_lifecycle) "
+                "group by lifecycle_stage order by count(*) desc"
+            )
+        ).all()
         warnings = conn.execute(
             sa.text(
                 f"select logical_date, dataset, check_name from {schema}.ops_data_quality "
@@ -79,6 +95,10 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
     ]
     lines += ["", "Quarantined rows by reason:"]
     lines += [f"  {ds:<12}{reason:<26}{int(n):>8,}" for ds, reason, n in quarantine] or ["  none"]
+    lines += ["", f"Customers on {nights[-1]} by RFM group:"]
+    lines += [f"  {name:<22}{n:>8,}" for name, n in groups] or ["  none"]
+    lines += ["", "... and by lifecycle stage:"]
+    lines += [f"  {name:<22}{n:>8,}" for name, n in stages] or ["  none"]
     lines += ["", "Data-quality checks not passed (warnings; errors would have blocked publishing):"]
     lines += [f"  {d} {ds:<12}{name}" for d, ds, name in warnings] or ["  none"]
     lines += [
@@ -119,7 +139,7 @@ def run_demo(config: PipelineConfig, nights: int = 3, days: int = 60, users: int
         if use_airflow:
             run_nightly_via_airflow(day, env)
         else:
-            run_pipeline(config, day)
+            run_pipeline(config, day, ["nightly", "customers"])
         print(f"  night {day}: done in {time.monotonic() - night_started:.0f}s", flush=True)
     print()
     print(summary(config, run_days))

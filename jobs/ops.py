@@ -15,7 +15,7 @@ def warehouse_engine(config: PipelineConfig):
     engine = engine_for(config)
     key = (config.warehouse.url, config.warehouse.schema_name)
     if key not in _READY:
-        ensure_schema(engine, config.warehouse.schema_name)
+        ensure_schema(engine, config.warehouse.schema_name, config.warehouse.bi_role)
         _READY.add(key)
     return engine
 

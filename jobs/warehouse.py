@@ -42,16 +42,26 @@ def is_duckdb(conn: sa.Connection | sa.Engine) -> bool:
     return conn.dialect.name == "duckdb"
 
 
+def _docs() -> dict:
+    return yaml.safe_load((SQL_DIR / "schema.yml").read_text())
+
+
 def schema_docs() -> dict:
-    return yaml.safe_load((SQL_DIR / "schema.yml").read_text())["tables"]
+    """Published tables: description, columns, BI access (from sql/warehouse/schema.yml)."""
+    return _docs()["tables"]
+
+
+def view_docs() -> dict[str, str]:
+    return _docs().get("views", {})
 
 
 def _quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def ensure_schema(engine: sa.Engine, schema: str) -> None:
-    """Create the schema, tables and comments if missing (safe to run every time)."""
+def ensure_schema(engine: sa.Engine, schema: str, bi_role: str | None = None) -> None:
+    """Create the schema, tables, views and comments if missing (safe to run every time);
+    on PostgreSQL, also grant the read-only BI role what it may read."""
     schema = _ident(schema)
     try:
         with engine.begin() as conn:
@@ -73,8 +83,36 @@ def ensure_schema(engine: sa.Engine, schema: str) -> None:
                     conn.exec_driver_sql(
                         f"comment on column {schema}.{_ident(table)}.{_ident(column)} is {_quote_literal(text)}"
                     )
+            for view, text in view_docs().items():
+                conn.exec_driver_sql(f"comment on view {schema}.{_ident(view)} is {_quote_literal(text)}")
+            if bi_role and conn.dialect.name == "postgresql":
+                grant_bi_access(conn, schema, bi_role)
     except sa.exc.OperationalError as exc:
         raise ConfigError(f"warehouse.url: cannot use {engine.url!r}: {exc.orig}") from exc
+
+
+def grant_bi_access(conn: sa.Connection, schema: str, role: str) -> None:
+    """Least privilege for BI (PostgreSQL): usage on the schema and SELECT on the published
+    tables and views, never on ``restricted_columns`` (column grants) nor on ``ops_*``."""
+    role = _ident(role)
+    exists = conn.execute(sa.text("select 1 from pg_roles where rolname = :r"), {"r": role}).scalar()
+    if not exists:
+        raise ConfigError(f"warehouse.bi_role: role {role!r} does not exist in the warehouse database")
+    conn.exec_driver_sql(f"revoke all on schema {schema} from public")
+    conn.exec_driver_sql(f"grant usage on schema {schema} to {role}")
+    for table, doc in schema_docs().items():
+        target = f"{schema}.{_ident(table)}"
+        conn.exec_driver_sql(f"revoke all on {target} from {role}")
+        if not doc.get("bi_access", True):
+            continue
+        restricted = set(doc.get("restricted_columns", []))
+        if restricted:
+            allowed = ", ".join(_ident(c) for c in doc["columns"] if c not in restricted)
+            conn.exec_driver_sql(f"grant select ({allowed}) on {target} to {role}")
+        else:
+            conn.exec_driver_sql(f"grant select on {target} to {role}")
+    for view in view_docs():
+        conn.exec_driver_sql(f"grant select on {schema}.{_ident(view)} to {role}")
 
 
 def _statements(sql: str) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from jobs.config import ConfigError
 from jobs.warehouse import (
     SQL_DIR,
     engine_for,
@@ -38,6 +40,7 @@ from jobs.warehouse import (
     schema_docs,
     stage_arrow,
     upsert,
+    view_docs,
 )
 
 pytestmark = pytest.mark.integration
@@ -288,7 +291,10 @@ def test_ensure_schema_from_parallel_tasks_on_a_fresh_warehouse(postgres_url, pg
         assert errors == []
         with engines[0].connect() as conn:
             tables = conn.execute(
-                sa.text("select table_name from information_schema.tables where table_schema = :s"),
+                sa.text(
+                    "select table_name from information_schema.tables "
+                    "where table_schema = :s and table_type = 'BASE TABLE'"
+                ),
                 {"s": pg_schema},
             ).scalars()
             assert set(tables) == set(schema_docs())
@@ -321,10 +327,18 @@ def test_schema_yml_documents_exactly_the_ddl_columns_on_duckdb(make_config):
                     {"s": schema},
                 ).all()
             )
+            views = dict(
+                conn.execute(
+                    sa.text("select view_name, comment from duckdb_views() where schema_name = :s and not internal"),
+                    {"s": schema},
+                ).all()
+            )
     finally:
         engine.dispose()
 
+    assert views == view_docs()  # every view exists and carries its documented comment
     docs = schema_docs()
+    columns = [(t, c, comment) for t, c, comment in columns if t not in view_docs()]
     created = {(t, c) for t, c, _ in columns}
     documented = {(t, c) for t, cols in docs.items() for c in cols["columns"]}
     assert sorted(created - documented) == [], (
@@ -787,3 +801,38 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     }
     for table in first:
         assert second[table] == first[table], f"{table} changed on re-running {last_day}"
+
+
+def test_the_bi_role_reads_published_tables_but_no_pii_and_no_ops(engine, pg_schema, postgres_url):
+    role = f"bi_test_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"create role {role} login")
+    try:
+        ensure_schema(engine, pg_schema, bi_role=role)
+        with engine.begin() as conn:
+            load_products(conn, pg_schema, products((1, "Shirt", T0)))
+        bi = sa.create_engine(sa.engine.make_url(postgres_url).set(username=role, password=None))
+        try:
+            with bi.connect() as conn:
+                assert conn.execute(sa.text(f"select count(*) from {pg_schema}.dim_product")).scalar() == 1
+                assert conn.execute(sa.text(f"select count(user_id) from {pg_schema}.dim_user")).scalar() == 0
+                assert conn.execute(sa.text(f"select count(*) from {pg_schema}.v_user_rfm_latest")).scalar() == 0
+            for forbidden in (
+                f"select email_hash from {pg_schema}.dim_user",
+                f"select * from {pg_schema}.dim_user",
+                f"select * from {pg_schema}.ops_pipeline_runs",
+                f"delete from {pg_schema}.dim_product",
+            ):
+                with bi.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                    conn.execute(sa.text(forbidden))
+        finally:
+            bi.dispose()
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"drop owned by {role}")
+            conn.exec_driver_sql(f"drop role {role}")
+
+
+def test_a_missing_bi_role_is_a_one_line_config_error(engine, pg_schema):
+    with pytest.raises(ConfigError, match="warehouse.bi_role: role 'nobody_here' does not exist"):
+        ensure_schema(engine, pg_schema, bi_role="nobody_here")

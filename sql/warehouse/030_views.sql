@@ -1,0 +1,9 @@
+-- Views with stable names for BI tools: the latest customer snapshots.
+
+create or replace view {schema}.v_user_rfm_latest as
+select * from {schema}.mart_user_rfm
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_rfm);
+
+create or replace view {schema}.v_user_lifecycle_latest as
+select * from {schema}.mart_user_lifecycle
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_lifecycle);
