@@ -6,7 +6,10 @@ builds, for that business date, from published data only:
 
 - **`mart_user_rfm`** – recency, frequency, monetary, scores 1-5 and the named RFM group;
 - **`mart_user_lifecycle`** – prospect, new, growing, loyal, at_risk, churned, reactivated;
-- **`mart_lifecycle_transitions`** – how many customers moved between stages since the previous snapshot.
+- **`mart_lifecycle_transitions`** – how many customers moved between stages since the previous snapshot;
+- **`mart_customer_scores`** – churn risk (learned nightly by backtest, calibrated, checked against a
+  recency-only baseline in `mart_churn_model_quality` / `mart_churn_calibration`), expected next order
+  date and predicted 12-month value.
 
 Definitions live in `config/segments.yaml`. Re-running a date replaces that date's snapshot; history is kept.
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
@@ -29,6 +32,20 @@ SEGMENT_ASSETS = [
     Asset(asset_uri(CONFIG, table), group="marketing_marts")
     for table in ("mart_user_rfm", "mart_user_lifecycle", "mart_lifecycle_transitions")
 ]
+SCORE_ASSETS = [
+    Asset(asset_uri(CONFIG, table), group="marketing_marts")
+    for table in ("mart_customer_scores", "mart_churn_model_quality", "mart_churn_calibration")
+]
+
+
+def _run(stage: str) -> dict:
+    from jobs.orchestration import deterministic_errors
+
+    day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
+    try:
+        return {"business_date": day.isoformat(), **pipeline.CUSTOMER_STAGES[stage](CONFIG, day)}
+    except deterministic_errors() as exc:
+        raise AirflowFailException(f"{stage} {day}: {exc}") from exc
 
 
 @dag(
@@ -37,7 +54,8 @@ SEGMENT_ASSETS = [
     start_date=datetime.fromisoformat(CONFIG.airflow.start_date).replace(tzinfo=CONFIG.tz),
     catchup=False,
     max_active_runs=1,
-    tags=["marketing", "segments"],
+    max_active_tasks=1 if CONFIG.warehouse.url.startswith("duckdb") else 16,
+    tags=["marketing", "segments", "scores"],
     doc_md=__doc__,
     params={
         "business_date": Param(
@@ -59,15 +77,14 @@ SEGMENT_ASSETS = [
 def marketing_customers():
     @task(outlets=SEGMENT_ASSETS)
     def segments() -> dict:
-        from jobs.orchestration import deterministic_errors
+        return _run("segments")
 
-        day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
-        try:
-            return pipeline.CUSTOMER_STAGES["segments"](CONFIG, day)
-        except deterministic_errors() as exc:
-            raise AirflowFailException(f"segments {day}: {exc}") from exc
+    @task(outlets=SCORE_ASSETS)
+    def scores() -> dict:
+        return _run("scores")
 
     segments()
+    scores()
 
 
 marketing_customers()

@@ -67,8 +67,15 @@ def _segments(config: PipelineConfig, day: date) -> dict:
 
 
 # Built on published data by a DAG of their own (scheduled on the warehouse assets).
+def _scores(config: PipelineConfig, day: date) -> dict:
+    from jobs.scores import build_scores
+
+    return build_scores(config, day)
+
+
 CUSTOMER_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {
     "segments": _segments,
+    "scores": _scores,
 }
 ALL_STAGES = {**STAGES, **CUSTOMER_STAGES}
 STAGE_GROUPS = {

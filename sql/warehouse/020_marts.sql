@@ -40,3 +40,38 @@ create table if not exists {schema}.mart_lifecycle_transitions (
     user_count          bigint not null,
     primary key (snapshot_date, from_stage, to_stage)
 );
+
+create table if not exists {schema}.mart_customer_scores (
+    snapshot_date               date not null,
+    user_id                     bigint not null,
+    churn_risk                  double precision,
+    churn_risk_band             varchar,
+    expected_next_order_date    date,
+    predicted_value_12m         double precision,
+    scoring_method              varchar not null,
+    loaded_at                   timestamptz not null,
+    primary key (snapshot_date, user_id)
+);
+
+create table if not exists {schema}.mart_churn_model_quality (
+    snapshot_date       date not null,
+    model               varchar not null,
+    auc                 double precision not null,
+    brier               double precision not null,
+    n_train             bigint not null,
+    n_test              bigint not null,
+    churn_rate          double precision not null,
+    is_selected         boolean not null,
+    note                varchar,
+    primary key (snapshot_date, model)
+);
+
+create table if not exists {schema}.mart_churn_calibration (
+    snapshot_date       date not null,
+    bin_low             double precision not null,
+    bin_high            double precision not null,
+    customers           bigint not null,
+    mean_predicted      double precision not null,
+    observed_rate       double precision not null,
+    primary key (snapshot_date, bin_low)
+);
