@@ -59,6 +59,13 @@ def _quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _comment(conn: sa.Connection, kind: str, target: str, text: str) -> None:
+    """COMMENT ON with our own documentation text (no binds: ':x' must stay literal; psycopg
+    still reads '%' as a placeholder marker, so it is doubled there)."""
+    sql = f"comment on {kind} {target} is {_quote_literal(text)}"
+    conn.exec_driver_sql(sql.replace("%", "%%") if conn.dialect.name == "postgresql" else sql)
+
+
 def ensure_schema(engine: sa.Engine, schema: str, bi_role: str | None = None) -> None:
     """Create the schema, tables, views and comments if missing (safe to run every time);
     on PostgreSQL, also grant the read-only BI role what it may read."""
@@ -75,16 +82,11 @@ def ensure_schema(engine: sa.Engine, schema: str, bi_role: str | None = None) ->
                 for statement in _statements(path.read_text().replace("{schema}", schema)):
                     conn.execute(sa.text(statement))
             for table, doc in schema_docs().items():
-                # exec_driver_sql: comment text is our own file's, and ":word" must not become a bind.
-                conn.exec_driver_sql(
-                    f"comment on table {schema}.{_ident(table)} is {_quote_literal(doc['description'])}"
-                )
+                _comment(conn, "table", f"{schema}.{_ident(table)}", doc["description"])
                 for column, text in doc["columns"].items():
-                    conn.exec_driver_sql(
-                        f"comment on column {schema}.{_ident(table)}.{_ident(column)} is {_quote_literal(text)}"
-                    )
+                    _comment(conn, "column", f"{schema}.{_ident(table)}.{_ident(column)}", text)
             for view, text in view_docs().items():
-                conn.exec_driver_sql(f"comment on view {schema}.{_ident(view)} is {_quote_literal(text)}")
+                _comment(conn, "view", f"{schema}.{_ident(view)}", text)
             if bi_role and conn.dialect.name == "postgresql":
                 grant_bi_access(conn, schema, bi_role)
     except sa.exc.OperationalError as exc:
