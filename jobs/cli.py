@@ -3,6 +3,7 @@
     marketing simulate   write a simulated shop's event logs and source tables
     marketing run        run the nightly stages for one date (or a range) without Airflow
     marketing demo       simulate ~60 days and run the nightly DAG through Airflow
+    marketing score-customers  RFM, lifecycle, churn risk and value for any order export
     marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
     marketing config     print the effective configuration (after MKT_* overrides)
 
@@ -106,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=_positive, default=2000, help="simulated users (default 2000)")
     demo.add_argument("--no-airflow", action="store_true", help="run the stages directly instead of through Airflow")
 
+    score = sub.add_parser(
+        "score-customers",
+        help="RFM, lifecycle, churn risk and value for any order export (CSV or Parquet)",
+        description="Score every customer of an order export with the nightly logic. Input columns: user_id, "
+        "order_id, order_ts, amount and optionally status (cancelled/refunded orders are not purchases). "
+        "Only orders at or before --as-of are used. Output format follows the --out extension.",
+    )
+    score.add_argument("--orders", required=True, metavar="FILE", help="orders as .csv or .parquet")
+    score.add_argument("--as-of", required=True, type=_date, help="score as of this date (YYYY-MM-DD)")
+    score.add_argument("--out", required=True, metavar="FILE", help="result as .csv or .parquet")
+
     air = sub.add_parser(
         "airflow",
         help="run the airflow CLI with this project's DAGs and embedded defaults",
@@ -189,6 +201,11 @@ def _dispatch(args: argparse.Namespace, config) -> int:
             results = run_pipeline(config, day, stages)
             print(json.dumps({"logical_date": day.isoformat(), "stages": results}, indent=2, default=str))
             day += timedelta(days=1)
+        return 0
+    if args.command == "score-customers":
+        from jobs.score_file import score_file
+
+        print(json.dumps(score_file(config, args.orders, args.as_of, args.out)))
         return 0
     if args.command == "airflow":
         from jobs.airflow_env import run_airflow

@@ -1,0 +1,123 @@
+"""``marketing score-customers`` reproduces the nightly customer marts on the same orders,
+and rejects bad files with one line naming the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from jobs.config import PROJECT_ROOT
+from jobs.lake import landing_storage
+from jobs.pipeline import run_pipeline
+from jobs.score_file import score_file
+from jobs.simulate import SimulationSpec, generate, materialize
+
+pytestmark = pytest.mark.integration
+SPEC = SimulationSpec(seed=3, days=25, users=400, products=80)
+LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+
+
+@pytest.fixture(scope="module")
+def nightly(tmp_path_factory, spark):
+    """One nightly run (sweeping the whole short history) plus segments and scores."""
+    from jobs.config import load_config
+
+    root = tmp_path_factory.mktemp("score")
+    config = load_config(
+        environ={},
+        overrides={
+            "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
+            "source": {"url": f"sqlite:///{root / 'source.db'}"},
+            "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
+            "collect": {"lookback_days": 40},
+            "clean": {"late_window_days": 40},
+            "validation": {"build_data_docs": False},
+        },
+    )
+    materialize(generate(SPEC), landing_storage(config), config.source.url, LAST, root / "truth")
+    run_pipeline(config, LAST, ["nightly", "customers"])
+    engine = sa.create_engine(config.warehouse.url)
+    with engine.connect() as conn:
+        orders = pd.read_sql(sa.text("select order_id, user_id, created_at, total_amount, status from fct_orders"), conn)
+        marts = pd.read_sql(
+            sa.text(
+                "select r.user_id, r.recency_days, r.frequency, r.monetary, r.r_score, r.f_score, r.m_score, "
+                "r.rfm_group, l.lifecycle_stage, s.expected_next_order_date, s.predicted_value_12m, s.churn_risk_band "
+                "from mart_user_rfm r join mart_user_lifecycle l using (snapshot_date, user_id) "
+                "join mart_customer_scores s using (snapshot_date, user_id) where r.snapshot_date = :d"
+            ),
+            conn,
+            params={"d": LAST},
+        )
+    engine.dispose()
+    export = root / "orders.csv"
+    local = pd.to_datetime(orders["created_at"], utc=True).dt.tz_convert(config.shop.timezone).dt.tz_localize(None)
+    pd.DataFrame(
+        {
+            "user_id": orders["user_id"],
+            "order_id": orders["order_id"],
+            "order_ts": local.dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "amount": orders["total_amount"].astype(float),
+            "status": orders["status"],
+        }
+    ).to_csv(export, index=False)
+    return config, export, marts.set_index("user_id").sort_index()
+
+
+def test_scoring_an_export_reproduces_the_nightly_marts(nightly, tmp_path):
+    config, export, marts = nightly
+    out = tmp_path / "scores.parquet"
+    summary = score_file(config, str(export), LAST, str(out))
+    scored = pd.read_parquet(out).set_index("user_id")
+    assert summary["customers"] == len(scored)
+    buyers = scored[scored["rfm_group"].notna()]
+    assert set(buyers.index) == set(marts.index) and len(marts) > 20
+    columns = ["recency_days", "frequency", "r_score", "f_score", "m_score", "rfm_group", "lifecycle_stage", "churn_risk_band"]
+    pd.testing.assert_frame_equal(buyers.loc[marts.index, columns], marts[columns], check_dtype=False)
+    assert (buyers.loc[marts.index, "monetary"] - marts["monetary"]).abs().max() < 0.01
+    assert (pd.to_datetime(buyers.loc[marts.index, "expected_next_order_date"]) == pd.to_datetime(marts["expected_next_order_date"])).all()
+    assert (buyers.loc[marts.index, "predicted_value_12m"] - marts["predicted_value_12m"]).abs().max() < 0.01
+
+
+def test_orders_after_the_as_of_date_are_ignored(nightly, tmp_path):
+    config, export, _ = nightly
+    early = LAST - timedelta(days=10)
+    out = tmp_path / "early.csv"
+    score_file(config, str(export), early, str(out))
+    result = pd.read_csv(out)
+    assert (result["recency_days"].dropna() >= 0).all()
+    orders = pd.read_csv(export)
+    assert len(result) == orders[pd.to_datetime(orders["order_ts"]).dt.date <= early]["user_id"].nunique()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("user_id,order_id,amount\n1,2,3.5\n", "missing column(s) order_ts"),
+        ("user_id,order_id,order_ts,amount\n1,2,not-a-date,3.5\n", "column order_ts has 1 value(s) that are not a timestamp"),
+        ("user_id,order_id,order_ts,amount\n1,2,2026-09-01,lots\n", "column amount has 1 value(s) that are not a number"),
+    ],
+)
+def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message):
+    bad = tmp_path / "orders.csv"
+    bad.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "score-customers", "--orders", str(bad), "--as-of", "2026-10-01", "--out", str(tmp_path / "o.csv")],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+
+
+def test_unsupported_extensions_are_named(tmp_path):
+    with pytest.raises(ValueError, match="--out file .*use a .csv or .parquet"):
+        score_file(None, str(tmp_path / "orders.csv"), LAST, str(tmp_path / "out.xlsx"))
