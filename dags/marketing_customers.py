@@ -17,14 +17,17 @@ Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, dag, get_current_context, task
 
 from jobs import pipeline
 from jobs.config import load_config
-from jobs.orchestration import alert_on_failure, asset_uri, business_date_from_assets
+from jobs.orchestration import (
+    asset_uri,
+    business_date_from_assets,
+    business_date_param,
+    dag_defaults,
+    run_stage,
+)
 
 CONFIG = load_config()
 ORDERS = Asset(asset_uri(CONFIG, "fct_orders"), group="marketing_warehouse")
@@ -39,40 +42,19 @@ SCORE_ASSETS = [
 
 
 def _run(stage: str) -> dict:
-    from jobs.orchestration import deterministic_errors
-
     day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
-    try:
-        return {"business_date": day.isoformat(), **pipeline.CUSTOMER_STAGES[stage](CONFIG, day)}
-    except deterministic_errors() as exc:
-        raise AirflowFailException(f"{stage} {day}: {exc}") from exc
+    return run_stage(CONFIG, pipeline.CUSTOMER_STAGES[stage], stage, day)
 
 
 @dag(
     dag_id="marketing_customers",
     schedule=[ORDERS],
-    start_date=datetime.fromisoformat(CONFIG.airflow.start_date).replace(tzinfo=CONFIG.tz),
-    catchup=False,
-    max_active_runs=1,
-    max_active_tasks=1 if CONFIG.warehouse.url.startswith("duckdb") else 16,
     tags=["marketing", "segments", "scores"],
     doc_md=__doc__,
-    params={
-        "business_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Build segments for this shop-local date (default: the date the triggering load published).",
-        )
-    },
-    default_args={
-        "owner": "data-engineering",
-        "retries": CONFIG.airflow.retries,
-        "retry_delay": timedelta(minutes=CONFIG.airflow.retry_delay_minutes),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(hours=1),
-        "on_failure_callback": alert_on_failure,
-    },
+    params=business_date_param(
+        "Build segments and scores for this shop-local date (default: the date the triggering load published)."
+    ),
+    **dag_defaults(CONFIG),
 )
 def marketing_customers():
     @task(outlets=SEGMENT_ASSETS)

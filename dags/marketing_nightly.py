@@ -17,14 +17,18 @@ Re-running a date replaces that date's outputs. Operational records: `ops_pipeli
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
 
 from jobs import pipeline
 from jobs.config import load_config
-from jobs.orchestration import PUBLISHED_TABLES, alert_on_failure, asset_uri, business_date
+from jobs.orchestration import (
+    PUBLISHED_TABLES,
+    asset_uri,
+    business_date,
+    business_date_param,
+    dag_defaults,
+    run_stage,
+)
 
 CONFIG = load_config()
 TZ = CONFIG.shop.timezone
@@ -32,43 +36,17 @@ WAREHOUSE_ASSETS = [Asset(asset_uri(CONFIG, table), group="marketing_warehouse")
 
 
 def _run(stage: str) -> dict:
-    """Run one pipeline stage for this run's business date; deterministic failures skip retries."""
-    from jobs.orchestration import deterministic_errors
-
     day = business_date(get_current_context(), TZ)
-    try:
-        summary = pipeline.STAGES[stage](CONFIG, day)
-    except deterministic_errors() as exc:
-        raise AirflowFailException(f"{stage} {day}: {exc}") from exc
-    return {"business_date": day.isoformat(), **summary}
+    return run_stage(CONFIG, pipeline.STAGES[stage], stage, day)
 
 
 @dag(
     dag_id="marketing_nightly",
     schedule=CronDataIntervalTimetable(CONFIG.airflow.schedule, timezone=TZ),
-    start_date=datetime.fromisoformat(CONFIG.airflow.start_date).replace(tzinfo=CONFIG.tz),
-    catchup=False,
-    max_active_runs=1,
-    # DuckDB (the embedded default) allows one writing process at a time: run tasks serially.
-    max_active_tasks=1 if CONFIG.warehouse.url.startswith("duckdb") else 16,
     tags=["marketing", "warehouse", "nightly"],
     doc_md=__doc__,
-    params={
-        "business_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Process this shop-local date instead of the run's data interval (reruns, backfills).",
-        )
-    },
-    default_args={
-        "owner": "data-engineering",
-        "retries": CONFIG.airflow.retries,
-        "retry_delay": timedelta(minutes=CONFIG.airflow.retry_delay_minutes),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(hours=1),
-        "on_failure_callback": alert_on_failure,
-    },
+    params=business_date_param("Process this shop-local date instead of the run's data interval (reruns, backfills)."),
+    **dag_defaults(CONFIG),
 )
 def marketing_nightly():
     @task

@@ -46,8 +46,6 @@ from jobs.reconcile import ReconciliationError
 
 log = logging.getLogger(__name__)
 
-KNOWN_FIELDS = EVENT_FIELDS
-REQUIRED_FIELDS = REQUIRED_EVENT_FIELDS
 REASONS = (
     "malformed_json",
     "missing_required_field",
@@ -110,12 +108,12 @@ def parse_events(lines: DataFrame) -> DataFrame:
     """
     fields = F.from_json("value", T.MapType(T.StringType(), T.StringType()))
     parsed = lines.select("value", "source_file", "line_number", fields.alias("all_fields"))
-    extra = F.map_filter("all_fields", lambda k, _v: ~k.isin(*KNOWN_FIELDS))
+    extra = F.map_filter("all_fields", lambda k, _v: ~k.isin(*EVENT_FIELDS))
     return parsed.select(
         "value",
         "source_file",
         "line_number",
-        *[F.col("all_fields")[name].alias(f"raw_{name}") for name in KNOWN_FIELDS],
+        *[F.col("all_fields")[name].alias(f"raw_{name}") for name in EVENT_FIELDS],
         F.col("all_fields").isNull().alias("is_malformed"),
         extra.alias("extra_fields"),
     )
@@ -157,7 +155,7 @@ def classify_events(
         F.lower(F.nullif(F.trim("raw_utm_source"), F.lit(""))).alias("utm_source"),
         F.trim("raw_price").try_cast("decimal(12,2)").alias("price"),
     )
-    missing = [F.when(_blank(F.col(f"raw_{name}")), F.lit(name)) for name in REQUIRED_FIELDS]
+    missing = [F.when(_blank(F.col(f"raw_{name}")), F.lit(name)) for name in REQUIRED_EVENT_FIELDS]
     wrong = [
         F.when(_bad_number(F.col("raw_user_id"), "bigint"), F.lit("user_id")),
         F.when(_bad_number(F.col("raw_product_id"), "bigint"), F.lit("product_id")),

@@ -40,7 +40,6 @@ from jobs.ops import record_and_reconcile
 
 log = logging.getLogger(__name__)
 
-ORDER_CHANNELS = CHANNELS
 GENDERS = ("F", "M", "U")
 
 
@@ -273,7 +272,7 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
             Check("invalid_enum", ~F.col("status").isin(*ORDER_STATUSES), F.concat(F.lit("status="), F.col("status"))),
             Check(
                 "invalid_enum",
-                F.col("channel").isNotNull() & ~F.col("channel").isin(*ORDER_CHANNELS),
+                F.col("channel").isNotNull() & ~F.col("channel").isin(*CHANNELS),
                 F.concat(F.lit("channel="), F.col("channel")),
             ),
             Check(
@@ -332,7 +331,6 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
 
 @dataclass
 class _Split:
-    table: str
     input: DataFrame
     clean: DataFrame
     quarantine: DataFrame
@@ -364,7 +362,7 @@ def _finish(
     )
     restricted = restricted_transform(latest) if restricted_transform else None
     clean = clean_transform(latest) if clean_transform else latest
-    return _Split(table, checked, clean, quarantine, duplicates, restricted)
+    return _Split(checked, clean, quarantine, duplicates, restricted)
 
 
 def _write(spark: SparkSession, config: PipelineConfig, table: str, day: date, split: _Split) -> dict:

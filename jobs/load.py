@@ -127,7 +127,7 @@ def events_daily_rows(events: DataFrame, loaded_at: datetime) -> DataFrame:
     )
 
 
-def _to_arrow(frame: DataFrame) -> pa.Table:
+def to_arrow(frame: DataFrame) -> pa.Table:
     table = frame.toArrow()
     # Spark hands out naive UTC timestamps; mark them as UTC for the warehouse's timestamptz.
     fields = [
@@ -137,7 +137,7 @@ def _to_arrow(frame: DataFrame) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def _published_batches(conn: sa.Connection, schema: str) -> set[date]:
+def published_batches(conn: sa.Connection, schema: str) -> set[date]:
     rows = conn.execute(
         sa.text(
             f"select logical_date from {schema}.ops_pipeline_runs "
@@ -178,15 +178,15 @@ def load_warehouse(config: PipelineConfig, logical_date: date, require_validatio
     event_dates = [date.fromisoformat(d) for d in event_record["event_dates"]]
 
     with engine.connect() as conn:
-        published = _published_batches(conn, schema) | {logical_date}
+        published = published_batches(conn, schema) | {logical_date}
     daily = None
     if event_dates and has_parquet(lake, clean_events_prefix()):
         events = spark.read.parquet(spark_uri(lake, clean_events_prefix())).where(
             F.col("event_date").isin(*event_dates) & F.col("batch_date").isin(*sorted(published))
         )
-        daily = _to_arrow(events_daily_rows(events, loaded_at))
+        daily = to_arrow(events_daily_rows(events, loaded_at))
 
-    arrow = {name: _to_arrow(frame) for name, (frame, _) in frames.items()}
+    arrow = {name: to_arrow(frame) for name, (frame, _) in frames.items()}
     counts: dict[str, int] = {}
     with engine.begin() as conn:
         for name, (_, keys) in frames.items():

@@ -21,6 +21,11 @@ def asset_uri(config: PipelineConfig, table: str) -> str:
     return f"{dialect}://marketing-warehouse/{config.warehouse.schema_name}/{table}"
 
 
+def _business_date_param(context: dict) -> date | None:
+    value = (context.get("params") or {}).get("business_date")
+    return date.fromisoformat(str(value)) if value else None
+
+
 def business_date(context: dict, tz: str) -> date:
     """The shop-local date a run processes: the start of its data interval, in the shop's zone.
 
@@ -29,9 +34,9 @@ def business_date(context: dict, tz: str) -> date:
     an interval fall back to the day before the logical date. A ``business_date`` param
     (``--conf '{"business_date": "2026-10-30"}'``) overrides both, for reruns and backfills.
     """
-    override = (context.get("params") or {}).get("business_date")
+    override = _business_date_param(context)
     if override:
-        return date.fromisoformat(str(override))
+        return override
     start = context.get("data_interval_start")
     end = context.get("data_interval_end")
     if start is not None and end is not None and end > start:
@@ -43,9 +48,9 @@ def business_date(context: dict, tz: str) -> date:
 def business_date_from_assets(context: dict, tz: str) -> date:
     """The date an asset-triggered run works on: the ``business_date`` param, else the date
     the triggering load published (carried in the asset event's extra), else yesterday."""
-    override = (context.get("params") or {}).get("business_date")
+    override = _business_date_param(context)
     if override:
-        return date.fromisoformat(str(override))
+        return override
     events = context.get("triggering_asset_events") or {}
     dates = [
         event.extra.get("business_date")
@@ -74,6 +79,44 @@ def alert_on_failure(context: dict) -> None:
         getattr(ti, "try_number", "?"),
         f"{type(exc).__name__}: {exc}" if exc else "unknown",
     )
+
+
+def dag_defaults(config: PipelineConfig) -> dict:
+    """DAG arguments every marketing DAG shares: start, no catchup, one run at a time,
+    serial tasks on DuckDB (one writing process at a time), retries with back-off, alerts."""
+    return {
+        "start_date": datetime.fromisoformat(config.airflow.start_date).replace(tzinfo=config.tz),
+        "catchup": False,
+        "max_active_runs": 1,
+        "max_active_tasks": 1 if config.warehouse.url.startswith("duckdb") else 16,
+        "default_args": {
+            "owner": "data-engineering",
+            "retries": config.airflow.retries,
+            "retry_delay": timedelta(minutes=config.airflow.retry_delay_minutes),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(hours=1),
+            "on_failure_callback": alert_on_failure,
+        },
+    }
+
+
+def business_date_param(description: str):
+    """The optional ``business_date`` run parameter (reruns, backfills, manual runs)."""
+    from airflow.sdk import Param
+
+    return {"business_date": Param(None, type=["null", "string"], format="date", description=description)}
+
+
+def run_stage(config: PipelineConfig, stage, name: str, day: date) -> dict:
+    """Run one stage function for a date inside a task; failures a retry cannot fix fail the
+    task at once instead of being retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        summary = stage(config, day)
+    except deterministic_errors() as exc:
+        raise AirflowFailException(f"{name} {day}: {exc}") from exc
+    return {"business_date": day.isoformat(), **summary}
 
 
 def deterministic_errors() -> tuple[type[BaseException], ...]:

@@ -72,13 +72,14 @@ def read_orders(spark, path: Path) -> DataFrame:
         F.col("amount").cast("string").try_cast("double").alias("amount"),
         (F.lower(F.trim(F.col("status").cast("string"))) if "status" in columns else F.lit(None).cast("string")).alias("status"),
     ).cache()
-    for column, raw in (("user_id", "raw_user_id"), ("order_ts", "raw_order_ts"), ("amount", "raw_amount")):
-        bad = typed.where(F.col(column).isNull()).select(raw).limit(1).collect()
-        if bad:
-            count = typed.where(F.col(column).isNull()).count()
+    checked = (("user_id", "raw_user_id", "a number"), ("order_ts", "raw_order_ts", "a timestamp"), ("amount", "raw_amount", "a number"))
+    # one pass counts the bad values of every checked column; examples only when needed
+    bad = typed.agg(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c, _, _ in checked]).first()
+    for column, raw, kind in checked:
+        if bad[column]:
+            example = typed.where(F.col(column).isNull()).select(raw).first()[0]
             raise ValueError(
-                f"--orders file {path}: column {column} has {count} value(s) that are not "
-                f"{'a timestamp' if column == 'order_ts' else 'a number'} (e.g. {bad[0][0]!r})"
+                f"--orders file {path}: column {column} has {bad[column]} value(s) that are not {kind} (e.g. {example!r})"
             )
     return typed.drop("raw_user_id", "raw_order_ts", "raw_amount")
 

@@ -23,7 +23,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,10 @@ class ScoreResult:
 
 def customer_features(bought: DataFrame, as_of: date) -> DataFrame:
     """One row per customer with a purchase by ``as_of``; see models.churn.FEATURES."""
+    from jobs.segments import purchase_gaps
+
     history = bought.where(F.col("order_date") <= F.lit(as_of))
-    days = history.select("user_id", "order_date").distinct()
-    gaps = days.withColumn(
-        "gap", F.datediff("order_date", F.lag("order_date").over(Window.partitionBy("user_id").orderBy("order_date")))
-    )
-    gap_stats = gaps.groupBy("user_id").agg(F.percentile_approx("gap", 0.5).alias("typical_gap_days"))
+    gap_stats = purchase_gaps(history).select("user_id", "typical_gap_days")
     since = F.datediff(F.lit(as_of), F.col("order_date"))
     per_user = history.groupBy("user_id").agg(
         F.max("order_date").alias("last_order_date"),
@@ -173,22 +171,14 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
     import pyarrow as pa
     import sqlalchemy as sa
 
-    from jobs.load import NotValidatedError, _published_batches
     from jobs.ops import warehouse_engine
-    from jobs.segments import _current, purchases
+    from jobs.segments import published_customers
     from jobs.segments_config import load_segments
-    from jobs.spark import get_spark
     from jobs.warehouse import record_run, replace_where, stage_arrow
 
-    spark = get_spark(config)
     schema = config.warehouse.schema_name
-    engine = warehouse_engine(config)
-    with engine.connect() as conn:
-        batches = _published_batches(conn, schema)
-    if as_of not in batches:
-        raise NotValidatedError(f"{as_of} is not published yet: scores are built from published data only")
-    orders = _current(spark, config, "orders", "order_id", as_of, batches)
-    bought = purchases(orders, load_segments().rfm.purchase_statuses, as_of).persist()
+    _, bought = published_customers(config, as_of, load_segments().rfm.purchase_statuses)
+    bought = bought.persist()
     result = score_customers_frame(bought, as_of, settings)
     bought.unpersist()
     loaded_at = datetime.now(timezone.utc)
@@ -207,9 +197,10 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
             else pd.DataFrame(columns=["customers", "mean_predicted", "observed_rate", "bin_low", "bin_high"])
         ).assign(snapshot_date=as_of),
     }  # fmt: skip
+    engine = warehouse_engine(config)
     with engine.begin() as conn:
         for name, frame in tables.items():
-            columns = [c for c in frame.columns]
+            columns = list(frame.columns)
             data = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
             if frame.empty:  # e.g. no model learned: clear the date's rows, insert nothing
                 conn.execute(sa.text(f"delete from {schema}.{name} where snapshot_date = :d"), {"d": as_of})

@@ -108,19 +108,25 @@ def score_rfm(metrics: DataFrame, rfm: RfmConfig) -> DataFrame:
     return scored.unionByName(inactive)
 
 
-def lifecycle_stages(users: DataFrame, bought: DataFrame, as_of: date, rules: LifecycleConfig, lookback_days: int) -> DataFrame:
-    """Stage of every registered user (``user_id``) as of the snapshot date; see segments.yaml."""
+def purchase_gaps(bought: DataFrame) -> DataFrame:
+    """Per customer: first and last purchase date, the median gap in days between purchase
+    dates (``typical_gap_days``) and the gap before the latest one (``last_gap_days``)."""
     days = bought.select("user_id", "order_date").distinct()
     gaps = days.withColumn(
         "gap_days",
         F.datediff("order_date", F.lag("order_date").over(Window.partitionBy("user_id").orderBy("order_date"))),
     )
-    per_user = gaps.groupBy("user_id").agg(
+    return gaps.groupBy("user_id").agg(
         F.min("order_date").alias("first_order_date"),
         F.max("order_date").alias("last_order_date"),
         F.percentile_approx("gap_days", 0.5).alias("typical_gap_days"),
         F.max_by("gap_days", "order_date").alias("last_gap_days"),
     )
+
+
+def lifecycle_stages(users: DataFrame, bought: DataFrame, as_of: date, rules: LifecycleConfig, lookback_days: int) -> DataFrame:
+    """Stage of every registered user (``user_id``) as of the snapshot date; see segments.yaml."""
+    per_user = purchase_gaps(bought)
     counts = bought.groupBy("user_id").agg(
         F.count("*").alias("order_count"),
         F.count(F.when(F.col("order_date") > F.date_sub(F.lit(as_of), lookback_days), 1)).alias("recent_order_count"),
@@ -161,26 +167,34 @@ def _current(spark, config: PipelineConfig, table: str, key: str, as_of: date, b
     return latest
 
 
-def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig | None = None) -> dict:
-    """Compute and publish RFM and lifecycle snapshots for D (one transaction)."""
-    from jobs.load import _published_batches, _to_arrow
+def published_customers(config: PipelineConfig, as_of: date, statuses: tuple[str, ...]) -> tuple[DataFrame, DataFrame]:
+    """``(users, purchases)`` known by D, from published batches only; refuses an unpublished D."""
+    from jobs.load import NotValidatedError, published_batches
     from jobs.ops import warehouse_engine
     from jobs.spark import get_spark
+
+    spark = get_spark(config)
+    engine = warehouse_engine(config)
+    with engine.connect() as conn:
+        batches = published_batches(conn, config.warehouse.schema_name)
+    engine.dispose()
+    if as_of not in batches:
+        raise NotValidatedError(f"{as_of} is not published yet: customer marts are built from published data only")
+    users = _current(spark, config, "users", "user_id", as_of, batches)
+    orders = _current(spark, config, "orders", "order_id", as_of, batches)
+    return users, purchases(orders, statuses, as_of)
+
+
+def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig | None = None) -> dict:
+    """Compute and publish RFM and lifecycle snapshots for D (one transaction)."""
+    from jobs.load import to_arrow
+    from jobs.ops import warehouse_engine
     from jobs.warehouse import record_run, replace_where, stage_arrow
 
     segments = segments or load_segments()
-    spark = get_spark(config)
     schema = config.warehouse.schema_name
-    engine = warehouse_engine(config)
-    with engine.connect() as conn:
-        batches = _published_batches(conn, schema)
-    if as_of not in batches:
-        from jobs.load import NotValidatedError
-
-        raise NotValidatedError(f"{as_of} is not published yet: segments are built from published data only")
-    users = _current(spark, config, "users", "user_id", as_of, batches)
-    orders = _current(spark, config, "orders", "order_id", as_of, batches)
-    bought = purchases(orders, segments.rfm.purchase_statuses, as_of).persist()
+    users, bought = published_customers(config, as_of, segments.rfm.purchase_statuses)
+    bought = bought.persist()
     loaded_at = datetime.now(timezone.utc)
 
     rfm = score_rfm(rfm_metrics(bought, as_of, segments.rfm.lookback_days), segments.rfm).select(
@@ -203,9 +217,10 @@ def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig
     lifecycle = lifecycle_stages(users, bought, as_of, segments.lifecycle, segments.rfm.lookback_days).select(
         F.lit(as_of).alias("snapshot_date"), "*", F.lit(None).cast("string").alias("previous_stage"), F.lit(loaded_at).alias("loaded_at")
     )
-    rfm_arrow, lifecycle_arrow = _to_arrow(rfm), _to_arrow(lifecycle)
+    rfm_arrow, lifecycle_arrow = to_arrow(rfm), to_arrow(lifecycle)
     bought.unpersist()
     target = f"{schema}.mart_user_lifecycle"
+    engine = warehouse_engine(config)
     with engine.begin() as conn:
         for name, data in (("mart_user_rfm", rfm_arrow), ("mart_user_lifecycle", lifecycle_arrow)):
             staged = stage_arrow(conn, f"stage_{name}", data, f"{schema}.{name}")
