@@ -1,12 +1,13 @@
-"""Benchmark (not a test): simulator speed and collect + clean + validate + load throughput.
+"""Benchmark (not a test): simulator speed, collect + clean + validate + load throughput, and
+the customer marts (segments, scores, tags) built on the result.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--users 10000] [--days 60] [--out FILE]
 
 Simulates a shop (about 1 million events with the defaults), then runs every stage of ONE
 nightly batch that holds all of those events (the first night sweeps the whole history:
 lookback and late window are set to the simulated period), on Spark local[*] with a DuckDB
-warehouse. Reports wall time, events/s and peak resident memory of the whole process tree
-(Python driver + Spark JVM), sampled every 100 ms from /proc.
+warehouse, then the customer stages for that date. Reports wall time, events/s and peak resident
+memory of the whole process tree (Python driver + Spark JVM), sampled every 100 ms from /proc.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> None:
 
     from jobs.config import load_config
     from jobs.lake import landing_storage
-    from jobs.pipeline import STAGES
+    from jobs.pipeline import CUSTOMER_STAGES, STAGES
     from jobs.simulate import SimulationSpec, generate, materialize
 
     root = Path(tempfile.mkdtemp(prefix="mkt-bench-"))
@@ -106,13 +107,15 @@ def main() -> None:
     }
 
     lines = None
-    for stage, function in STAGES.items():
+    for stage, function in {**STAGES, **CUSTOMER_STAGES}.items():
         memory.reset()
         started = time.perf_counter()
         summary = function(config, last_day)
         elapsed = time.perf_counter() - started
         if stage == "collect_events":
             lines = summary["line_count"]
+        if stage == "tags":
+            results["customers_profiled"] = summary["rows_by_table"]["mart_user_profile"]
         results[stage] = {
             "seconds": round(elapsed, 2),
             "peak_rss_mb": round(memory.peak / 2**20),
@@ -129,6 +132,8 @@ def main() -> None:
         "end_to_end_events_per_s": round(lines / total),
         "event_path_s": round(sum(results[s]["seconds"] for s in event_stages), 1),
         "peak_rss_mb": max(results[s]["peak_rss_mb"] for s in STAGES),
+        "customer_stages_s": round(sum(results[s]["seconds"] for s in CUSTOMER_STAGES), 1),
+        "customer_stages_peak_rss_mb": max(results[s]["peak_rss_mb"] for s in CUSTOMER_STAGES),
         "cpus": os.cpu_count(),
         "spark_master": config.spark.master,
     }

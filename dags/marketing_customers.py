@@ -9,9 +9,11 @@ builds, for that business date, from published data only:
 - **`mart_lifecycle_transitions`** – how many customers moved between stages since the previous snapshot;
 - **`mart_customer_scores`** – churn risk (learned nightly by backtest, calibrated, checked against a
   recency-only baseline in `mart_churn_model_quality` / `mart_churn_calibration`), expected next order
-  date and predicted 12-month value.
+  date and predicted 12-month value;
+- **`mart_user_tags`** / **`mart_user_profile`** – customer tags from `config/tags.yaml` (long), and one
+  row per customer with attributes, segments, scores and a column per tag (wide); after segments and scores.
 
-Definitions live in `config/segments.yaml`. Re-running a date replaces that date's snapshot; history is kept.
+Definitions live in `config/segments.yaml` and `config/tags.yaml`. Re-running a date replaces that date's snapshot; history is kept.
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 """
 
@@ -39,6 +41,7 @@ SCORE_ASSETS = [
     Asset(asset_uri(CONFIG, table), group="marketing_marts")
     for table in ("mart_customer_scores", "mart_churn_model_quality", "mart_churn_calibration")
 ]
+TAG_ASSETS = [Asset(asset_uri(CONFIG, table), group="marketing_marts") for table in ("mart_user_tags", "mart_user_profile")]
 
 
 def _run(stage: str) -> dict:
@@ -49,7 +52,7 @@ def _run(stage: str) -> dict:
 @dag(
     dag_id="marketing_customers",
     schedule=[ORDERS],
-    tags=["marketing", "segments", "scores"],
+    tags=["marketing", "segments", "scores", "tags"],
     doc_md=__doc__,
     params=business_date_param(
         "Build segments and scores for this shop-local date (default: the date the triggering load published)."
@@ -65,8 +68,11 @@ def marketing_customers():
     def scores() -> dict:
         return _run("scores")
 
-    segments()
-    scores()
+    @task(outlets=TAG_ASSETS)
+    def tags() -> dict:
+        return _run("tags")
+
+    [segments(), scores()] >> tags()
 
 
 marketing_customers()

@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     air.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
 
     sub.add_parser("config", help="print the effective configuration as JSON", description="Validate and print the configuration.")
+    sub.add_parser(
+        "tags",
+        help="check customers.tags_file and list the tags and the features a tag may use",
+        description="Validate the tag definitions (config/tags.yaml by default) and print every source's features "
+        "with their meaning, then the configured tags. Exit status 2 with a one-line error for a bad definition.",
+    )
     return parser
 
 
@@ -171,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, config) -> int:
     if args.command == "config":
         print(json.dumps(config.model_dump(by_alias=True), indent=2, default=str))
+        return 0
+    if args.command == "tags":
+        from jobs.tags_config import describe_tags, load_tags
+
+        print(describe_tags(load_tags(config.customers.tags_file)))
         return 0
     if args.command == "simulate":
         from jobs.simulate import SimulationSpec, simulate

@@ -118,6 +118,11 @@ class ValidationConfig(_Section):
     build_data_docs: bool = True
 
 
+class CustomersConfig(_Section):
+    segments_file: str = Field("config/segments.yaml", description="RFM scoring and lifecycle rules")
+    tags_file: str = Field("config/tags.yaml", description="customer tag definitions")
+
+
 class PiiConfig(_Section):
     hash_key_env: str = "MKT_PII_HASH_KEY"
     allow_generated_key: bool = Field(
@@ -142,6 +147,7 @@ class PipelineConfig(_Section):
     collect: CollectConfig = CollectConfig()
     clean: CleanConfig = CleanConfig()
     validation: ValidationConfig = ValidationConfig()
+    customers: CustomersConfig = CustomersConfig()
     pii: PiiConfig = PiiConfig()
     airflow: AirflowConfig = AirflowConfig()
     source_file: str | None = None
@@ -250,10 +256,14 @@ def load_config(
     validation = config.validation.model_copy(
         update={"contracts_dir": _resolve_path(config.validation.contracts_dir, base)}
     )
+    customers = config.customers.model_copy(
+        update={name: _resolve_path(getattr(config.customers, name), base) for name in ("segments_file", "tags_file")}
+    )
     return config.model_copy(
         update={
             "storage": storage,
             "validation": validation,
+            "customers": customers,
             "source": config.source.model_copy(
                 update={"url": _resolve_sqlite_like(config.source.url, base)}
             ),
@@ -263,3 +273,28 @@ def load_config(
             "source_file": str(config_path),
         }
     )
+
+
+def load_yaml_model(path: str | Path, model: type[BaseModel], what: str):
+    """Read a YAML settings file (segments, tags, ...) into ``model``. Errors are one line naming
+    the file and the key; list items are shown with their ``name`` (``tags.5(loyalty).rules``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return model.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        parts, node = [], raw
+        for part in error["loc"]:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
+            named = isinstance(part, int) and isinstance(node, dict) and node.get("name")
+            parts.append(f"{part}({node['name']})" if named else str(part))
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: setting '{'.'.join(parts)}': {message}") from exc

@@ -73,9 +73,16 @@ def _scores(config: PipelineConfig, day: date) -> dict:
     return build_scores(config, day)
 
 
+def _tags(config: PipelineConfig, day: date) -> dict:
+    from jobs.tags import build_tags
+
+    return build_tags(config, day)
+
+
 CUSTOMER_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {
     "segments": _segments,
     "scores": _scores,
+    "tags": _tags,  # the profile joins the date's segments and scores
 }
 ALL_STAGES = {**STAGES, **CUSTOMER_STAGES}
 STAGE_GROUPS = {

@@ -84,13 +84,13 @@ def read_orders(spark, path: Path) -> DataFrame:
     return typed.drop("raw_user_id", "raw_order_ts", "raw_amount")
 
 
-def score_orders(orders: DataFrame, as_of: date) -> pd.DataFrame:
+def score_orders(orders: DataFrame, as_of: date, segments_file: str | None = None) -> pd.DataFrame:
     """The nightly customer logic on an order DataFrame; one pandas row per customer."""
     from jobs.scores import score_customers_frame
     from jobs.segments import lifecycle_stages, rfm_metrics, score_rfm
     from jobs.segments_config import load_segments
 
-    segments = load_segments()
+    segments = load_segments(segments_file)
     counted = orders.where(F.col("status").isNull() | F.col("status").isin(*segments.rfm.purchase_statuses))
     bought = counted.select(
         "user_id", "order_id", F.to_date("order_ts").alias("order_date"), "amount"
@@ -111,7 +111,7 @@ def score_file(config: PipelineConfig, orders_path: str, as_of: date, out_path: 
     out = Path(out_path)
     out_kind = _format(out, "--out")
     spark = get_spark(config)
-    result = score_orders(read_orders(spark, Path(orders_path)), as_of)
+    result = score_orders(read_orders(spark, Path(orders_path)), as_of, config.customers.segments_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out_kind == "csv":
         result.to_csv(out, index=False)

@@ -177,7 +177,7 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
     from jobs.warehouse import record_run, replace_where, stage_arrow
 
     schema = config.warehouse.schema_name
-    _, bought = published_customers(config, as_of, load_segments().rfm.purchase_statuses)
+    _, bought = published_customers(config, as_of, load_segments(config.customers.segments_file).rfm.purchase_statuses)
     bought = bought.persist()
     result = score_customers_frame(bought, as_of, settings)
     bought.unpersist()

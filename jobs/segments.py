@@ -155,7 +155,7 @@ def lifecycle_stages(users: DataFrame, bought: DataFrame, as_of: date, rules: Li
     )
 
 
-def _current(spark, config: PipelineConfig, table: str, key: str, as_of: date, batches: set[date]) -> DataFrame:
+def _current(spark, config: PipelineConfig, table: str, key: str | tuple[str, ...], as_of: date, batches: set[date]) -> DataFrame:
     """Latest clean version of every row of a source table, from published batches up to D."""
     from jobs.clean_sources import latest_per_key
     from jobs.lake import clean_source_prefix, lake_storage, spark_uri
@@ -163,12 +163,13 @@ def _current(spark, config: PipelineConfig, table: str, key: str, as_of: date, b
     frame = spark.read.parquet(spark_uri(lake_storage(config), clean_source_prefix(table))).where(
         (F.col("extract_date") <= F.lit(as_of)) & F.col("extract_date").isin(*sorted(batches))
     )
-    latest, _ = latest_per_key(frame, [key])
+    latest, _ = latest_per_key(frame, [key] if isinstance(key, str) else list(key))
     return latest
 
 
-def published_customers(config: PipelineConfig, as_of: date, statuses: tuple[str, ...]) -> tuple[DataFrame, DataFrame]:
-    """``(users, purchases)`` known by D, from published batches only; refuses an unpublished D."""
+def published_tables(config: PipelineConfig, as_of: date, keys: dict[str, str | tuple[str, ...]]) -> tuple[set[date], dict[str, DataFrame]]:
+    """Published batches and the current version (as of D) of each source table in ``keys``
+    (table -> key column or columns); refuses a D that is not published."""
     from jobs.load import NotValidatedError, published_batches
     from jobs.ops import warehouse_engine
     from jobs.spark import get_spark
@@ -180,9 +181,13 @@ def published_customers(config: PipelineConfig, as_of: date, statuses: tuple[str
     engine.dispose()
     if as_of not in batches:
         raise NotValidatedError(f"{as_of} is not published yet: customer marts are built from published data only")
-    users = _current(spark, config, "users", "user_id", as_of, batches)
-    orders = _current(spark, config, "orders", "order_id", as_of, batches)
-    return users, purchases(orders, statuses, as_of)
+    return batches, {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}
+
+
+def published_customers(config: PipelineConfig, as_of: date, statuses: tuple[str, ...]) -> tuple[DataFrame, DataFrame]:
+    """``(users, purchases)`` known by D, from published batches only; refuses an unpublished D."""
+    _, tables = published_tables(config, as_of, {"users": "user_id", "orders": "order_id"})
+    return tables["users"], purchases(tables["orders"], statuses, as_of)
 
 
 def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig | None = None) -> dict:
@@ -191,7 +196,7 @@ def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig
     from jobs.ops import warehouse_engine
     from jobs.warehouse import record_run, replace_where, stage_arrow
 
-    segments = segments or load_segments()
+    segments = segments or load_segments(config.customers.segments_file)
     schema = config.warehouse.schema_name
     users, bought = published_customers(config, as_of, segments.rfm.purchase_statuses)
     bought = bought.persist()

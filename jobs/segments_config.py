@@ -6,10 +6,9 @@ from itertools import product
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jobs.config import PROJECT_ROOT, ConfigError
+from jobs.config import PROJECT_ROOT, load_yaml_model
 
 DEFAULT_SEGMENTS = PROJECT_ROOT / "config" / "segments.yaml"
 
@@ -96,16 +95,4 @@ class SegmentsConfig(_Strict):
 
 
 def load_segments(path: str | Path | None = None) -> SegmentsConfig:
-    path = Path(path or DEFAULT_SEGMENTS)
-    if not path.is_file():
-        raise ConfigError(f"segments file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return SegmentsConfig.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML") from exc
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: setting '{key}': {message}") from exc
+    return load_yaml_model(path or DEFAULT_SEGMENTS, SegmentsConfig, "segments")

@@ -117,6 +117,42 @@ def grant_bi_access(conn: sa.Connection, schema: str, role: str) -> None:
         conn.exec_driver_sql(f"grant select on {schema}.{_ident(view)} to {role}")
 
 
+def add_profile_tag_columns(conn: sa.Connection, schema: str, tags: Sequence) -> dict[str, str]:
+    """Make sure ``mart_user_profile`` has a ``tag_<name>`` column for every configured tag
+    (added, commented, never dropped) and return ``{tag name: column}``. A new column means the
+    ``select *`` view over the table is re-created, so BI sees it."""
+    schema = _ident(schema)
+    table = f"{schema}.mart_user_profile"
+    existing = set(
+        conn.execute(
+            sa.text(
+                "select column_name from information_schema.columns "
+                "where table_schema = :s and table_name = 'mart_user_profile'"
+            ),
+            {"s": schema},
+        ).scalars()
+    )
+    columns = {}
+    for tag in tags:
+        column = _ident(f"tag_{tag.name}")
+        columns[tag.name] = column
+        if column not in existing:
+            conn.exec_driver_sql(f"alter table {table} add column {column} varchar")
+        _comment(
+            conn,
+            "column",
+            f"{table}.{column}",
+            f"Tag {tag.name} (config/tags.yaml): {tag.description}",
+        )
+    if set(columns.values()) - existing:
+        view = f"{schema}.v_user_profile_latest"
+        conn.exec_driver_sql(  # new columns come last, so PostgreSQL keeps the view (and its grants)
+            f"create or replace view {view} as select * from {table} "
+            f"where snapshot_date = (select max(snapshot_date) from {table})"
+        )
+    return columns
+
+
 def _statements(sql: str) -> list[str]:
     without_comments = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
     return [part.strip() for part in without_comments.split(";") if part.strip()]

@@ -75,3 +75,45 @@ create table if not exists {schema}.mart_churn_calibration (
     observed_rate       double precision not null,
     primary key (snapshot_date, bin_low)
 );
+
+create table if not exists {schema}.mart_user_tags (
+    snapshot_date       date not null,
+    user_id             bigint not null,
+    tag                 varchar not null,
+    value               varchar not null,
+    score               double precision,
+    rank                integer not null,
+    source              varchar not null,
+    evidence_date       date,
+    loaded_at           timestamptz not null,
+    primary key (snapshot_date, user_id, tag, rank)
+);
+
+-- One column tag_<name> per tag of config/tags.yaml is added after loaded_at by the tags
+-- stage (jobs.warehouse.add_profile_tag_columns); columns are never dropped.
+create table if not exists {schema}.mart_user_profile (
+    snapshot_date               date not null,
+    user_id                     bigint not null,
+    gender                      varchar(1),
+    age                         integer,
+    region                      varchar,
+    city                        varchar,
+    signup_date                 date,
+    has_email_consent           boolean,
+    has_sms_consent             boolean,
+    has_push_consent            boolean,
+    lifecycle_stage             varchar,
+    rfm_group                   varchar,
+    r_score                     integer,
+    f_score                     integer,
+    m_score                     integer,
+    recency_days                integer,
+    frequency                   bigint,
+    monetary                    double precision,
+    churn_risk                  double precision,
+    churn_risk_band             varchar,
+    expected_next_order_date    date,
+    predicted_value_12m         double precision,
+    loaded_at                   timestamptz not null,
+    primary key (snapshot_date, user_id)
+);

@@ -7,3 +7,11 @@ where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_rfm);
 create or replace view {schema}.v_user_lifecycle_latest as
 select * from {schema}.mart_user_lifecycle
 where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_lifecycle);
+
+create or replace view {schema}.v_user_tags_latest as
+select * from {schema}.mart_user_tags
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_tags);
+
+create or replace view {schema}.v_user_profile_latest as
+select * from {schema}.mart_user_profile
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_profile);

@@ -220,9 +220,47 @@ def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_
     )
     assert sum(n for source, _, n in moved if source == "(none)") == new_users
 
-    before = two_nights.query("select * exclude (loaded_at) from mart_user_rfm order by all")
+    profiles = two_nights.query("select count(*), count(distinct user_id) from mart_user_profile where snapshot_date = :d", d=NIGHT2)
+    assert profiles == [(users, users)]
+    ((mismatched,),) = two_nights.query(
+        "select count(*) from mart_user_profile p join mart_user_lifecycle l using (snapshot_date, user_id) "
+        "where p.snapshot_date = :d and p.lifecycle_stage is distinct from l.lifecycle_stage",
+        d=NIGHT2,
+    )
+    assert mismatched == 0
+    tagged = dict(two_nights.query("select tag, count(distinct user_id) from mart_user_tags where snapshot_date = :d group by 1", d=NIGHT2))
+    assert tagged["gender"] == users and tagged["interest_category"] > 0 and tagged["spending_power"] == sum(groups.values())
+
+    snapshot = "select * exclude (loaded_at) from {} order by all"
+    before = {t: two_nights.query(snapshot.format(t)) for t in ("mart_user_rfm", "mart_user_tags", "mart_user_profile")}
     assert _passed(dags_test("marketing_customers", NIGHT2.isoformat(), two_nights.env))
-    assert two_nights.query("select * exclude (loaded_at) from mart_user_rfm order by all") == before
+    assert {t: two_nights.query(snapshot.format(t)) for t in before} == before
+
+
+def test_a_tag_added_only_in_config_appears_in_both_published_tables(two_nights: Shop, tmp_path: Path):
+    tags = yaml.safe_load((PROJECT_ROOT / "config" / "tags.yaml").read_text())
+    tags["tags"].append(
+        {
+            "name": "mobile_first",
+            "description": "Most behaviour on a phone app or mini program.",
+            "source": "events",
+            "kind": "rules",
+            "score": "sessions",
+            "rules": [{"value": "yes", "when": {"preferred_channel": {"in": ["app", "mini_program"]}}}],
+            "default": "no",
+            "where": {"active_days": {"gte": 1}},
+        }
+    )
+    path = tmp_path / "tags.yaml"
+    path.write_text(yaml.safe_dump(tags, sort_keys=False))
+    env = {**two_nights.env, "MKT_CUSTOMERS__TAGS_FILE": str(path)}
+    assert _passed(dags_test("marketing_customers", NIGHT2.isoformat(), env))
+
+    long = dict(two_nights.query("select user_id, value from mart_user_tags where snapshot_date = :d and tag = 'mobile_first'", d=NIGHT2))
+    wide = dict(two_nights.query("select user_id, tag_mobile_first from v_user_profile_latest where tag_mobile_first is not null"))
+    assert long and long == wide and set(long.values()) == {"yes", "no"}
+    active = dict(two_nights.query("select user_id, count(*) from fct_events_daily where event_date > :d - 90 and event_date <= :d group by 1", d=NIGHT2))
+    assert set(long) == set(active)
 
 
 def test_an_error_level_contract_violation_blocks_publishing(two_nights: Shop, tmp_path: Path):

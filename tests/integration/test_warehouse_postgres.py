@@ -669,9 +669,17 @@ def test_values_with_quotes_and_sql_metacharacters_round_trip(engine, schema):
 # --------------------------------------------------------------------------------------------
 
 
+def _drop_role(engine: sa.Engine, role: str) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"drop owned by {role}")
+        conn.exec_driver_sql(f"drop role {role}")
+    engine.dispose()
+
+
 def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
-    spark, make_config, postgres_url, pg_schema, monkeypatch
+    spark, make_config, postgres_url, pg_schema, monkeypatch, request
 ):
+    """The nightly stages, then the customer marts (segments, scores, tags and profile)."""
     import jobs.ops
     from jobs.lake import landing_storage
     from jobs.pii import hash_key, keyed_hash, normalise_email, normalise_phone
@@ -680,8 +688,13 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
 
     # The schema-created cache is per process and keyed by URL only; start from a clean slate.
     monkeypatch.setattr(jobs.ops, "_READY", set())
+    role = f"bi_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"create role {role} login")
+    request.addfinalizer(lambda: _drop_role(admin, role))
     config = make_config(
-        warehouse={"url": postgres_url, "schema": pg_schema},
+        warehouse={"url": postgres_url, "schema": pg_schema, "bi_role": role},
         clean={"late_window_days": 30},
         validation={
             "build_data_docs": False
@@ -697,7 +710,8 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
         Path(config.storage.state_root) / "truth",
     )
 
-    run_pipeline(config, last_day)
+    stages = ["nightly", "customers"]
+    run_pipeline(config, last_day, stages)
 
     engine = sa.create_engine(postgres_url)
     source = sa.create_engine(config.source.url)
@@ -789,8 +803,25 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     )
     assert leaks == [], f"clear PII in the warehouse: {leaks[:5]}"
 
+    # Customer marts: every registered user profiled, tags in both shapes, BI reads them.
+    assert published["mart_user_profile"] == published["dim_user"] == published["mart_user_lifecycle"]
+    assert published["mart_user_rfm"] > 0 and published["mart_customer_scores"] == published["mart_user_rfm"]
+    assert published["mart_user_tags"] > published["dim_user"]
+    bi = sa.create_engine(sa.engine.make_url(postgres_url).set(username=role, password=None))
+    try:
+        with bi.connect() as conn:
+            wide = conn.execute(
+                sa.text(f"select count(tag_gender), count(tag_spending_power) from {pg_schema}.v_user_profile_latest")
+            ).one()
+            long = conn.execute(
+                sa.text(f"select count(distinct user_id) from {pg_schema}.v_user_tags_latest where tag = 'gender'")
+            ).scalar_one()
+        assert wide[0] == long == published["dim_user"] and wide[1] == published["mart_user_rfm"]
+    finally:
+        bi.dispose()
+
     # Re-running the same night leaves the warehouse exactly as it was.
-    run_pipeline(config, last_day)
+    run_pipeline(config, last_day, stages)
     try:
         with engine.connect() as conn:
             second = snapshot(conn, pg_schema, skip=RUN_TIME_COLUMNS)

@@ -18,7 +18,7 @@ import pytest
 from jobs.config import PROJECT_ROOT
 
 SCRIPT = Path(sys.executable).with_name("marketing")
-SUBCOMMANDS = ("simulate", "run", "demo", "airflow", "config")
+SUBCOMMANDS = ("simulate", "run", "demo", "score-customers", "airflow", "config", "tags")
 
 
 def marketing(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -76,6 +76,7 @@ def test_top_level_help_lists_every_subcommand_and_the_configuration(tmp_path):
         ("demo", ["--nights", "--no-airflow"]),
         ("airflow", ["airflow", "dags test"]),
         ("config", ["configuration"]),
+        ("tags", ["tags.yaml", "features", "one-line error"]),
     ],
 )
 def test_each_subcommand_help_explains_itself(tmp_path, subcommand, words):
@@ -175,3 +176,16 @@ def test_config_prints_the_effective_configuration_with_overrides(tmp_path):
     assert shown["warehouse"]["schema"] == "main"  # the documented key, not the Python attribute
     # relative paths are resolved against the project, wherever the command is run from
     assert shown["storage"]["lake_root"] == str(PROJECT_ROOT / "data" / "lake")
+
+
+def test_tags_lists_features_and_tags_and_rejects_a_bad_definition_in_one_line(tmp_path):
+    proc = marketing("tags", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "refund_rate" in proc.stdout and "spending_power" in proc.stdout and "interest_category" in proc.stdout
+    bad = tmp_path / "tags.yaml"
+    bad.write_text(
+        "tags:\n  - {name: vip, description: d, source: orders, kind: rules,\n"
+        "     rules: [{value: x, when: {spend: {gte: 1000}}}]}\n"
+    )
+    proc = marketing("tags", cwd=tmp_path, MKT_CUSTOMERS__TAGS_FILE=str(bad))
+    assert_one_line_error(proc, str(bad), "tags.0(vip)", "unknown feature 'spend'")

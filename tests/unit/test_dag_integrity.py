@@ -131,7 +131,7 @@ def test_the_customers_dag_runs_on_published_orders_and_updates_the_mart_assets(
     assert customers["cycle_error"] is None and customers["serialization_error"] is None
     assert customers["timetable_class"] == "AssetTriggeredTimetable"
     assert customers["catchup"] is False and customers["params"] == ["business_date"]
-    assert set(customers["tasks"]) == {"segments", "scores"}
+    assert set(customers["tasks"]) == {"segments", "scores", "tags"}
     for task in customers["tasks"].values():
         assert task["retries"] >= 1 and task["retry_exponential_backoff"]
     assert {o["uri"] for o in customers["tasks"]["segments"]["outlets"]} == {
@@ -140,6 +140,10 @@ def test_the_customers_dag_runs_on_published_orders_and_updates_the_mart_assets(
     assert {o["uri"] for o in customers["tasks"]["scores"]["outlets"]} == {
         asset_uri(config, t) for t in ("mart_customer_scores", "mart_churn_model_quality", "mart_churn_calibration")
     }
+    assert {o["uri"] for o in customers["tasks"]["tags"]["outlets"]} == {
+        asset_uri(config, t) for t in ("mart_user_tags", "mart_user_profile")
+    }
+    assert set(customers["tasks"]["tags"]["upstream"]) == {"segments", "scores"}  # the profile joins both
 
 
 @pytest.fixture(scope="module")
