@@ -24,13 +24,12 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime, timedelta, timezone
 
-import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.tags_config import Condition, TagDef, TagsConfig, load_tags
+from models.anomaly import anomaly_scores
 
 log = logging.getLogger(__name__)
 COUNT_FEATURES = (
@@ -133,31 +132,6 @@ def event_features(events: DataFrame, as_of: date, lookback_days: int) -> DataFr
         F.datediff(F.lit(as_of), F.max("event_date")).alias("days_since_last_visit"),
         F.mode("channel", True).alias("preferred_channel"),
         F.mode("device", True).alias("preferred_device"),
-    )
-
-
-def anomaly_scores(features: pd.DataFrame, settings) -> pd.DataFrame:
-    """IsolationForest on each customer's order behaviour (``settings``: tags.yaml anomaly).
-    Returns ``user_id, anomaly_score, is_anomaly``; empty when there are too few customers."""
-    from sklearn.ensemble import IsolationForest
-
-    columns = ["user_id", "anomaly_score", "is_anomaly"]
-    if len(features) < settings.min_customers:
-        return pd.DataFrame(columns=columns)
-    matrix = np.log1p(
-        features[list(settings.features)].astype("float").fillna(0.0).clip(lower=0).to_numpy()
-    )
-    forest = IsolationForest(
-        n_estimators=settings.n_estimators,
-        contamination=settings.contamination,
-        random_state=settings.random_state,
-    ).fit(matrix)
-    return pd.DataFrame(
-        {
-            "user_id": features["user_id"].to_numpy(),
-            "anomaly_score": np.round(-forest.score_samples(matrix), 4),  # (0, 1]; ~0.5 is ordinary
-            "is_anomaly": forest.predict(matrix) == -1,
-        }
     )
 
 

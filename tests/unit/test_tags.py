@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from jobs.config import ConfigError
-from jobs.tags import anomaly_scores, compute_tags, event_features, interest_scores, order_features
+from jobs.tags import compute_tags, event_features, interest_scores, order_features
 from jobs.tags_config import DEFAULT_TAGS, TagsConfig, load_tags
+from models.anomaly import anomaly_scores
 
 AS_OF = date(2026, 10, 31)
 TAGS = load_tags()
