@@ -123,6 +123,10 @@ class CustomersConfig(_Section):
     tags_file: str = Field("config/tags.yaml", description="customer tag definitions")
 
 
+class RecommenderSection(_Section):
+    config_file: str = Field("config/recommender.yaml", description="interactions, tuning, evaluation, baselines")
+
+
 class PiiConfig(_Section):
     hash_key_env: str = "MKT_PII_HASH_KEY"
     allow_generated_key: bool = Field(
@@ -148,6 +152,7 @@ class PipelineConfig(_Section):
     clean: CleanConfig = CleanConfig()
     validation: ValidationConfig = ValidationConfig()
     customers: CustomersConfig = CustomersConfig()
+    recommender: RecommenderSection = RecommenderSection()
     pii: PiiConfig = PiiConfig()
     airflow: AirflowConfig = AirflowConfig()
     source_file: str | None = None
@@ -264,6 +269,9 @@ def load_config(
             "storage": storage,
             "validation": validation,
             "customers": customers,
+            "recommender": config.recommender.model_copy(
+                update={"config_file": _resolve_path(config.recommender.config_file, base)}
+            ),
             "source": config.source.model_copy(
                 update={"url": _resolve_sqlite_like(config.source.url, base)}
             ),

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.config import PipelineConfig
+from jobs.files import file_format, read_table, write_frame
 
 REQUIRED = ("user_id", "order_id", "order_ts", "amount")
 OUTPUT = (
@@ -38,30 +39,10 @@ OUTPUT = (
 )
 
 
-def _format(path: Path, role: str) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ValueError(f"{role} file {path}: use a .csv or .parquet file (got {suffix or 'no extension'!r})")
-    return suffix[1:]
-
-
 def read_orders(spark, path: Path) -> DataFrame:
     """Read and check an order export; one-line ValueError naming the file and column."""
-    kind = _format(path, "--orders")
-    if not path.is_file():
-        raise ValueError(f"--orders file {path} does not exist")
-    try:
-        frame = (
-            spark.read.option("header", True).option("mode", "FAILFAST").csv(str(path))
-            if kind == "csv"
-            else spark.read.parquet(str(path))
-        )
-        columns = set(frame.columns)
-    except Exception as exc:  # Spark's own parse errors are long; name the file instead
-        raise ValueError(f"--orders file {path} cannot be read as {kind}: {str(exc).splitlines()[0][:200]}") from exc
-    missing = [c for c in REQUIRED if c not in columns]
-    if missing:
-        raise ValueError(f"--orders file {path}: missing column(s) {', '.join(missing)} (has: {', '.join(sorted(columns))})")
+    frame = read_table(spark, path, "--orders", REQUIRED)
+    columns = set(frame.columns)
     typed = frame.select(
         F.col("user_id").cast("string").alias("raw_user_id"),
         F.col("order_ts").cast("string").alias("raw_order_ts"),
@@ -109,12 +90,8 @@ def score_file(config: PipelineConfig, orders_path: str, as_of: date, out_path: 
     from jobs.spark import get_spark
 
     out = Path(out_path)
-    out_kind = _format(out, "--out")
+    file_format(out, "--out")  # a bad extension fails before any work
     spark = get_spark(config)
     result = score_orders(read_orders(spark, Path(orders_path)), as_of, config.customers.segments_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out_kind == "csv":
-        result.to_csv(out, index=False)
-    else:
-        result.to_parquet(out, index=False)
+    write_frame(result, out, "--out")
     return {"customers": len(result), "out": str(out), "as_of": as_of.isoformat()}

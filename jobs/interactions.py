@@ -1,0 +1,128 @@
+"""User x item interactions for the recommender (Spark): signals, weights, splits, indices.
+
+A *signal* is one weighted observation ``user_id, item_id, ts, weight``: an event on a
+product (``interactions.event_weights``, at most ``max_events_per_day`` per user, product,
+day and type, so bursts do not dominate) or a purchased order line (``purchase_weights`` by
+the order's final status: cancelled orders keep a cart-like weight, refunded ones none).
+Signals become one row per pair by :func:`pairs`: the sum of weights decayed with
+``half_life_days`` relative to the reference date, capped at ``max_weight``.
+
+Splits never look at the test side when building the training side: :func:`temporal_split`
+cuts at a time, :func:`random_split` holds out a share of each user's items chosen by a
+seeded hash (the same split whatever the partitioning).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from models.recommenders import Interactions
+
+
+def event_signals(events: DataFrame, weights: dict[str, float], max_per_day: int) -> DataFrame:
+    """``events``: clean events (``user_id, product_id, event_type, event_at``)."""
+    weight = F.lit(None).cast("double")
+    for event_type, value in weights.items():
+        weight = F.when(F.col("event_type") == event_type, F.lit(float(value))).otherwise(weight)
+    daily = (
+        events.where(F.col("user_id").isNotNull() & F.col("product_id").isNotNull())
+        .withColumn("w", weight)
+        .where(F.col("w") > 0)
+        .groupBy("user_id", "product_id", F.to_date("event_at").alias("day"), "event_type", "w")
+        .agg(F.count("*").alias("n"), F.max("event_at").alias("ts"))
+    )
+    return daily.select(
+        "user_id",
+        F.col("product_id").alias("item_id"),
+        "ts",
+        (F.col("w") * F.least(F.col("n"), F.lit(max_per_day))).alias("weight"),
+    )
+
+
+def purchase_signals(items: DataFrame, orders: DataFrame, weights: dict[str, float]) -> DataFrame:
+    """``items``: order lines (``order_id, product_id, quantity``); ``orders``: ``order_id,
+    user_id, status, created_at``. One signal per line, whatever the quantity."""
+    weight = F.lit(0.0)
+    for status, value in weights.items():
+        weight = F.when(F.col("status") == status, F.lit(float(value))).otherwise(weight)
+    lines = items.select("order_id", "product_id").join(orders.select("order_id", "user_id", "status", "created_at"), "order_id")
+    return lines.where(weight > 0).select(
+        "user_id", F.col("product_id").alias("item_id"), F.col("created_at").alias("ts"), weight.alias("weight")
+    )
+
+
+def pairs(signals: DataFrame, reference: date | None, half_life_days: float | None, max_weight: float | None) -> DataFrame:
+    """One row per ``user_id, item_id``: decayed weight sum (capped), the last day and time seen."""
+    weight = F.col("weight")
+    if reference is not None and half_life_days:
+        age = F.greatest(F.datediff(F.lit(reference), F.to_date("ts")), F.lit(0))
+        weight = F.when(F.col("ts").isNull(), weight).otherwise(weight * F.pow(F.lit(0.5), age / F.lit(float(half_life_days))))
+    summed = signals.groupBy("user_id", "item_id").agg(
+        F.sum(weight).alias("weight"), F.max(F.to_date("ts")).alias("last_day"), F.max("ts").alias("ts")
+    )
+    if max_weight is not None:
+        summed = summed.withColumn("weight", F.least(F.col("weight"), F.lit(float(max_weight))))
+    return summed.where(F.col("weight") > 0)
+
+
+def temporal_split(signals: DataFrame, cutoff: datetime | date) -> tuple[DataFrame, DataFrame]:
+    """Signals at or before ``cutoff`` train, later ones test (a date means its whole day)."""
+    if isinstance(cutoff, datetime):
+        later = F.col("ts") > F.lit(cutoff)
+    else:
+        later = F.to_date("ts") > F.lit(cutoff)
+    return signals.where(~later), signals.where(later)
+
+
+def time_cutoff(signals: DataFrame, test_ratio: float) -> datetime:
+    """The time after which about ``test_ratio`` of the signals fall."""
+    (cutoff,) = signals.select(F.col("ts").cast("double").alias("t")).approxQuantile("t", [1 - test_ratio], 0.001)
+    return datetime.fromtimestamp(cutoff, tz=None)
+
+
+def random_split(pair_rows: DataFrame, test_ratio: float, seed: int) -> tuple[DataFrame, DataFrame]:
+    """Per user with at least two items, ``round(test_ratio x items)`` (at least one, never
+    all) go to test, chosen by a hash of (user, item, seed)."""
+    per_user = Window.partitionBy("user_id")
+    order = per_user.orderBy(F.xxhash64("user_id", "item_id", F.lit(seed)), "item_id")
+    ranked = pair_rows.withColumn("_n", F.count("*").over(per_user)).withColumn("_pos", F.row_number().over(order))
+    held = F.greatest(F.lit(1), F.round(F.col("_n") * test_ratio)).cast("int")
+    is_test = (F.col("_n") >= 2) & (F.col("_pos") <= F.least(held, F.col("_n") - 1))
+    return ranked.where(~is_test).drop("_n", "_pos"), ranked.where(is_test).drop("_n", "_pos")
+
+
+class IdIndex:
+    """Dense indices (0..n-1) for the users and items of a training set."""
+
+    def __init__(self, train_pairs: DataFrame):
+        spark = train_pairs.sparkSession
+        users = train_pairs.select("user_id").distinct().orderBy("user_id")
+        items = train_pairs.select("item_id").distinct().orderBy("item_id")
+        self.users = spark.createDataFrame(users.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])), ["user_id", "u"])
+        self.items = spark.createDataFrame(items.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])), ["item_id", "i"])
+        self.users = self.users.withColumn("u", F.col("u").cast("int")).persist()
+        self.items = self.items.withColumn("i", F.col("i").cast("int")).persist()
+        self.n_users, self.n_items = self.users.count(), self.items.count()
+
+    def interactions(self, pair_rows: DataFrame) -> Interactions:
+        frame = pair_rows.join(self.users, "user_id").join(self.items, "item_id").select("u", "i", "weight", "last_day")
+        return Interactions(frame.persist(), self.n_users, self.n_items)
+
+    def indexed(self, pair_rows: DataFrame) -> DataFrame:
+        """``u, i`` of pairs whose user and item are both known."""
+        return pair_rows.join(self.users, "user_id").join(self.items, "item_id")
+
+    def user_ids(self):
+        return self.users.toPandas().sort_values("u")["user_id"].to_numpy()
+
+    def item_ids(self):
+        return self.items.toPandas().sort_values("i")["item_id"].to_numpy()
+
+
+def held_out(train_pairs: DataFrame, test_pairs: DataFrame, min_weight: float = 0.0) -> DataFrame:
+    """Relevant test pairs: at least ``min_weight`` and not already in training."""
+    strong = test_pairs.where(F.col("weight") >= min_weight).select("user_id", "item_id")
+    return strong.join(train_pairs.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")

@@ -1,0 +1,269 @@
+"""Recommenders with one interface: implicit ALS (Spark MLlib, the production model), global
+popularity and item-kNN (the baselines), blockwise top-N scoring and the ALS tuner.
+
+Users and items are dense indices (``u``, ``i``) into ``Interactions``; ids are mapped by the
+caller (:mod:`jobs.interactions`). A model is ``fit`` on interactions and gives ``scores`` for
+a block of users (rows x all items). ALS trains in Spark on the distributed frame and only
+its factors come to the driver; the baselines and the "already seen" mask are sparse
+matrices on the driver. :func:`recommend` scores users in blocks sized to a memory budget
+(rows x items), masks seen and disallowed items with -inf, takes the top N by partial sort
+and applies a per-category cap, all vectorised.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+log = logging.getLogger(__name__)
+SCORE_CELLS_PER_BLOCK = 8_000_000  # float32 cells scored at once (~32 MB)
+
+
+@dataclass
+class Interactions:
+    """``frame``: Spark ``u int, i int, weight double, last_day date`` (one row per pair)."""
+
+    frame: DataFrame
+    n_users: int
+    n_items: int
+    _csr: sp.csr_matrix | None = field(default=None, repr=False)
+
+    def to_csr(self) -> sp.csr_matrix:
+        """users x items weights on the driver (for the baselines and the seen mask)."""
+        if self._csr is None:
+            table = self.frame.select("u", "i", "weight").toArrow()
+            u = table.column("u").to_numpy().astype(np.int32)
+            i = table.column("i").to_numpy().astype(np.int32)
+            w = table.column("weight").to_numpy().astype(np.float32)
+            self._csr = sp.csr_matrix((w, (u, i)), shape=(self.n_users, self.n_items))
+        return self._csr
+
+
+def confidence(weight: Column, kind: str) -> Column:
+    """How an interaction weight becomes the ALS rating (confidence = 1 + alpha x rating)."""
+    if kind == "raw":
+        return weight
+    if kind == "log":
+        return F.log1p(weight)
+    if kind == "binary":
+        return F.lit(1.0)
+    raise ValueError(f"unknown confidence {kind!r}")
+
+
+def _factors(frame: DataFrame, n: int, rank: int) -> np.ndarray:
+    table = frame.toArrow()
+    out = np.zeros((n, rank), dtype=np.float32)
+    ids = table.column("id").to_numpy()
+    if len(ids):
+        out[ids] = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
+    return out
+
+
+class AlsRecommender:
+    name = "als"
+
+    def __init__(self, params, seed: int = 0):
+        self.params, self.seed = params, seed
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+        self.spark_model = None
+
+    def fit(self, data: Interactions) -> AlsRecommender:
+        from pyspark.ml.recommendation import ALS
+
+        p = self.params
+        als = ALS(
+            rank=p.rank,
+            maxIter=p.max_iter,
+            regParam=p.reg_param,
+            alpha=p.alpha,
+            implicitPrefs=True,
+            userCol="u",
+            itemCol="i",
+            ratingCol="rating",
+            coldStartStrategy="drop",
+            seed=self.seed,
+        )
+        ratings = data.frame.select("u", "i", confidence(F.col("weight"), p.confidence).alias("rating"))
+        self.spark_model = als.fit(ratings)
+        self.user_factors = _factors(self.spark_model.userFactors, data.n_users, p.rank)
+        self.item_factors = _factors(self.spark_model.itemFactors, data.n_items, p.rank)
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors[users] @ self.item_factors.T
+
+
+class PopularityRecommender:
+    """The same list for everybody: users per item over the most recent ``days``."""
+
+    name = "popularity"
+
+    def __init__(self, days: int = 30):
+        self.days = days
+        self.popularity: np.ndarray | None = None
+
+    def fit(self, data: Interactions) -> PopularityRecommender:
+        frame = data.frame
+        last = frame.agg(F.max("last_day")).first()[0]
+        if last is not None:
+            frame = frame.where(F.col("last_day") > F.date_sub(F.lit(last), self.days))
+        counts = frame.groupBy("i").agg(F.countDistinct("u").alias("n")).toPandas()
+        self.popularity = np.zeros(data.n_items, dtype=np.float32)
+        self.popularity[counts["i"].to_numpy()] = counts["n"].to_numpy()
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(users), len(self.popularity))).copy()
+
+
+class ItemKnnRecommender:
+    """Cosine similarity between items' user vectors (binary), ``neighbours`` kept per item;
+    a user's score for an item is the sum of its similarities to the user's items."""
+
+    name = "item_knn"
+
+    def __init__(self, neighbours: int = 50):
+        self.neighbours = neighbours
+        self.user_items: sp.csr_matrix | None = None
+        self.similarity: sp.csr_matrix | None = None
+
+    def fit(self, data: Interactions) -> ItemKnnRecommender:
+        binary = data.to_csr().copy()
+        binary.data[:] = 1.0
+        norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())
+        normalised = binary @ sp.diags(1.0 / np.maximum(norms, 1e-12))
+        similarity = (normalised.T @ normalised).tocoo()
+        keep = similarity.row != similarity.col
+        pairs = pd.DataFrame({"row": similarity.row[keep], "col": similarity.col[keep], "s": similarity.data[keep]})
+        pairs = pairs.sort_values(["row", "s"], ascending=[True, False])
+        pairs = pairs[pairs.groupby("row").cumcount() < self.neighbours]
+        self.similarity = sp.csr_matrix(
+            (pairs["s"].to_numpy(np.float32), (pairs["row"].to_numpy(), pairs["col"].to_numpy())),
+            shape=(data.n_items, data.n_items),
+        )
+        self.user_items = binary.tocsr()
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray((self.user_items[users] @ self.similarity).todense(), dtype=np.float32)
+
+
+def top_n(
+    score_block,
+    rows: np.ndarray,
+    n_columns: int,
+    n: int,
+    exclude: sp.csr_matrix | None = None,
+    allowed: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
+    per_category: int | None = None,
+) -> pd.DataFrame:
+    """Top ``n`` columns per row of ``score_block(rows_block) -> dense block``, blockwise.
+
+    ``exclude``: sparse matrix whose non-zeros (row, column) are never returned (e.g. seen
+    items); ``allowed``: boolean mask of columns that may be returned (e.g. active products);
+    ``categories`` + ``per_category``: at most that many columns of one category per row.
+    Returns ``row, rank, column, score`` (rank 1 = best; -inf scores never returned).
+    """
+    block_rows = max(1, SCORE_CELLS_PER_BLOCK // max(n_columns, 1))
+    capped = categories is not None and per_category is not None
+    candidates = min(n_columns, n * 4 if capped else n)
+    parts = []
+    for start in range(0, len(rows), block_rows):
+        block = rows[start : start + block_rows]
+        scores = np.asarray(score_block(block), dtype=np.float32)
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        if exclude is not None:
+            seen = exclude[block].tocoo()
+            scores[seen.row, seen.col] = -np.inf
+        if candidates < n_columns:
+            top = np.argpartition(-scores, candidates - 1, axis=1)[:, :candidates]
+        else:
+            top = np.tile(np.arange(n_columns), (len(block), 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        frame = pd.DataFrame(
+            {
+                "row": np.repeat(block, top.shape[1]),
+                "column": top.ravel(),
+                "score": top_scores.ravel(),
+            }
+        )
+        frame = frame[np.isfinite(frame["score"])].sort_values(["row", "score", "column"], ascending=[True, False, True])
+        if capped:
+            frame = frame[frame.groupby(["row", categories[frame["column"].to_numpy()]]).cumcount() < per_category]
+        frame = frame.assign(rank=frame.groupby("row").cumcount() + 1)
+        parts.append(frame[frame["rank"] <= n])
+    if not parts:
+        return pd.DataFrame({"row": [], "rank": [], "column": [], "score": []})
+    return pd.concat(parts, ignore_index=True)[["row", "rank", "column", "score"]]
+
+
+def recommend(model, users: np.ndarray, data: Interactions, n: int, exclude_seen: bool = True, **filters) -> pd.DataFrame:
+    """``u, rank, i, score`` for ``users`` (indices), seen items excluded unless told otherwise."""
+    exclude = data.to_csr() if exclude_seen else None
+    result = top_n(model.scores, np.asarray(users), data.n_items, n, exclude=exclude, **filters)
+    return result.rename(columns={"row": "u", "column": "i"})
+
+
+def similar_items(item_factors: np.ndarray, n: int, allowed: np.ndarray | None = None) -> pd.DataFrame:
+    """``i, rank, similar_i, similarity``: cosine similarity of item factors, self excluded."""
+    norms = np.linalg.norm(item_factors, axis=1, keepdims=True)
+    unit = item_factors / np.maximum(norms, 1e-12)
+    items = np.flatnonzero(norms.ravel() > 0)
+    self_mask = sp.identity(len(item_factors), format="csr")
+    result = top_n(lambda block: unit[block] @ unit.T, items, len(unit), n, exclude=self_mask, allowed=allowed)
+    return result.rename(columns={"row": "i", "column": "similar_i", "score": "similarity"})
+
+
+def candidate_params(tuning) -> list:
+    """The default first, then distinct random points of the search space (seeded)."""
+    from itertools import product
+
+    space = tuning.space
+    names = list(type(space).model_fields)
+    grid = [dict(zip(names, values, strict=True)) for values in product(*(getattr(space, n) for n in names))]
+    rng = random.Random(tuning.seed)
+    rng.shuffle(grid)
+    chosen = [tuning.default]
+    for point in grid:
+        if len(chosen) >= tuning.max_trials:
+            break
+        params = type(tuning.default).model_validate(point)
+        if params not in chosen:
+            chosen.append(params)
+    return chosen
+
+
+@dataclass
+class TuningResult:
+    best: object
+    trials: list[dict]
+
+
+def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: int = 0) -> TuningResult:
+    """Pick the ALS parameters with the best nDCG@k on ``validation`` (``u, i`` held out from
+    ``train``; seen only by this function, never by the test set)."""
+    from models.rec_metrics import ndcg_at_k
+
+    users = np.sort(validation["u"].unique())
+    truth = validation.rename(columns={"u": "user_id", "i": "item_id"})
+    trials = []
+    for params in candidate_params(tuning):
+        started = time.monotonic()
+        model = AlsRecommender(params, seed).fit(train)
+        recs = recommend(model, users, train, k).rename(columns={"u": "user_id", "i": "item_id"})
+        ndcg = float(ndcg_at_k(recs, truth, k).mean()) if len(truth) else 0.0
+        trials.append({**params.model_dump(), f"ndcg@{k}": round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)})
+        log.info("tuning trial %s: ndcg@%d = %.4f", params.model_dump(), k, ndcg)
+    best_index = max(range(len(trials)), key=lambda t: (trials[t][f"ndcg@{k}"], -t))
+    return TuningResult(candidate_params(tuning)[best_index], trials)

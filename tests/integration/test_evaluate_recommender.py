@@ -1,0 +1,107 @@
+"""``marketing evaluate-recommender`` end to end (installed console script, real local Spark)
+on a small interaction file with planted taste clusters, both protocols, and its one-line
+errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.unit.test_cli import assert_one_line_error, marketing, sandbox
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+def planted(n_users=300, n_items=120, clusters=6, per_user=16, seed=0) -> pd.DataFrame:
+    """Each user mostly interacts with the items of their cluster, a little with the rest."""
+    rng = np.random.default_rng(seed)
+    size = n_items // clusters
+    rows = []
+    start = pd.Timestamp("2026-09-01")
+    for user in range(n_users):
+        cluster = user % clusters
+        own = cluster * size + rng.zipf(1.6, per_user) % size
+        other = rng.integers(0, n_items, per_user)
+        items = np.where(rng.random(per_user) < 0.85, own, other)
+        days = rng.uniform(0, 60, per_user)
+        for item, day in zip(items, days, strict=True):
+            rows.append((f"u{user}", f"p{item}", start + pd.Timedelta(days=float(day)), 1 + int(rng.integers(0, 3))))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "weight"])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("rec")
+    data = planted()
+    data.to_csv(root / "interactions.csv", index=False)
+    data[["user_id", "item_id"]].to_parquet(root / "no_time.parquet", index=False)
+    settings = yaml.safe_load((Path(__file__).parents[2] / "config" / "recommender.yaml").read_text())
+    settings["tuning"]["max_trials"] = 3  # the default and two random points: enough to exercise tuning
+    (root / "recommender.yaml").write_text(yaml.safe_dump(settings))
+    return {"root": root, "csv": root / "interactions.csv", "no_time": root / "no_time.parquet", "settings": root / "recommender.yaml"}
+
+
+def evaluate(files, tmp_path, *args):
+    env = {**sandbox(tmp_path), "MKT_RECOMMENDER__CONFIG_FILE": str(files["settings"]), "MKT_SPARK__SHUFFLE_PARTITIONS": "4"}
+    return marketing("evaluate-recommender", *args, cwd=tmp_path, **env)
+
+
+@pytest.mark.parametrize("protocol", ["random-per-user", "temporal"])
+def test_both_protocols_write_metrics_recommendations_and_the_split(files, tmp_path, protocol):
+    out = tmp_path / "out"
+    proc = evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--protocol", protocol, "--k", "5", "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["models"]) == {"als", "popularity", "item_knn"}
+    assert len(report["tuning_trials"]) == 3 and report["als_params"]["rank"] in (16, 32, 64)
+    ndcg = {name: model["metrics"]["ndcg@5"] for name, model in report["models"].items()}
+    assert ndcg["als"] > 1.5 * ndcg["popularity"], ndcg  # planted tastes: personalisation must pay
+    for name in ("precision@5", "recall@5", "map@5", "hit_rate@5", "coverage@5", "novelty@5", "popularity_bias@5"):
+        assert name in report["models"]["als"]["metrics"]
+
+    train, test = pd.read_csv(out / "train.csv"), pd.read_csv(out / "test.csv")
+    original = pd.read_csv(files["csv"])
+    if protocol == "temporal":
+        assert len(train) + len(test) == len(original)
+        assert pd.to_datetime(train["timestamp"]).max() <= pd.to_datetime(test["timestamp"]).min()
+    else:  # one row per user and item on both sides, no pair on both
+        pairs = original.groupby(["user_id", "item_id"]).size()
+        assert len(train) + len(test) == len(pairs)
+        assert not set(zip(train.user_id, train.item_id)) & set(zip(test.user_id, test.item_id))
+    recs = pd.read_csv(out / "recommendations.csv")
+    assert list(recs.columns) == ["user_id", "rank", "item_id", "score"]
+    assert recs.groupby("user_id")["rank"].max().max() <= 5
+    assert recs["user_id"].nunique() == report["test"]["users_evaluated"] > 0
+    seen = set(zip(train.user_id, train.item_id))
+    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id)), "recommended a training item"
+
+
+def test_train_and_test_files_are_taken_as_given(files, tmp_path):
+    first = tmp_path / "first"
+    assert evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--k", "5", "--out-dir", str(first)).returncode == 0
+    out = tmp_path / "given"
+    proc = evaluate(files, tmp_path, "--train", str(first / "train.csv"), "--test", str(first / "test.csv"), "--k", "5", "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / "train.csv").exists()  # no split made
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["models"]["als"]["metrics"]["ndcg@5"] > report["models"]["popularity"]["metrics"]["ndcg@5"]
+
+
+def test_bad_input_is_a_one_line_error(files, tmp_path):
+    missing = tmp_path / "missing.csv"
+    pd.DataFrame({"user": [1], "item_id": [2]}).to_csv(missing, index=False)
+    assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(missing), "--out-dir", str(tmp_path / "o")), str(missing), "missing column(s) user_id")
+    bad_weight = tmp_path / "bad.csv"
+    pd.DataFrame({"user_id": [1, 2], "item_id": [2, 3], "weight": ["1", "lots"]}).to_csv(bad_weight, index=False)
+    assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(bad_weight), "--out-dir", str(tmp_path / "o")), "column weight", "'lots'")
+    assert_one_line_error(
+        evaluate(files, tmp_path, "--interactions", str(files["no_time"]), "--protocol", "temporal", "--out-dir", str(tmp_path / "o")),
+        "--protocol temporal needs a timestamp",
+    )
+    assert_one_line_error(evaluate(files, tmp_path, "--train", str(files["csv"]), "--out-dir", str(tmp_path / "o")), "--test")
+    assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--test-ratio", "1.5", "--out-dir", "o"), "--test-ratio")
