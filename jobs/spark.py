@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from jobs.config import PipelineConfig
+from jobs.config import PROJECT_ROOT, PipelineConfig
+
+LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"  # JVM logs to stderr, warnings and up
 
 
 def get_spark(config: PipelineConfig):
@@ -28,7 +30,7 @@ def get_spark(config: PipelineConfig):
         .config("spark.sql.ansi.enabled", "false")
         # A JSON line with a repeated key must not fail the whole batch; the last value wins.
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=warn")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
     )
     if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master(config.spark.master)
