@@ -41,24 +41,37 @@ def files(tmp_path_factory) -> dict[str, Path]:
     data.to_csv(root / "interactions.csv", index=False)
     data[["user_id", "item_id"]].to_parquet(root / "no_time.parquet", index=False)
     settings = yaml.safe_load((Path(__file__).parents[2] / "config" / "recommender.yaml").read_text())
-    settings["tuning"]["max_trials"] = 3  # the default and two random points: enough to exercise tuning
+    # a small search keeps the test quick; it still tunes: the default and two other points
+    settings["tuning"].update(max_trials=3, default={"rank": 16, "reg_param": 0.1, "alpha": 10.0, "max_iter": 5, "confidence": "log"})
+    settings["tuning"]["space"].update(rank=[8, 16], max_iter=[5])
     (root / "recommender.yaml").write_text(yaml.safe_dump(settings))
     return {"root": root, "csv": root / "interactions.csv", "no_time": root / "no_time.parquet", "settings": root / "recommender.yaml"}
 
 
-def evaluate(files, tmp_path, *args):
-    env = {**sandbox(tmp_path), "MKT_RECOMMENDER__CONFIG_FILE": str(files["settings"]), "MKT_SPARK__SHUFFLE_PARTITIONS": "4"}
-    return marketing("evaluate-recommender", *args, cwd=tmp_path, **env)
+def evaluate(files, cwd, *args):
+    env = {**sandbox(cwd), "MKT_RECOMMENDER__CONFIG_FILE": str(files["settings"]), "MKT_SPARK__SHUFFLE_PARTITIONS": "4"}
+    return marketing("evaluate-recommender", *args, cwd=cwd, **env)
+
+
+@pytest.fixture(scope="module")
+def runs(files) -> dict[str, Path]:
+    """One run per protocol on the same file."""
+    outputs = {}
+    for protocol in ("random-per-user", "temporal"):
+        out = files["root"] / protocol
+        proc = evaluate(files, files["root"], "--interactions", str(files["csv"]), "--protocol", protocol, "--k", "5", "--out-dir", str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout)["out_dir"] == str(out)
+        outputs[protocol] = out
+    return outputs
 
 
 @pytest.mark.parametrize("protocol", ["random-per-user", "temporal"])
-def test_both_protocols_write_metrics_recommendations_and_the_split(files, tmp_path, protocol):
-    out = tmp_path / "out"
-    proc = evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--protocol", protocol, "--k", "5", "--out-dir", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs, protocol):
+    out = runs[protocol]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["models"]) == {"als", "popularity", "item_knn"}
-    assert len(report["tuning_trials"]) == 3 and report["als_params"]["rank"] in (16, 32, 64)
+    assert len(report["tuning_trials"]) == 3 and report["als_params"]["rank"] in (8, 16)
     ndcg = {name: model["metrics"]["ndcg@5"] for name, model in report["models"].items()}
     assert ndcg["als"] > 1.5 * ndcg["popularity"], ndcg  # planted tastes: personalisation must pay
     for name in ("precision@5", "recall@5", "map@5", "hit_rate@5", "coverage@5", "novelty@5", "popularity_bias@5"):
@@ -72,24 +85,25 @@ def test_both_protocols_write_metrics_recommendations_and_the_split(files, tmp_p
     else:  # one row per user and item on both sides, no pair on both
         pairs = original.groupby(["user_id", "item_id"]).size()
         assert len(train) + len(test) == len(pairs)
-        assert not set(zip(train.user_id, train.item_id)) & set(zip(test.user_id, test.item_id))
+        assert not set(zip(train.user_id, train.item_id, strict=True)) & set(zip(test.user_id, test.item_id, strict=True))
     recs = pd.read_csv(out / "recommendations.csv")
     assert list(recs.columns) == ["user_id", "rank", "item_id", "score"]
     assert recs.groupby("user_id")["rank"].max().max() <= 5
     assert recs["user_id"].nunique() == report["test"]["users_evaluated"] > 0
-    seen = set(zip(train.user_id, train.item_id))
-    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id)), "recommended a training item"
+    seen = set(zip(train.user_id, train.item_id, strict=True))
+    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True)), "recommended a training item"
 
 
-def test_train_and_test_files_are_taken_as_given(files, tmp_path):
-    first = tmp_path / "first"
-    assert evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--k", "5", "--out-dir", str(first)).returncode == 0
+def test_train_and_test_files_are_taken_as_given(files, runs, tmp_path):
+    first = runs["random-per-user"]
     out = tmp_path / "given"
     proc = evaluate(files, tmp_path, "--train", str(first / "train.csv"), "--test", str(first / "test.csv"), "--k", "5", "--out-dir", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (out / "train.csv").exists()  # no split made
-    report = json.loads((out / "metrics.json").read_text())
-    assert report["models"]["als"]["metrics"]["ndcg@5"] > report["models"]["popularity"]["metrics"]["ndcg@5"]
+    given = json.loads((out / "metrics.json").read_text())
+    split_here = json.loads((first / "metrics.json").read_text())
+    assert given["test"] == split_here["test"] and given["train"] == split_here["train"]
+    assert given["models"]["als"]["metrics"]["ndcg@5"] > given["models"]["popularity"]["metrics"]["ndcg@5"]
 
 
 def test_bad_input_is_a_one_line_error(files, tmp_path):

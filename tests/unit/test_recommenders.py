@@ -1,0 +1,159 @@
+"""Recommender building blocks on cases small enough to check by hand: interaction weights,
+splits, top-N filters, baselines, the tuner's search plan, and ALS on planted tastes."""
+
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from jobs.interactions import (
+    IdIndex,
+    event_signals,
+    held_out,
+    pairs,
+    purchase_signals,
+    random_split,
+    temporal_split,
+)
+from jobs.recommender_config import load_recommender
+from models.recommenders import (
+    AlsRecommender,
+    Interactions,
+    ItemKnnRecommender,
+    PopularityRecommender,
+    candidate_params,
+    recommend,
+    similar_items,
+    top_n,
+)
+
+SETTINGS = load_recommender()
+DAY = datetime(2026, 10, 1, 12)
+
+
+def test_event_signals_weigh_by_type_and_cap_bursts_per_day(spark):
+    rows = [(1, 10, "product_view", DAY + timedelta(minutes=m)) for m in range(9)]  # 9 views, capped at 5
+    rows += [(1, 10, "add_to_cart", DAY), (1, 10, "page_view", DAY), (None, 10, "add_to_cart", DAY)]
+    events = spark.createDataFrame(rows, "user_id long, product_id long, event_type string, event_at timestamp")
+    got = event_signals(events, {"product_view": 1.0, "add_to_cart": 3.0}, max_per_day=5)
+    assert sorted(r["weight"] for r in got.collect()) == [3.0, 5.0]  # anonymous and untyped events carry nothing
+
+
+def test_purchase_signals_follow_the_order_status(spark):
+    items = spark.createDataFrame([(1, 10, 1), (2, 11, 3), (3, 12, 1)], "order_id long, product_id long, quantity int")
+    orders = spark.createDataFrame(
+        [(1, 7, "completed", DAY), (2, 7, "cancelled", DAY), (3, 7, "refunded", DAY)],
+        "order_id long, user_id long, status string, created_at timestamp",
+    )
+    weights = SETTINGS.interactions.purchase_weights
+    got = {r["item_id"]: r["weight"] for r in purchase_signals(items, orders, weights).collect()}
+    assert got == {10: weights["completed"], 11: weights["cancelled"]}  # refunded lines are dropped
+
+
+def test_pairs_decay_with_the_half_life_and_cap(spark):
+    signals = spark.createDataFrame(
+        [(1, 10, DAY, 4.0), (1, 10, DAY - timedelta(days=30), 4.0), (2, 10, DAY, 100.0)],
+        "user_id long, item_id long, ts timestamp, weight double",
+    )
+    got = {r["user_id"]: r["weight"] for r in pairs(signals, DAY.date(), 30, 50).collect()}
+    assert got == {1: pytest.approx(4 + 2), 2: 50.0}
+
+
+def test_splits_hold_out_without_leaking(spark):
+    rows = [(u, i, DAY + timedelta(days=i), 1.0) for u in range(1, 21) for i in range(u % 5 + 1)]
+    signals = spark.createDataFrame(rows, "user_id long, item_id long, ts timestamp, weight double")
+    train, test = temporal_split(signals, DAY.date() + timedelta(days=2))
+    assert train.count() + test.count() == len(rows)
+    assert test.agg({"ts": "min"}).first()[0] > DAY + timedelta(days=2)
+
+    all_pairs = pairs(signals, None, None, None)
+    train, test = random_split(all_pairs, 0.25, seed=3)
+    again_train, _ = random_split(all_pairs.repartition(7), 0.25, seed=3)
+    train_rows = {(r.user_id, r.item_id) for r in train.collect()}
+    assert train_rows == {(r.user_id, r.item_id) for r in again_train.collect()}  # same split, any partitioning
+    test_rows = {(r.user_id, r.item_id) for r in test.collect()}
+    assert not train_rows & test_rows and len(train_rows) + len(test_rows) == all_pairs.count()
+    per_user = pd.DataFrame(list(test_rows), columns=["u", "i"]).groupby("u").size()
+    sizes = all_pairs.groupBy("user_id").count().toPandas().set_index("user_id")["count"]
+    assert (sizes[sizes == 1].index.isin(per_user.index)).sum() == 0  # a single item always trains
+    assert all(per_user[u] == max(1, round(0.25 * sizes[u])) for u in per_user.index)
+    assert held_out(all_pairs, all_pairs).count() == 0
+
+
+def test_top_n_excludes_seen_and_disallowed_items_and_caps_categories():
+    scores = np.array([[9, 8, 7, 6, 5, 4], [1, 2, 3, 4, 5, 6]], dtype=np.float32)
+    seen = sp.csr_matrix(([1.0], ([0], [0])), shape=(2, 6))
+    allowed = np.array([True, True, True, True, False, True])
+    categories = np.array(["a", "a", "a", "b", "b", "c"])
+    got = top_n(lambda rows: scores[rows], np.array([0, 1]), 6, 3, exclude=seen, allowed=allowed, categories=categories, per_category=1)
+    lists = got.groupby("row")["column"].apply(list).to_dict()
+    assert lists == {0: [1, 3, 5], 1: [5, 3, 2]}  # row 0: item 0 seen, one per category; item 4 inactive
+    assert got.groupby("row")["rank"].apply(list).to_dict() == {0: [1, 2, 3], 1: [1, 2, 3]}
+
+
+def test_top_n_scores_in_blocks_with_the_same_result(monkeypatch):
+    import models.recommenders as r
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 40)).astype(np.float32)
+    whole = top_n(lambda rows: scores[rows], np.arange(50), 40, 5)
+    monkeypatch.setattr(r, "SCORE_CELLS_PER_BLOCK", 80)  # two rows per block
+    blocked = top_n(lambda rows: scores[rows], np.arange(50), 40, 5)
+    pd.testing.assert_frame_equal(whole, blocked)
+
+
+def test_similar_items_are_the_nearest_factors():
+    factors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0, 0]], dtype=np.float32)
+    got = similar_items(factors, 1)
+    assert dict(zip(got["i"], got["similar_i"], strict=True)) == {0: 1, 1: 0, 2: 3, 3: 2}  # item 4 has no factors
+
+
+def interactions(spark, rows, n_users, n_items):
+    frame = spark.createDataFrame(rows, "u int, i int, weight double, last_day date")
+    return Interactions(frame, n_users, n_items)
+
+
+def test_popularity_counts_recent_users_and_item_knn_follows_co_occurrence(spark):
+    recent, old = date(2026, 10, 1), date(2026, 7, 1)
+    rows = [(0, 0, 1.0, recent), (1, 0, 1.0, recent), (2, 1, 1.0, recent), (0, 2, 1.0, old), (1, 2, 1.0, old), (2, 2, 1.0, old)]
+    data = interactions(spark, rows, 3, 3)
+    popularity = PopularityRecommender(days=30).fit(data)
+    assert popularity.popularity.tolist() == [2, 1, 0]  # item 2 was popular long ago
+    knn = ItemKnnRecommender(neighbours=5).fit(data)
+    # user 0 has items 0 and 2; item 1 shares no user with item 0 and user 2 with item 2:
+    # cosine(1, 2) = 1 / sqrt(1 x 3)
+    recs = recommend(knn, np.array([0]), data, 2)
+    assert recs["i"].tolist() == [1] and recs["score"].iloc[0] == pytest.approx(1 / np.sqrt(3))
+
+
+def test_candidate_params_start_with_the_default_and_are_distinct_and_seeded():
+    plan = candidate_params(SETTINGS.tuning)
+    assert plan[0] == SETTINGS.tuning.default and len(plan) == SETTINGS.tuning.max_trials
+    assert len({p.model_dump_json() for p in plan}) == len(plan)
+    assert plan == candidate_params(SETTINGS.tuning)
+
+
+def test_als_recovers_planted_tastes(spark):
+    """Users of cluster c interact only with items of cluster c: the top recommendation of
+    almost every user comes from their own cluster (chance: 1 in 4)."""
+    rng = np.random.default_rng(1)
+    clusters, per_cluster, users = 4, 10, 80
+    rows = []
+    for user in range(users):
+        cluster = user % clusters
+        for item in rng.choice(per_cluster, 5, replace=False):
+            rows.append((user, int(cluster * per_cluster + item), 1.0, date(2026, 10, 1)))
+    data = interactions(spark, rows, users, clusters * per_cluster)
+    model = AlsRecommender(SETTINGS.tuning.default.model_copy(update={"rank": 8}), seed=0).fit(data)
+    recs = recommend(model, np.arange(users), data, 1)
+    same = (recs["i"] // per_cluster == recs["u"] % clusters).mean()
+    assert same > 0.9, same
+
+
+def test_id_index_maps_any_ids_densely(spark):
+    frame = spark.createDataFrame([("b", "x", 1.0), ("a", "y", 2.0), ("a", "x", 1.0)], "user_id string, item_id string, weight double")
+    index = IdIndex(frame)
+    assert index.user_ids().tolist() == ["a", "b"] and index.item_ids().tolist() == ["x", "y"]
+    assert sorted((r.u, r.i) for r in index.indexed(frame).collect()) == [(0, 0), (0, 1), (1, 0)]
