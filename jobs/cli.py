@@ -178,8 +178,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         pass
     try:
         from jobs.load import NotValidatedError
+        from jobs.recommend import ModelGateError
 
-        errors.append(NotValidatedError)
+        errors += [NotValidatedError, ModelGateError]
     except ImportError:  # pragma: no cover
         pass
     return tuple(errors)

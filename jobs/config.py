@@ -125,6 +125,7 @@ class CustomersConfig(_Section):
 
 class RecommenderSection(_Section):
     config_file: str = Field("config/recommender.yaml", description="interactions, tuning, evaluation, baselines")
+    registry_root: str = Field("data/models", description="model registry: local path or s3://bucket/prefix")
 
 
 class PiiConfig(_Section):
@@ -270,7 +271,7 @@ def load_config(
             "validation": validation,
             "customers": customers,
             "recommender": config.recommender.model_copy(
-                update={"config_file": _resolve_path(config.recommender.config_file, base)}
+                update={name: _resolve_path(getattr(config.recommender, name), base) for name in ("config_file", "registry_root")}
             ),
             "source": config.source.model_copy(
                 update={"url": _resolve_sqlite_like(config.source.url, base)}

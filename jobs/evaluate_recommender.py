@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,34 +90,53 @@ def _named(recs: pd.DataFrame, index: IdIndex) -> pd.DataFrame:
     )
 
 
-def evaluate_models(
-    train_signals: DataFrame, test_signals: DataFrame, protocol: str, ratio: float, seed: int, k: int, settings: RecommenderConfig
-) -> tuple[dict, pd.DataFrame]:
-    """Tune on the training side, fit every model, score the test users; (metrics, ALS recs)."""
+@dataclass
+class Evaluation:
+    """What :func:`tune_and_evaluate` learnt: the report, the chosen ALS parameters, the
+    evaluated models, their index and training data, and ALS's test recommendations."""
+
+    report: dict
+    best: object
+    models: dict
+    index: IdIndex
+    data: object
+    als_recs: pd.DataFrame
+
+
+def tune_and_evaluate(
+    fit_pairs: DataFrame,
+    valid_pairs: DataFrame,
+    train_pairs: DataFrame,
+    test_pairs: DataFrame,
+    settings: RecommenderConfig,
+    k: int,
+    seed: int,
+    min_relevant_weight: float = 0.0,
+    groups=None,
+    categories: pd.Series | None = None,
+) -> Evaluation:
+    """Tune ALS on (fit, valid), then fit ALS and the baselines on ``train_pairs`` and measure
+    them on ``test_pairs`` (relevant: test pairs of at least ``min_relevant_weight`` not in
+    training). ``groups(index, data) -> {breakdown: u -> label}``; ``categories``: item_id -> category."""
     started = time.monotonic()
-    fit_signals, valid_signals = _split(train_signals, protocol, ratio, seed, "the training data")
-    fit_pairs, valid_pairs = _pairs(fit_signals), _pairs(valid_signals)
     fit_index = IdIndex(fit_pairs)
     fit_data = fit_index.interactions(fit_pairs)
-    validation = fit_index.indexed(held_out(fit_pairs, valid_pairs)).select("u", "i").toPandas()
+    validation = fit_index.indexed(held_out(fit_pairs, valid_pairs, min_relevant_weight)).select("u", "i").toPandas()
     tuned = tune(fit_data, validation, k, settings.tuning, seed)
 
-    train_pairs, test_pairs = _pairs(train_signals), _pairs(test_signals)
     index = IdIndex(train_pairs)
     data = index.interactions(train_pairs)
-    truth_frame = held_out(train_pairs, test_pairs).persist()
-    truth = index.indexed(truth_frame).select("u", "i").toPandas()
-    known_users = truth["u"].unique()
-    users = np.sort(known_users)
+    truth_frame = held_out(train_pairs, test_pairs, min_relevant_weight)
     truth_all = truth_frame.join(index.users, "user_id").select("u", "item_id").toPandas()
+    users = np.sort(truth_all["u"].unique())
     item_of = pd.Series(np.arange(index.n_items), index=index.item_ids())
     # relevant items unknown to training can never be recommended, but still count as missed
     truth_all["i"] = truth_all["item_id"].map(item_of).fillna(-1).astype(int)
     truth_eval = truth_all[["u", "i"]].rename(columns={"u": "user_id", "i": "item_id"})
     train_eval = data.frame.select(F.col("u").alias("user_id"), F.col("i").alias("item_id")).toPandas()
-    history = train_eval.groupby("user_id").size()
-    groups = pd.Series(np.where(history < 5, "light (<5 items)", "regular (5+ items)"), index=history.index)
-
+    item_categories = None
+    if categories is not None:
+        item_categories = pd.Series(index.item_ids()).map(categories)
     models = {
         "als": AlsRecommender(tuned.best, seed),
         "popularity": PopularityRecommender(settings.baselines.popularity_days),
@@ -127,9 +147,9 @@ def evaluate_models(
         fit_started = time.monotonic()
         model.fit(data)
         fit_s = time.monotonic() - fit_started
-        recs = recommend(model, users, data, k)
+        recs = recommend(model, users, data, k).rename(columns={"u": "user_id", "i": "item_id"})
         rows = rec_metrics.evaluate(
-            recs.rename(columns={"u": "user_id", "i": "item_id"}), truth_eval, train_eval, k, index.n_items, groups=groups
+            recs, truth_eval, train_eval, k, index.n_items, categories=item_categories, groups=groups(index, data) if groups else None
         )
         results[name] = {
             "fit_seconds": round(fit_s, 2),
@@ -137,20 +157,35 @@ def evaluate_models(
             "by_group": [r for r in rows if r["group"] != "all"],
         }
         if name == "als":
-            als_recs = _named(recs, index)
+            als_recs = recs.rename(columns={"user_id": "u", "item_id": "i"})
     report = {
-        "protocol": protocol,
-        "test_ratio": ratio,
-        "seed": seed,
         "k": k,
-        "train": {"interactions": data.frame.count(), "users": index.n_users, "items": index.n_items},
+        "train": {"interactions": len(train_eval), "users": index.n_users, "items": index.n_items},
         "test": {"users_evaluated": len(users), "relevant_items": len(truth_eval)},
         "als_params": tuned.best.model_dump(),
         "tuning_trials": tuned.trials,
         "models": results,
         "seconds": round(time.monotonic() - started, 1),
     }
-    return report, als_recs
+    return Evaluation(report, tuned.best, models, index, data, als_recs)
+
+
+def _history_groups(index: IdIndex, data) -> dict[str, pd.Series]:
+    history = data.frame.groupBy("u").count().toPandas().set_index("u")["count"]
+    return {"history": pd.Series(np.where(history < 5, "light (<5 items)", "regular (5+ items)"), index=history.index)}
+
+
+def evaluate_models(
+    train_signals: DataFrame, test_signals: DataFrame, protocol: str, ratio: float, seed: int, k: int, settings: RecommenderConfig
+) -> tuple[dict, pd.DataFrame]:
+    """Tune on the training side, fit every model, score the test users; (report, ALS recs)."""
+    fit_signals, valid_signals = _split(train_signals, protocol, ratio, seed, "the training data")
+    result = tune_and_evaluate(
+        _pairs(fit_signals), _pairs(valid_signals), _pairs(train_signals), _pairs(test_signals), settings, k, seed,
+        groups=_history_groups,
+    )  # fmt: skip
+    report = {"protocol": protocol, "test_ratio": ratio, "seed": seed, **result.report}
+    return report, _named(result.als_recs, result.index)
 
 
 def evaluate_recommender(

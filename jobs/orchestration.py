@@ -124,7 +124,8 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
     from jobs.config import ConfigError
     from jobs.contracts import ContractError
     from jobs.load import NotValidatedError
+    from jobs.recommend import ModelGateError
     from jobs.reconcile import ReconciliationError
     from jobs.validate import ContractViolation
 
-    return (ConfigError, ContractError, ContractViolation, ReconciliationError, NotValidatedError)
+    return (ConfigError, ContractError, ContractViolation, ReconciliationError, NotValidatedError, ModelGateError)

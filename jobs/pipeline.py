@@ -79,12 +79,21 @@ def _tags(config: PipelineConfig, day: date) -> dict:
     return build_tags(config, day)
 
 
+def _recommender(config: PipelineConfig, day: date) -> dict:
+    from jobs.recommend import build_recommender
+
+    return build_recommender(config, day)
+
+
 CUSTOMER_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {
     "segments": _segments,
     "scores": _scores,
     "tags": _tags,  # the profile joins the date's segments and scores
 }
-ALL_STAGES = {**STAGES, **CUSTOMER_STAGES}
+# Run on its own for now (`--stage recommender`): evaluation groups by the date's lifecycle
+# stages, so it comes after the customer stages.
+MODEL_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {"recommender": _recommender}
+ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES}
 STAGE_GROUPS = {
     "collect": ("collect_events", "collect_sources"),
     "clean": ("clean_sources", "clean_events"),

@@ -89,6 +89,19 @@ class TuningConfig(_Strict):
     space: SearchSpace = SearchSpace()
 
 
+class GateConfig(_Strict):
+    min_lift_over_popularity: float = Field(0.10, ge=-1)  # below 0 accepts a model worse than popularity (dev only)
+    max_drop_vs_production: float = Field(0.10, ge=0, le=1)
+
+
+class PublishingConfig(_Strict):
+    top_n: int = Field(20, ge=1, le=200)
+    similar_n: int = Field(10, ge=1, le=200)
+    max_per_category: int | None = Field(5, ge=1)
+    repurchasable_categories: tuple[str, ...] = ()
+    min_history_items: int = Field(3, ge=1)
+
+
 class BaselinesConfig(_Strict):
     popularity_days: int = Field(30, ge=1)
     knn_neighbours: int = Field(50, ge=1)
@@ -98,6 +111,8 @@ class RecommenderConfig(_Strict):
     interactions: InteractionsConfig = InteractionsConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = TuningConfig()
+    gate: GateConfig = GateConfig()
+    publishing: PublishingConfig = PublishingConfig()
     baselines: BaselinesConfig = BaselinesConfig()
 
 

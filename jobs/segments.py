@@ -184,6 +184,26 @@ def published_tables(config: PipelineConfig, as_of: date, keys: dict[str, str | 
     return batches, {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}
 
 
+def published_events(config, batches: set[date], as_of: date, days: int) -> DataFrame:
+    """Identified, non-bot clean events of published batches with event_date in (D - days, D]."""
+    from jobs.lake import clean_events_prefix, has_parquet, lake_storage, spark_uri
+    from jobs.spark import get_spark
+
+    spark = get_spark(config)
+    lake = lake_storage(config)
+    schema = "user_id long, event_type string, event_at timestamp, event_date date, session_id string, product_id long, channel string, device string"
+    if not has_parquet(lake, clean_events_prefix()):
+        return spark.createDataFrame([], schema)
+    events = spark.read.parquet(spark_uri(lake, clean_events_prefix()))
+    return events.where(
+        F.col("batch_date").isin(*sorted(batches))
+        & (F.col("event_date") > F.date_sub(F.lit(as_of), days))
+        & (F.col("event_date") <= F.lit(as_of))
+        & ~F.col("is_bot")
+        & F.col("user_id").isNotNull()
+    ).select(*[field.split(" ")[0] for field in schema.split(", ")])
+
+
 def published_customers(config: PipelineConfig, as_of: date, statuses: tuple[str, ...]) -> tuple[DataFrame, DataFrame]:
     """``(users, purchases)`` known by D, from published batches only; refuses an unpublished D."""
     _, tables = published_tables(config, as_of, {"users": "user_id", "orders": "order_id"})

@@ -350,31 +350,11 @@ def user_feature_frame(
     return frame.fillna(0, subset=list(COUNT_FEATURES))
 
 
-def _published_events(config, batches: set[date], as_of: date, days: int) -> DataFrame:
-    """Identified, non-bot clean events of published batches with event_date in (D - days, D]."""
-    from jobs.lake import clean_events_prefix, has_parquet, lake_storage, spark_uri
-    from jobs.spark import get_spark
-
-    spark = get_spark(config)
-    lake = lake_storage(config)
-    schema = "user_id long, event_type string, event_date date, session_id string, product_id long, channel string, device string"
-    if not has_parquet(lake, clean_events_prefix()):
-        return spark.createDataFrame([], schema)
-    events = spark.read.parquet(spark_uri(lake, clean_events_prefix()))
-    return events.where(
-        F.col("batch_date").isin(*sorted(batches))
-        & (F.col("event_date") > F.date_sub(F.lit(as_of), days))
-        & (F.col("event_date") <= F.lit(as_of))
-        & ~F.col("is_bot")
-        & F.col("user_id").isNotNull()
-    ).select(*[field.split(" ")[0] for field in schema.split(", ")])
-
-
 def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     """Compute and publish ``mart_user_tags`` and ``mart_user_profile`` for D (one transaction)."""
     from jobs.load import NotValidatedError, to_arrow
     from jobs.ops import warehouse_engine
-    from jobs.segments import published_tables
+    from jobs.segments import published_events, published_tables
     from jobs.segments_config import load_segments
     from jobs.warehouse import add_profile_tag_columns, record_run, replace_where, stage_arrow
 
@@ -411,7 +391,7 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
         },
     )
     days = max(tags.events_lookback_days, tags.interest.lookback_days)
-    events = _published_events(config, batches, as_of, days).persist()
+    events = published_events(config, batches, as_of, days).persist()
     features = user_feature_frame(
         current["users"], current["orders"], events, tags, statuses, as_of, config.shop.timezone
     ).persist()

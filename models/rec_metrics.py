@@ -141,10 +141,11 @@ def evaluate(
     k: int,
     catalogue_size: int,
     categories: pd.Series | None = None,
-    groups: pd.Series | None = None,
+    groups: dict[str, pd.Series] | None = None,
 ) -> list[dict]:
-    """All metrics; rows ``{group, metric, value, users}`` for ``all`` and each user group
-    (``groups``: user_id -> group name) for the accuracy metrics."""
+    """All metrics; rows ``{group, metric, value, users}`` for ``all`` and, for the accuracy
+    metrics, each user group: ``groups`` maps a breakdown name to ``user_id -> value``, and
+    the group is called ``name=value`` (e.g. ``lifecycle=at_risk``)."""
     users = truth["user_id"].unique()
     scored = recs[recs["user_id"].isin(users)]
     accuracy = per_user_accuracy(scored, truth, k)
@@ -162,11 +163,11 @@ def evaluate(
     if categories is not None:
         beyond["diversity"] = intra_list_diversity(scored, categories, k)
     rows += [{"group": "all", "metric": f"{name}@{k}", "value": value, "users": len(accuracy)} for name, value in beyond.items()]
-    if groups is not None:
-        labelled = accuracy.assign(group=accuracy.index.map(groups).fillna("(unknown)"))
+    for breakdown, labels in (groups or {}).items():
+        labelled = accuracy.assign(group=accuracy.index.map(labels).fillna("(unknown)"))
         for group, part in labelled.groupby("group"):
             rows += [
-                {"group": str(group), "metric": f"{name}@{k}", "value": float(part[name].mean()), "users": len(part)}
+                {"group": f"{breakdown}={group}", "metric": f"{name}@{k}", "value": float(part[name].mean()), "users": len(part)}
                 for name in ACCURACY
             ]
     return rows

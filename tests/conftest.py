@@ -40,6 +40,7 @@ def make_config(tmp_path: Path):
             "source": {"url": f"sqlite:///{tmp_path / 'source.db'}"},
             "warehouse": {"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
             "spark": {"master": "local[2]", "shuffle_partitions": 2},
+            "recommender": {"registry_root": str(tmp_path / "models")},
         }
         for section, values in sections.items():
             base.setdefault(section, {}).update(values)

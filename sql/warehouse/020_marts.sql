@@ -117,3 +117,40 @@ create table if not exists {schema}.mart_user_profile (
     loaded_at                   timestamptz not null,
     primary key (snapshot_date, user_id)
 );
+
+-- Recommender (jobs/recommend.py): published only by a model that passed the nightly gate.
+create table if not exists {schema}.mart_recommendations (
+    snapshot_date       date not null,
+    user_id             bigint not null,
+    rank                integer not null,
+    product_id          bigint not null,
+    score               double precision not null,
+    reason_code         varchar not null,
+    model_version       varchar not null,
+    loaded_at           timestamptz not null,
+    primary key (snapshot_date, user_id, rank)
+);
+
+create table if not exists {schema}.mart_similar_items (
+    snapshot_date       date not null,
+    product_id          bigint not null,
+    rank                integer not null,
+    similar_product_id  bigint not null,
+    similarity          double precision not null,
+    model_version       varchar not null,
+    loaded_at           timestamptz not null,
+    primary key (snapshot_date, product_id, rank)
+);
+
+create table if not exists {schema}.mart_model_evaluation (
+    model_version       varchar not null,
+    snapshot_date       date not null,
+    model               varchar not null,
+    user_group          varchar not null,
+    metric              varchar not null,
+    value               double precision not null,
+    users               bigint not null,
+    is_published        boolean not null,
+    loaded_at           timestamptz not null,
+    primary key (model_version, model, user_group, metric)
+);

@@ -15,3 +15,11 @@ where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_tags);
 create or replace view {schema}.v_user_profile_latest as
 select * from {schema}.mart_user_profile
 where snapshot_date = (select max(snapshot_date) from {schema}.mart_user_profile);
+
+create or replace view {schema}.v_recommendations_latest as
+select * from {schema}.mart_recommendations
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_recommendations);
+
+create or replace view {schema}.v_similar_items_latest as
+select * from {schema}.mart_similar_items
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_similar_items);

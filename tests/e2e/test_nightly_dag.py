@@ -97,6 +97,7 @@ def shop(tmp_path_factory) -> Shop:
         "MKT_COLLECT__LOOKBACK_DAYS": "30",
         "MKT_CLEAN__LATE_WINDOW_DAYS": "30",
         "MKT_PII_HASH_KEY": "test-only-key",
+        "MKT_RECOMMENDER__REGISTRY_ROOT": str(root / "models"),
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith("MKT_")}
     env = airflow_env(home=root / "airflow", base={**base, **settings, "AIRFLOW_HOME": str(root / "airflow")})

@@ -1,0 +1,105 @@
+"""A versioned model registry on any :class:`jobs.storage.Storage` (local folder or S3).
+
+Layout under the registry root::
+
+    <model>/versions/<version>/meta.json        parameters, metrics, gate decision, data
+                                                 snapshot facts, code version, created_at
+    <model>/versions/<version>/<name>.parquet   artefacts (factors with their ids, the
+                                                 training interactions snapshot, ...)
+    <model>/production.json                     the live version
+    <model>/history.jsonl                       every promotion and rollback, appended
+
+A version's files are written before it can be promoted, and ``production.json`` is one
+small object replaced at once, so readers always see a complete live version. Promotion and
+rollback are explicit (``marketing models promote|rollback``) or done by the nightly gate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class RegistryError(ValueError):
+    """An unknown version, or nothing to roll back to."""
+
+
+class Registry:
+    def __init__(self, storage, model: str):
+        self.storage, self.model = storage, model
+
+    def _key(self, *parts: str) -> str:
+        return "/".join([self.model, *parts])
+
+    def save(self, version: str, meta: dict, artefacts: dict[str, pa.Table]) -> None:
+        for name, table in artefacts.items():
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            self.storage.write_bytes(self._key("versions", version, f"{name}.parquet"), buffer.getvalue())
+        record = {**meta, "version": version, "model": self.model, "artefacts": sorted(artefacts)}
+        record.setdefault("created_at", datetime.now(UTC).isoformat())
+        self.storage.write_bytes(self._key("versions", version, "meta.json"), json.dumps(record, indent=2, default=str).encode())
+
+    def meta(self, version: str) -> dict:
+        key = self._key("versions", version, "meta.json")
+        if not self.storage.exists(key):
+            raise RegistryError(f"{self.model}: no version {version!r} in the registry at {self.storage.uri()}")
+        return json.loads(self.storage.read_bytes(key))
+
+    def load(self, version: str, name: str) -> pa.Table:
+        self.meta(version)
+        return pq.read_table(io.BytesIO(self.storage.read_bytes(self._key("versions", version, f"{name}.parquet"))))
+
+    def versions(self) -> list[dict]:
+        """Every version's metadata, oldest first."""
+        metas = [
+            json.loads(self.storage.read_bytes(info.key))
+            for info in self.storage.list(self._key("versions") + "/")
+            if info.key.endswith("/meta.json")
+        ]
+        return sorted(metas, key=lambda m: (m.get("created_at", ""), m["version"]))
+
+    def production(self) -> dict | None:
+        key = self._key("production.json")
+        if not self.storage.exists(key):
+            return None
+        return self.meta(json.loads(self.storage.read_bytes(key))["version"])
+
+    def history(self) -> list[dict]:
+        key = self._key("history.jsonl")
+        if not self.storage.exists(key):
+            return []
+        return [json.loads(line) for line in self.storage.read_bytes(key).decode().splitlines() if line.strip()]
+
+    def _set_production(self, version: str, action: str, reason: str) -> dict:
+        meta = self.meta(version)
+        current = self.production()
+        entry = {
+            "at": datetime.now(UTC).isoformat(),
+            "action": action,
+            "version": version,
+            "previous": current["version"] if current else None,
+            "reason": reason,
+        }
+        history = self.history() + [entry]
+        self.storage.write_bytes(self._key("history.jsonl"), "".join(json.dumps(h) + "\n" for h in history).encode())
+        self.storage.write_bytes(self._key("production.json"), json.dumps({"version": version, "since": entry["at"]}).encode())
+        return meta
+
+    def promote(self, version: str, reason: str = "promoted by hand") -> dict:
+        return self._set_production(version, "promote", reason)
+
+    def rollback(self, reason: str = "rolled back by hand") -> dict:
+        """Make the version that was live before the current one live again."""
+        current = self.production()
+        if current is None:
+            raise RegistryError(f"{self.model}: nothing is in production, nothing to roll back")
+        promoted = [h for h in self.history() if h["version"] == current["version"] and h["action"] == "promote"]
+        previous = promoted[-1]["previous"] if promoted else None
+        if previous is None:
+            raise RegistryError(f"{self.model}: {current['version']} has no earlier production version to roll back to")
+        return self._set_production(previous, "rollback", reason)

@@ -1,0 +1,111 @@
+"""The nightly recommender stage on a small simulated shop (real Spark, DuckDB, a local
+registry): a gate the model cannot pass keeps everything unpublished and says why; a gate it
+passes publishes lists for every registered customer and similar items, and promotes the
+version in the registry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from jobs.lake import landing_storage
+from jobs.pipeline import run_pipeline
+from jobs.recommend import ModelGateError, build_recommender
+from jobs.recommender_config import load_recommender
+from jobs.simulate import SimulationSpec, generate, materialize
+from jobs.storage import LocalStorage
+from models.registry import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+SPEC = SimulationSpec(seed=5, days=30, users=500, products=80)
+LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, spark):
+    from jobs.config import load_config
+
+    root = tmp_path_factory.mktemp("recommender")
+    config = load_config(
+        environ={},
+        overrides={
+            "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
+            "source": {"url": f"sqlite:///{root / 'source.db'}"},
+            "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
+            "collect": {"lookback_days": 40},
+            "clean": {"late_window_days": 40},
+            "validation": {"build_data_docs": False},
+            "recommender": {"registry_root": str(root / "models")},
+            "spark": {"shuffle_partitions": 4},
+        },
+    )
+    materialize(generate(SPEC), landing_storage(config), config.source.url, LAST, root / "truth")
+    run_pipeline(config, LAST, ["nightly", "segments"])
+    return config
+
+
+def settings(min_lift: float):
+    base = load_recommender()
+    return base.model_copy(
+        update={
+            "gate": base.gate.model_copy(update={"min_lift_over_popularity": min_lift}),
+            "tuning": base.tuning.model_copy(update={"max_trials": 2}),
+            "evaluation": base.evaluation.model_copy(update={"holdout_days": 5, "validation_days": 5}),
+        }
+    )
+
+
+def query(config, sql: str, **params) -> list[tuple]:
+    engine = sa.create_engine(config.warehouse.url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes(shop):
+    registry = Registry(LocalStorage(shop.recommender.registry_root), "recommender")
+    with pytest.raises(ModelGateError, match="does not beat popularity"):
+        build_recommender(shop, LAST, settings(min_lift=10.0))  # ALS would need 11x popularity
+    assert query(shop, "select count(*) from mart_recommendations") == [(0,)]
+    (rejected,) = registry.versions()
+    assert rejected["gate"]["passed"] is False and registry.production() is None
+    evaluated = dict(query(shop, "select model, count(*) from mart_model_evaluation group by 1"))
+    assert set(evaluated) == {"als", "popularity", "item_knn"}
+    ((status,),) = query(shop, "select status from ops_pipeline_runs where stage = 'recommender'")
+    assert status == "failed"
+
+    result = build_recommender(shop, LAST, settings(min_lift=-1.0))
+    assert registry.production()["version"] == result["version"]
+    assert registry.load(result["version"], "item_factors").num_rows > 0
+
+    users = query(shop, "select user_id from dim_user")
+    lists = pd.DataFrame(
+        query(shop, "select user_id, rank, product_id, reason_code from mart_recommendations where snapshot_date = :d", d=LAST),
+        columns=["user_id", "rank", "product_id", "reason_code"],
+    )
+    assert set(lists["user_id"]) == {u for (u,) in users}  # every registered customer has a list
+    assert lists.groupby("user_id")["rank"].max().max() <= 20 and set(lists["reason_code"]) >= {"als"}
+    inactive = {p for (p,) in query(shop, "select product_id from dim_product where not is_active")}
+    assert not set(lists["product_id"]) & inactive
+    bought = query(
+        shop,
+        "select i.user_id, i.product_id from fct_order_items i join fct_orders o using (order_id) "
+        "join dim_product p using (product_id) where o.status in ('paid', 'shipped', 'completed') "
+        "and p.category_l1 not in ('food & grocery', 'beauty')",
+    )
+    assert not set(bought) & set(zip(lists["user_id"], lists["product_id"], strict=True))
+    per_category = query(
+        shop,
+        "select max(n) from (select r.user_id, p.category_l1, count(*) n from mart_recommendations r "
+        "join dim_product p using (product_id) group by 1, 2)",
+    )
+    assert per_category[0][0] <= 5
+    ((similar,),) = query(shop, "select count(*) from v_similar_items_latest where product_id <> similar_product_id")
+    assert similar > 0
+    published = query(shop, "select distinct model_version from mart_model_evaluation where is_published")
+    assert published == [(result["version"],)]
