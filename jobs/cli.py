@@ -146,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--k", type=_positive, default=10, help="recommendations per user and metrics at K (default 10)")
     rec.add_argument("--out-dir", required=True, metavar="DIR", help="where metrics.json and the CSVs go")
 
+    models = sub.add_parser(
+        "models",
+        help="list the recommender's registered versions, promote one, or roll back",
+        description="The model registry (recommender.registry_root). 'list' shows every version with its gate "
+        "decision and nDCG next to the baselines; 'promote VERSION' makes a version live and republishes its "
+        "recommendations; 'rollback' makes the previously live version live again.",
+    )
+    models.add_argument("action", choices=["list", "promote", "rollback"])
+    models.add_argument("version", nargs="?", help="the version to promote")
+    models.add_argument("--reason", help="why (kept in the registry's history)")
+
     air = sub.add_parser(
         "airflow",
         help="run the airflow CLI with this project's DAGs and embedded defaults",
@@ -255,6 +266,13 @@ def _dispatch(args: argparse.Namespace, config) -> int:
             protocol=args.protocol, test_ratio=args.test_ratio, seed=args.seed, k=args.k,
         )  # fmt: skip
         print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "models":
+        from jobs.recommend import models_command
+
+        if (args.action == "promote") != bool(args.version):
+            raise ValueError("give a VERSION with promote, and only with promote (see 'marketing models list')")
+        print(json.dumps(models_command(config, args.action, args.version, args.reason), indent=2, default=str))
         return 0
     if args.command == "airflow":
         from jobs.airflow_env import run_airflow

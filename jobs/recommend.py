@@ -39,6 +39,7 @@ from models.recommenders import AlsRecommender, top_n
 
 log = logging.getLogger(__name__)
 MODEL = "recommender"
+PUBLISHED = ("mart_recommendations", "mart_similar_items")
 
 
 class ModelGateError(RuntimeError):
@@ -194,17 +195,13 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     from jobs.ops import warehouse_engine
     from jobs.segments import published_events, published_tables
     from jobs.segments_config import load_segments
-    from jobs.storage import open_storage
     from jobs.warehouse import record_run, replace_where, stage_arrow
     from models.recommenders import similar_items
-    from models.registry import Registry
 
     settings = settings or load_recommender(config.recommender.config_file)
     ev, ic = settings.evaluation, settings.interactions
     schema = config.warehouse.schema_name
-    registry = Registry(
-        open_storage(config.recommender.registry_root, config.storage.s3_endpoint_url, config.storage.s3_region), MODEL
-    )
+    registry = _registry(config)
     batches, current = published_tables(
         config, as_of, {"users": "user_id", "orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"}
     )
@@ -285,6 +282,8 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
             "user_factors": pa.table({"user_id": index.user_ids(), "factors": list(model.user_factors)}),
             "item_factors": pa.table({"product_id": index.item_ids(), "factors": list(model.item_factors)}),
             "interactions": to_arrow(all_pairs.select("user_id", "item_id", "weight", "last_day")),
+            # the published outputs, so promote/rollback can put exactly these back
+            **{name: pa.Table.from_pandas(frame.drop(columns=["loaded_at"]), preserve_index=False) for name, frame in outputs.items()},
         }
     else:
         artefacts = {}
@@ -293,7 +292,10 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         "params": result.best.model_dump(),
         "metrics": result.report["models"],
         "tuning_trials": result.report["tuning_trials"],
-        "data": {"train": result.report["train"], "test": result.report["test"], "lookback_days": ic.lookback_days, "holdout_days": ev.holdout_days},
+        "data": {
+            "train": result.report["train"], "test": result.report["test"], "k": ev.k,
+            "lookback_days": ic.lookback_days, "holdout_days": ev.holdout_days, "snapshot": "interactions.parquet",
+        },  # fmt: skip
         "gate": {"passed": passed, "reason": reason},
         "code_version": code_version(),
     }
@@ -318,3 +320,74 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         raise ModelGateError(f"{as_of}: model {version} not published: {reason}; the previous recommendations stay live")
     registry.promote(version, reason=f"nightly gate passed: {reason}")
     return {"snapshot_date": as_of.isoformat(), "version": version, "gate": reason, "params": result.best.model_dump(), "rows_by_table": counts}
+
+
+def _registry(config):
+    from jobs.storage import open_storage
+    from models.registry import Registry
+
+    return Registry(open_storage(config.recommender.registry_root, config.storage.s3_endpoint_url, config.storage.s3_region), MODEL)
+
+
+def republish(config, meta: dict) -> dict:
+    """Put a registered version's published lists back live: they replace the rows of the
+    latest published snapshot date (so the ``*_latest`` views serve them)."""
+    from jobs.ops import warehouse_engine
+    from jobs.warehouse import record_run, replace_where, stage_arrow
+
+    version, schema = meta["version"], config.warehouse.schema_name
+    registry = _registry(config)
+    missing = [name for name in PUBLISHED if name not in meta.get("artefacts", [])]
+    if missing:
+        raise ModelGateError(f"version {version} has no published outputs to restore ({', '.join(missing)}): it never passed the gate")
+    engine = warehouse_engine(config)
+    loaded_at = datetime.now(timezone.utc)
+    counts = {}
+    with engine.begin() as conn:
+        ((latest,),) = conn.execute(sa.text(f"select max(snapshot_date) from {schema}.mart_recommendations")).all()
+        day = max(filter(None, [latest, date.fromisoformat(meta["snapshot_date"])]))
+        for name in PUBLISHED:
+            frame = registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            staged = stage_arrow(conn, f"stage_{name}", table, f"{schema}.{name}")
+            replace_where(conn, schema, name, staged, table.column_names, "snapshot_date = :d", {"d": day})
+            counts[name] = table.num_rows
+        record_run(conn, schema, day, "recommender_republish", "recommendations", "success", {"input": counts["mart_recommendations"], "output": counts["mart_recommendations"]}, {"version": version})
+    engine.dispose()
+    return {"version": version, "snapshot_date": day.isoformat(), "rows_by_table": counts}
+
+
+def models_command(config, action: str, version: str | None = None, reason: str | None = None) -> dict | list:
+    """``marketing models list|promote VERSION|rollback``."""
+    registry = _registry(config)
+    if action == "list":
+        live = registry.production()
+        rows = []
+        for meta in registry.versions():
+            metric = f"ndcg@{meta.get('data', {}).get('k', 10)}"
+            rows.append(
+                {
+                    "version": meta["version"],
+                    "snapshot_date": meta.get("snapshot_date"),
+                    "live": bool(live and live["version"] == meta["version"]),
+                    "gate": meta.get("gate", {}),
+                    metric: {name: entry["metrics"].get(metric) for name, entry in meta.get("metrics", {}).items()},
+                    "params": meta.get("params"),
+                    "code_version": meta.get("code_version"),
+                }
+            )
+        return rows
+    if action == "promote":
+        meta = registry.meta(version)
+        result = republish(config, meta)
+        registry.promote(version, reason or "promoted by hand")
+        return result
+    if action == "rollback":
+        current = registry.production()
+        target = registry.rollback(reason or "rolled back by hand")
+        try:
+            return {**republish(config, target), "rolled_back_from": current["version"]}
+        except Exception:
+            registry.promote(current["version"], "rollback undone: the outputs could not be restored")
+            raise
+    raise ValueError(f"unknown action {action!r}")

@@ -109,3 +109,37 @@ def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes
     assert similar > 0
     published = query(shop, "select distinct model_version from mart_model_evaluation where is_published")
     assert published == [(result["version"],)]
+
+
+def test_models_can_be_listed_promoted_and_rolled_back(shop, tmp_path):
+    import json
+
+    from jobs.recommend import models_command
+    from models.registry import RegistryError
+    from tests.unit.test_cli import assert_one_line_error, marketing
+
+    registry = Registry(LocalStorage(shop.recommender.registry_root), "recommender")
+    first = registry.production()["version"]  # from the test above
+    second = build_recommender(shop, LAST, settings(min_lift=-1.0))["version"]
+    assert registry.production()["version"] == second
+    listed = models_command(shop, "list")
+    assert [v["live"] for v in listed] == [False, False, True] and listed[0]["gate"]["passed"] is False
+
+    restored = models_command(shop, "rollback")
+    assert restored["version"] == first and restored["rolled_back_from"] == second
+    assert query(shop, "select distinct model_version from v_recommendations_latest") == [(first,)]
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        models_command(shop, "rollback")
+    models_command(shop, "promote", second, "back to the newest")
+    assert query(shop, "select distinct model_version from v_recommendations_latest") == [(second,)]
+    with pytest.raises(ModelGateError, match="never passed the gate"):
+        models_command(shop, "promote", listed[0]["version"])
+
+    env = {
+        "MKT_RECOMMENDER__REGISTRY_ROOT": shop.recommender.registry_root,
+        "MKT_WAREHOUSE__URL": shop.warehouse.url,
+    }
+    proc = marketing("models", "list", cwd=tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr
+    assert [v["version"] for v in json.loads(proc.stdout)] == [v["version"] for v in listed]
+    assert_one_line_error(marketing("models", "promote", "nope", cwd=tmp_path, **env), "no version 'nope'")
