@@ -47,3 +47,22 @@ def make_config(tmp_path: Path):
         return load_config(environ={}, overrides=base)
 
     return build
+
+
+def shop_config(root: Path, **sections):
+    """Config for a small simulated shop under ``root`` whose first night sweeps its whole
+    (short) history; ``sections`` override or add settings."""
+    from jobs.config import load_config
+
+    base = {
+        "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
+        "source": {"url": f"sqlite:///{root / 'source.db'}"},
+        "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
+        "collect": {"lookback_days": 40},
+        "clean": {"late_window_days": 40},
+        "validation": {"build_data_docs": False},
+        "recommender": {"registry_root": str(root / "models")},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return load_config(environ={}, overrides=base)

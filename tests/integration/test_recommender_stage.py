@@ -26,22 +26,10 @@ LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, spark):
-    from jobs.config import load_config
+    from tests.conftest import shop_config
 
     root = tmp_path_factory.mktemp("recommender")
-    config = load_config(
-        environ={},
-        overrides={
-            "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
-            "source": {"url": f"sqlite:///{root / 'source.db'}"},
-            "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
-            "collect": {"lookback_days": 40},
-            "clean": {"late_window_days": 40},
-            "validation": {"build_data_docs": False},
-            "recommender": {"registry_root": str(root / "models")},
-            "spark": {"shuffle_partitions": 4},
-        },
-    )
+    config = shop_config(root, spark={"shuffle_partitions": 4})
     materialize(generate(SPEC), landing_storage(config), config.source.url, LAST, root / "truth")
     run_pipeline(config, LAST, ["nightly", "segments"])
     return config

@@ -25,20 +25,10 @@ LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
 @pytest.fixture(scope="module")
 def nightly(tmp_path_factory, spark):
     """One nightly run (sweeping the whole short history) plus segments and scores."""
-    from jobs.config import load_config
+    from tests.conftest import shop_config
 
     root = tmp_path_factory.mktemp("score")
-    config = load_config(
-        environ={},
-        overrides={
-            "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
-            "source": {"url": f"sqlite:///{root / 'source.db'}"},
-            "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
-            "collect": {"lookback_days": 40},
-            "clean": {"late_window_days": 40},
-            "validation": {"build_data_docs": False},
-        },
-    )
+    config = shop_config(root)
     materialize(generate(SPEC), landing_storage(config), config.source.url, LAST, root / "truth")
     run_pipeline(config, LAST, ["nightly", "customers"])
     engine = sa.create_engine(config.warehouse.url)

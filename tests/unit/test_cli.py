@@ -18,7 +18,7 @@ import pytest
 from jobs.config import PROJECT_ROOT
 
 SCRIPT = Path(sys.executable).with_name("marketing")
-SUBCOMMANDS = ("simulate", "run", "demo", "score-customers", "airflow", "config", "tags")
+SUBCOMMANDS = ("simulate", "run", "demo", "score-customers", "evaluate-recommender", "models", "airflow", "config", "tags")
 
 
 def marketing(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -77,6 +77,8 @@ def test_top_level_help_lists_every_subcommand_and_the_configuration(tmp_path):
         ("airflow", ["airflow", "dags test"]),
         ("config", ["configuration"]),
         ("tags", ["tags.yaml", "features", "one-line error"]),
+        ("evaluate-recommender", ["--interactions", "--train", "--protocol", "temporal", "--test-ratio", "--seed", "--k", "--out-dir"]),
+        ("models", ["list", "promote", "rollback", "registry"]),
     ],
 )
 def test_each_subcommand_help_explains_itself(tmp_path, subcommand, words):
