@@ -17,7 +17,7 @@ from tests.unit.test_cli import assert_one_line_error, marketing, sandbox
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-def planted(n_users=300, n_items=120, clusters=6, per_user=16, seed=0) -> pd.DataFrame:
+def planted(n_users=200, n_items=90, clusters=6, per_user=16, seed=0) -> pd.DataFrame:
     """Each user mostly interacts with the items of their cluster, a little with the rest."""
     rng = np.random.default_rng(seed)
     size = n_items // clusters
@@ -41,8 +41,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     data.to_csv(root / "interactions.csv", index=False)
     data[["user_id", "item_id"]].to_parquet(root / "no_time.parquet", index=False)
     settings = yaml.safe_load((Path(__file__).parents[2] / "config" / "recommender.yaml").read_text())
-    # a small search keeps the test quick; it still tunes: the default and two other points
-    settings["tuning"].update(max_trials=3, default={"rank": 16, "reg_param": 0.1, "alpha": 10.0, "max_iter": 5, "confidence": "log"})
+    # a small search keeps the test quick; it still tunes: the default and one other point
+    settings["tuning"].update(max_trials=2, default={"rank": 16, "reg_param": 0.1, "alpha": 10.0, "max_iter": 5, "confidence": "log"})
     settings["tuning"]["space"].update(rank=[8, 16], max_iter=[5])
     (root / "recommender.yaml").write_text(yaml.safe_dump(settings))
     return {"root": root, "csv": root / "interactions.csv", "no_time": root / "no_time.parquet", "settings": root / "recommender.yaml"}
@@ -54,16 +54,25 @@ def evaluate(files, cwd, *args):
 
 
 @pytest.fixture(scope="module")
-def runs(files) -> dict[str, Path]:
-    """One run per protocol on the same file."""
-    outputs = {}
-    for protocol in ("random-per-user", "temporal"):
-        out = files["root"] / protocol
-        proc = evaluate(files, files["root"], "--interactions", str(files["csv"]), "--protocol", protocol, "--k", "5", "--out-dir", str(out))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert json.loads(proc.stdout)["out_dir"] == str(out)
-        outputs[protocol] = out
-    return outputs
+def config(files, spark):
+    from tests.conftest import shop_config
+
+    return shop_config(files["root"], recommender={"config_file": str(files["settings"])}, spark={"shuffle_partitions": 4})
+
+
+@pytest.fixture(scope="module")
+def runs(files, config) -> dict[str, Path]:
+    """One run per protocol on the same file: through the command, and in-process (the same
+    function the command calls, on the test session's Spark)."""
+    from jobs.evaluate_recommender import evaluate_recommender
+
+    out = files["root"] / "random-per-user"
+    proc = evaluate(files, files["root"], "--interactions", str(files["csv"]), "--k", "5", "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["out_dir"] == str(out)
+    temporal = files["root"] / "temporal"
+    evaluate_recommender(config, str(temporal), interactions=str(files["csv"]), protocol="temporal", k=5)
+    return {"random-per-user": out, "temporal": temporal}
 
 
 @pytest.mark.parametrize("protocol", ["random-per-user", "temporal"])
@@ -71,7 +80,7 @@ def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs,
     out = runs[protocol]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["models"]) == {"als", "popularity", "item_knn"}
-    assert len(report["tuning_trials"]) == 3 and report["als_params"]["rank"] in (8, 16)
+    assert len(report["tuning_trials"]) == 2 and report["als_params"]["rank"] in (8, 16)
     ndcg = {name: model["metrics"]["ndcg@5"] for name, model in report["models"].items()}
     assert ndcg["als"] > 1.5 * ndcg["popularity"], ndcg  # planted tastes: personalisation must pay
     for name in ("precision@5", "recall@5", "map@5", "hit_rate@5", "coverage@5", "novelty@5", "popularity_bias@5"):
@@ -94,11 +103,12 @@ def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs,
     assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True)), "recommended a training item"
 
 
-def test_train_and_test_files_are_taken_as_given(files, runs, tmp_path):
+def test_train_and_test_files_are_taken_as_given(config, runs, tmp_path):
+    from jobs.evaluate_recommender import evaluate_recommender
+
     first = runs["random-per-user"]
     out = tmp_path / "given"
-    proc = evaluate(files, tmp_path, "--train", str(first / "train.csv"), "--test", str(first / "test.csv"), "--k", "5", "--out-dir", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluate_recommender(config, str(out), train=str(first / "train.csv"), test=str(first / "test.csv"), k=5)
     assert not (out / "train.csv").exists()  # no split made
     given = json.loads((out / "metrics.json").read_text())
     split_here = json.loads((first / "metrics.json").read_text())
@@ -106,13 +116,18 @@ def test_train_and_test_files_are_taken_as_given(files, runs, tmp_path):
     assert given["models"]["als"]["metrics"]["ndcg@5"] > given["models"]["popularity"]["metrics"]["ndcg@5"]
 
 
-def test_bad_input_is_a_one_line_error(files, tmp_path):
+def test_bad_input_is_a_one_line_error(files, config, tmp_path):
+    from jobs.evaluate_recommender import evaluate_recommender
+
     missing = tmp_path / "missing.csv"
     pd.DataFrame({"user": [1], "item_id": [2]}).to_csv(missing, index=False)
-    assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(missing), "--out-dir", str(tmp_path / "o")), str(missing), "missing column(s) user_id")
+    with pytest.raises(ValueError, match=r"missing\.csv: missing column\(s\) user_id"):
+        evaluate_recommender(config, str(tmp_path / "o"), interactions=str(missing))
     bad_weight = tmp_path / "bad.csv"
     pd.DataFrame({"user_id": [1, 2], "item_id": [2, 3], "weight": ["1", "lots"]}).to_csv(bad_weight, index=False)
-    assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(bad_weight), "--out-dir", str(tmp_path / "o")), "column weight", "'lots'")
+    with pytest.raises(ValueError, match="column weight has 1 value.*'lots'"):
+        evaluate_recommender(config, str(tmp_path / "o"), interactions=str(bad_weight))
+    # through the command: one line on stderr, exit 2
     assert_one_line_error(
         evaluate(files, tmp_path, "--interactions", str(files["no_time"]), "--protocol", "temporal", "--out-dir", str(tmp_path / "o")),
         "--protocol temporal needs a timestamp",

@@ -11,28 +11,19 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from jobs.lake import landing_storage
-from jobs.pipeline import run_pipeline
 from jobs.recommend import ModelGateError, build_recommender
 from jobs.recommender_config import load_recommender
-from jobs.simulate import SimulationSpec, generate, materialize
 from jobs.storage import LocalStorage
 from models.registry import Registry
+from tests.integration.conftest import SMALL_SHOP
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-SPEC = SimulationSpec(seed=5, days=30, users=500, products=80)
-LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+LAST = SMALL_SHOP.start_date + timedelta(days=SMALL_SHOP.days - 1)
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory, spark):
-    from tests.conftest import shop_config
-
-    root = tmp_path_factory.mktemp("recommender")
-    config = shop_config(root, spark={"shuffle_partitions": 4})
-    materialize(generate(SPEC), landing_storage(config), config.source.url, LAST, root / "truth")
-    run_pipeline(config, LAST, ["nightly", "segments"])
-    return config
+def shop(small_shop):
+    return small_shop.config
 
 
 def settings(min_lift: float):
@@ -40,7 +31,7 @@ def settings(min_lift: float):
     return base.model_copy(
         update={
             "gate": base.gate.model_copy(update={"min_lift_over_popularity": min_lift}),
-            "tuning": base.tuning.model_copy(update={"max_trials": 2}),
+            "tuning": base.tuning.model_copy(update={"max_trials": 1}),  # tuning: see evaluate-recommender
             "evaluation": base.evaluation.model_copy(update={"holdout_days": 5, "validation_days": 5}),
         }
     )

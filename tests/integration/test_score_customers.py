@@ -12,25 +12,17 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.config import PROJECT_ROOT
-from jobs.lake import landing_storage
-from jobs.pipeline import run_pipeline
 from jobs.score_file import score_file
-from jobs.simulate import SimulationSpec, generate, materialize
+from tests.integration.conftest import SMALL_SHOP
 
 pytestmark = pytest.mark.integration
-SPEC = SimulationSpec(seed=3, days=25, users=400, products=80)
-LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
+LAST = SMALL_SHOP.start_date + timedelta(days=SMALL_SHOP.days - 1)
 
 
 @pytest.fixture(scope="module")
-def nightly(tmp_path_factory, spark):
-    """One nightly run (sweeping the whole short history) plus segments and scores."""
-    from tests.conftest import shop_config
-
-    root = tmp_path_factory.mktemp("score")
-    config = shop_config(root)
-    materialize(generate(SPEC), landing_storage(config), config.source.url, LAST, root / "truth")
-    run_pipeline(config, LAST, ["nightly", "customers"])
+def nightly(small_shop):
+    """The shared small shop's orders as an export, and its customer marts."""
+    config, root = small_shop.config, small_shop.root
     engine = sa.create_engine(config.warehouse.url)
     with engine.connect() as conn:
         orders = pd.read_sql(sa.text("select order_id, user_id, created_at, total_amount, status from fct_orders"), conn)
