@@ -38,24 +38,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _rate(text: str) -> float:
+def _number(text: str, ok, expected: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5: {value}")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}: {value}")
     return value
+
+
+def _rate(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 0.5, "between 0 and 0.5")
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive): {value}")
-    return value
+    return _number(text, lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")
 
 
 def build_parser() -> argparse.ArgumentParser:

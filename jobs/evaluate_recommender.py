@@ -133,7 +133,8 @@ def tune_and_evaluate(
     # relevant items unknown to training can never be recommended, but still count as missed
     truth_all["i"] = truth_all["item_id"].map(item_of).fillna(-1).astype(int)
     truth_eval = truth_all[["u", "i"]].rename(columns={"u": "user_id", "i": "item_id"})
-    train_eval = data.frame.select(F.col("u").alias("user_id"), F.col("i").alias("item_id")).toPandas()
+    seen = data.to_csr().tocoo()  # already on the driver for the seen mask: no second Spark read
+    train_eval = pd.DataFrame({"user_id": seen.row, "item_id": seen.col})
     item_categories = None
     if categories is not None:
         item_categories = pd.Series(index.item_ids()).map(categories)
@@ -171,7 +172,8 @@ def tune_and_evaluate(
 
 
 def _history_groups(index: IdIndex, data) -> dict[str, pd.Series]:
-    history = data.frame.groupBy("u").count().toPandas().set_index("u")["count"]
+    csr = data.to_csr()
+    history = pd.Series(np.diff(csr.indptr))[lambda n: n > 0]
     return {"history": pd.Series(np.where(history < 5, "light (<5 items)", "regular (5+ items)"), index=history.index)}
 
 

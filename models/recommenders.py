@@ -257,8 +257,8 @@ def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: in
 
     users = np.sort(validation["u"].unique())
     truth = validation.rename(columns={"u": "user_id", "i": "item_id"})
-    trials = []
-    for params in candidate_params(tuning):
+    trials, plan = [], candidate_params(tuning)
+    for params in plan:
         started = time.monotonic()
         model = AlsRecommender(params, seed).fit(train)
         recs = recommend(model, users, train, k).rename(columns={"u": "user_id", "i": "item_id"})
@@ -266,4 +266,4 @@ def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: in
         trials.append({**params.model_dump(), f"ndcg@{k}": round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)})
         log.info("tuning trial %s: ndcg@%d = %.4f", params.model_dump(), k, ndcg)
     best_index = max(range(len(trials)), key=lambda t: (trials[t][f"ndcg@{k}"], -t))
-    return TuningResult(candidate_params(tuning)[best_index], trials)
+    return TuningResult(plan[best_index], trials)
