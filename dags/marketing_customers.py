@@ -24,6 +24,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from jobs import pipeline
 from jobs.config import load_config
 from jobs.orchestration import (
+    announce,
     asset_uri,
     business_date_from_assets,
     business_date_param,
@@ -62,15 +63,15 @@ def _run(stage: str) -> dict:
 def marketing_customers():
     @task(outlets=SEGMENT_ASSETS)
     def segments() -> dict:
-        return _run("segments")
+        return announce(SEGMENT_ASSETS, _run("segments"))  # the recommender DAG waits for these
 
     @task(outlets=SCORE_ASSETS)
     def scores() -> dict:
-        return _run("scores")
+        return announce(SCORE_ASSETS, _run("scores"))
 
     @task(outlets=TAG_ASSETS)
     def tags() -> dict:
-        return _run("tags")
+        return announce(TAG_ASSETS, _run("tags"))
 
     [segments(), scores()] >> tags()
 

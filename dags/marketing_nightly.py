@@ -23,6 +23,7 @@ from jobs import pipeline
 from jobs.config import load_config
 from jobs.orchestration import (
     PUBLISHED_TABLES,
+    announce,
     asset_uri,
     business_date,
     business_date_param,
@@ -71,11 +72,7 @@ def marketing_nightly():
 
     @task(outlets=WAREHOUSE_ASSETS)
     def load(validated: dict) -> dict:
-        summary = _run("load")
-        events = get_current_context()["outlet_events"]
-        for asset in WAREHOUSE_ASSETS:  # tells asset-scheduled DAGs which date was published
-            events[asset].extra = {"business_date": summary["business_date"]}
-        return summary
+        return announce(WAREHOUSE_ASSETS, _run("load"))  # tells asset-scheduled DAGs the date
 
     sources = clean_sources(collect_sources())
     events = clean_events(collect_events(), sources)

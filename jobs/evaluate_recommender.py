@@ -114,19 +114,26 @@ def tune_and_evaluate(
     min_relevant_weight: float = 0.0,
     groups=None,
     categories: pd.Series | None = None,
+    owned: tuple[DataFrame, DataFrame] | None = None,
 ) -> Evaluation:
     """Tune ALS on (fit, valid), then fit ALS and the baselines on ``train_pairs`` and measure
-    them on ``test_pairs`` (relevant: test pairs of at least ``min_relevant_weight`` not in
-    training). ``groups(index, data) -> {breakdown: u -> label}``; ``categories``: item_id -> category."""
+    them on ``test_pairs``. Relevant: held-out pairs of at least ``min_relevant_weight`` that
+    the user did not have yet, and lists never contain those, where "had" means any training
+    pair, or, with ``owned`` (pairs ``user_id, item_id`` owned by the validation and by the
+    test cutoff), only what the user owns: the published lists' rule, under which a viewed
+    product may still be recommended. ``groups(index, data) -> {breakdown: u -> label}``;
+    ``categories``: item_id -> category."""
     started = time.monotonic()
+    owned_fit, owned_train = owned or (fit_pairs, train_pairs)
     fit_index = IdIndex(fit_pairs)
     fit_data = fit_index.interactions(fit_pairs)
-    validation = fit_index.indexed(held_out(fit_pairs, valid_pairs, min_relevant_weight)).select("u", "i").toPandas()
-    tuned = tune(fit_data, validation, k, settings.tuning, seed)
+    validation = fit_index.indexed(held_out(owned_fit, valid_pairs, min_relevant_weight)).select("u", "i").toPandas()
+    tuned = tune(fit_data, validation, k, settings.tuning, seed, fit_index.mask(owned_fit) if owned else None)
 
     index = IdIndex(train_pairs)
     data = index.interactions(train_pairs)
-    truth_frame = held_out(train_pairs, test_pairs, min_relevant_weight)
+    exclude = index.mask(owned_train) if owned else None
+    truth_frame = held_out(owned_train, test_pairs, min_relevant_weight)
     truth_all = truth_frame.join(index.users, "user_id").select("u", "item_id").toPandas()
     users = np.sort(truth_all["u"].unique())
     item_of = pd.Series(np.arange(index.n_items), index=index.item_ids())
@@ -148,7 +155,7 @@ def tune_and_evaluate(
         fit_started = time.monotonic()
         model.fit(data)
         fit_s = time.monotonic() - fit_started
-        recs = recommend(model, users, data, k).rename(columns={"u": "user_id", "i": "item_id"})
+        recs = recommend(model, users, data, k, exclude).rename(columns={"u": "user_id", "i": "item_id"})
         rows = rec_metrics.evaluate(
             recs, truth_eval, train_eval, k, index.n_items, categories=item_categories, groups=groups(index, data) if groups else None
         )
@@ -161,6 +168,7 @@ def tune_and_evaluate(
             als_recs = recs.rename(columns={"user_id": "u", "item_id": "i"})
     report = {
         "k": k,
+        "excluded": "owned items" if owned else "training items",
         "train": {"interactions": len(train_eval), "users": index.n_users, "items": index.n_items},
         "test": {"users_evaluated": len(users), "relevant_items": len(truth_eval)},
         "als_params": tuned.best.model_dump(),

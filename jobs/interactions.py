@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import numpy as np
+import scipy.sparse as sp
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -115,6 +117,12 @@ class IdIndex:
         """``u, i`` of pairs whose user and item are both known."""
         return pair_rows.join(self.users, "user_id").join(self.items, "item_id")
 
+    def mask(self, pair_rows: DataFrame) -> sp.csr_matrix:
+        """users x items matrix with a 1 for each known pair of ``pair_rows``."""
+        rows = self.indexed(pair_rows).select("u", "i").distinct().toPandas()
+        ones = np.ones(len(rows), dtype=np.float32)
+        return sp.csr_matrix((ones, (rows["u"].to_numpy(), rows["i"].to_numpy())), shape=(self.n_users, self.n_items))
+
     def user_ids(self):
         return self.users.toPandas().sort_values("u")["user_id"].to_numpy()
 
@@ -122,7 +130,8 @@ class IdIndex:
         return self.items.toPandas().sort_values("i")["item_id"].to_numpy()
 
 
-def held_out(train_pairs: DataFrame, test_pairs: DataFrame, min_weight: float = 0.0) -> DataFrame:
-    """Relevant test pairs: at least ``min_weight`` and not already in training."""
+def held_out(known_pairs: DataFrame, test_pairs: DataFrame, min_weight: float = 0.0) -> DataFrame:
+    """Relevant test pairs: at least ``min_weight`` and not already known (``known_pairs``:
+    the training pairs, or what the user already owns)."""
     strong = test_pairs.where(F.col("weight") >= min_weight).select("user_id", "item_id")
-    return strong.join(train_pairs.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
+    return strong.join(known_pairs.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")

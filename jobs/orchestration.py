@@ -119,6 +119,17 @@ def run_stage(config: PipelineConfig, stage, name: str, day: date) -> dict:
     return {"business_date": day.isoformat(), **summary}
 
 
+def announce(assets, summary: dict) -> dict:
+    """Tell asset-scheduled DAGs which date this task published (the asset events' extra,
+    read by :func:`business_date_from_assets`); returns ``summary``."""
+    from airflow.sdk import get_current_context
+
+    events = get_current_context()["outlet_events"]
+    for asset in assets:
+        events[asset].extra = {"business_date": summary["business_date"]}
+    return summary
+
+
 def deterministic_errors() -> tuple[type[BaseException], ...]:
     """Failures a retry cannot fix (bad data or config): fail the task at once."""
     from jobs.config import ConfigError

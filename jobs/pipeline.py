@@ -90,7 +90,7 @@ CUSTOMER_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {
     "scores": _scores,
     "tags": _tags,  # the profile joins the date's segments and scores
 }
-# Run on its own for now (`--stage recommender`): evaluation groups by the date's lifecycle
+# The recommender (its own DAG, after the customers DAG): evaluation groups by the date's lifecycle
 # stages, so it comes after the customer stages.
 MODEL_STAGES: dict[str, Callable[[PipelineConfig, date], dict]] = {"recommender": _recommender}
 ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES}
@@ -99,11 +99,12 @@ STAGE_GROUPS = {
     "clean": ("clean_sources", "clean_events"),
     "nightly": tuple(STAGES),
     "customers": tuple(CUSTOMER_STAGES),
+    "models": tuple(MODEL_STAGES),
 }
 
 
 def resolve_stages(names: list[str] | None) -> list[str]:
-    """Expand group names (collect, clean, nightly, customers) and check every name; keep
+    """Expand group names (collect, clean, nightly, customers, models) and check every name; keep
     pipeline order. No names means the nightly stages."""
     if not names:
         return list(STAGES)

@@ -77,7 +77,7 @@ def gate(candidate: dict, production: dict | None, settings: RecommenderConfig, 
     return True, f"ALS {metric} {als:.4f} vs popularity {popular:.4f}" + (f" and live {production['version']}" if production else "")
 
 
-def _signals(current: dict[str, DataFrame], events: DataFrame, settings: RecommenderConfig, as_of: date) -> DataFrame:
+def signals_up_to(current: dict[str, DataFrame], events: DataFrame, settings: RecommenderConfig, as_of: date) -> DataFrame:
     ic = settings.interactions
     start = as_of - timedelta(days=ic.lookback_days)
     orders = current["orders"].where((F.col("order_date") > F.lit(start)) & (F.col("order_date") <= F.lit(as_of)))
@@ -189,6 +189,55 @@ def publish_lists(
     )
 
 
+def owned_items(current: dict[str, DataFrame], statuses, settings: RecommenderConfig) -> DataFrame:
+    """``user_id, item_id, ts`` (first bought): products each user bought (orders in
+    ``statuses``) that may not be recommended again (not of a repurchasable category)."""
+    orders = current["orders"].where(F.col("status").isin(*statuses)).select("order_id", "user_id", F.col("created_at").alias("ts"))
+    lines = current["order_items"].select("order_id", F.col("product_id").alias("item_id")).join(orders, "order_id")
+    repurchasable = F.coalesce(F.col("category_l1").isin(*settings.publishing.repurchasable_categories), F.lit(False))
+    once = current["products"].where(~repurchasable).select(F.col("product_id").alias("item_id"))
+    return lines.join(once, "item_id").groupBy("user_id", "item_id").agg(F.min("ts").alias("ts"))
+
+
+def evaluate_holdout(
+    signals: DataFrame, as_of: date, settings: RecommenderConfig, groups=None, categories=None, owned: DataFrame | None = None
+):
+    """The nightly evaluation of signals up to ``as_of``: the last ``holdout_days`` are the
+    test set, tuning validates on the ``validation_days`` before them. With ``owned``
+    (:func:`owned_items`) it measures what is published: lists exclude only what the user
+    owns by then, and a relevant item is one carted or bought in the holdout and not owned
+    (a product viewed earlier and bought now counts); without, everything in training is
+    excluded and only new items are relevant. Returns the
+    :class:`~jobs.evaluate_recommender.Evaluation`, or the reason (a string) when too few users
+    have training data to tune and evaluate."""
+    from jobs.evaluate_recommender import tune_and_evaluate
+
+    ev, ic = settings.evaluation, settings.interactions
+    cutoff = as_of - timedelta(days=ev.holdout_days)
+    valid_cutoff = cutoff - timedelta(days=ev.validation_days)
+    train_signals, test_signals = temporal_split(signals, cutoff)
+    fit_signals, valid_signals = temporal_split(train_signals, valid_cutoff)
+    decayed = {"half_life_days": ic.half_life_days, "max_weight": ic.max_weight}
+    fit_pairs = pairs(fit_signals, valid_cutoff, **decayed).persist()
+    users_fit = fit_pairs.select("user_id").distinct().count()
+    if users_fit < ev.min_train_users:
+        fit_pairs.unpersist()
+        return f"{users_fit} users with interactions before {valid_cutoff}; need {ev.min_train_users} to tune and evaluate"
+    return tune_and_evaluate(
+        fit_pairs,
+        pairs(valid_signals, None, None, None),
+        pairs(train_signals, cutoff, **decayed),
+        pairs(test_signals, None, None, None),
+        settings,
+        ev.k,
+        settings.tuning.seed,
+        min_relevant_weight=ic.min_relevant_weight,
+        groups=groups,
+        categories=categories,
+        owned=None if owned is None else tuple(temporal_split(owned, day)[0] for day in (valid_cutoff, cutoff)),
+    )
+
+
 def build_recommender(config, as_of: date, settings: RecommenderConfig | None = None) -> dict:
     """Run the nightly recommender for D; see the module docstring."""
     from jobs.load import to_arrow
@@ -206,40 +255,23 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         config, as_of, {"users": "user_id", "orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"}
     )
     events = published_events(config, batches, as_of, ic.lookback_days)
-    signals = _signals(current, events, settings, as_of).persist()
-    cutoff = as_of - timedelta(days=ev.holdout_days)
-    valid_cutoff = cutoff - timedelta(days=ev.validation_days)
-    train_signals, test_signals = temporal_split(signals, cutoff)
-    fit_signals, valid_signals = temporal_split(train_signals, valid_cutoff)
-    decayed = {"half_life_days": ic.half_life_days, "max_weight": ic.max_weight}
-    fit_pairs = pairs(fit_signals, valid_cutoff, **decayed).persist()
-    users_fit = fit_pairs.select("user_id").distinct().count()
+    signals = signals_up_to(current, events, settings, as_of).persist()
     engine = warehouse_engine(config)
-    if users_fit < ev.min_train_users:
-        reason = f"{users_fit} users with interactions before {valid_cutoff}; need {ev.min_train_users} to tune and evaluate"
-        log.warning("recommender not trained for %s: %s", as_of, reason)
-        with engine.begin() as conn:
-            record_run(conn, schema, as_of, "recommender", "recommendations", "skipped", {"input": users_fit, "output": 0}, {"reason": reason})
-        engine.dispose()
-        signals.unpersist()
-        return {"snapshot_date": as_of.isoformat(), "status": "skipped", "reason": reason}
-
-    from jobs.evaluate_recommender import tune_and_evaluate
-
     first_seen = signals.groupBy("user_id").agg(F.min(F.to_date("ts")).alias("d")).toPandas().set_index("user_id")["d"]
     categories = current["products"].select("product_id", "category_l1").toPandas().set_index("product_id")["category_l1"]
-    result = tune_and_evaluate(
-        fit_pairs,
-        pairs(valid_signals, None, None, None),
-        pairs(train_signals, cutoff, **decayed),
-        pairs(test_signals, None, None, None),
-        settings,
-        ev.k,
-        settings.tuning.seed,
-        min_relevant_weight=ic.min_relevant_weight,
-        groups=_groups(_lifecycle(config, as_of), first_seen, cutoff),
-        categories=categories,
+    cutoff = as_of - timedelta(days=ev.holdout_days)
+    statuses = load_segments(config.customers.segments_file).rfm.purchase_statuses
+    owned = owned_items(current, statuses, settings).persist()
+    result = evaluate_holdout(
+        signals, as_of, settings, groups=_groups(_lifecycle(config, as_of), first_seen, cutoff), categories=categories, owned=owned
     )
+    if isinstance(result, str):
+        log.warning("recommender not trained for %s: %s", as_of, result)
+        with engine.begin() as conn:
+            record_run(conn, schema, as_of, "recommender", "recommendations", "skipped", {"input": 0, "output": 0}, {"reason": result})
+        engine.dispose()
+        signals.unpersist(), owned.unpersist()
+        return {"snapshot_date": as_of.isoformat(), "status": "skipped", "reason": result}
     production = registry.production()
     passed, reason = gate(result.report["models"], production, settings, ev.k)
     version = f"{as_of:%Y%m%d}-{datetime.now(timezone.utc):%H%M%S}"
@@ -253,16 +285,13 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     ]  # fmt: skip
     outputs = {}
     if passed:
-        all_pairs = pairs(signals, as_of, **decayed)
+        all_pairs = pairs(signals, as_of, ic.half_life_days, ic.max_weight)
         index = IdIndex(all_pairs)
         data = index.interactions(all_pairs)
         model = AlsRecommender(result.best, settings.tuning.seed).fit(data)
         catalogue = _catalogue(current["products"], index)
         registered = current["users"].select("user_id").toPandas()["user_id"].sort_values().to_numpy()
-        statuses = load_segments(config.customers.segments_file).rfm.purchase_statuses
-        bought_orders = current["orders"].where(F.col("status").isin(*statuses)).select("order_id", "user_id")
-        purchased = current["order_items"].select("order_id", F.col("product_id").alias("item_id")).join(bought_orders, "order_id")
-        lists = publish_lists(model, index, data, registered, purchased.select("user_id", "item_id").distinct(), catalogue, settings)
+        lists = publish_lists(model, index, data, registered, owned.select("user_id", "item_id"), catalogue, settings)
         similar = similar_items(model.item_factors, settings.publishing.similar_n, allowed=catalogue["active"].to_numpy())
         outputs = {
             "mart_recommendations": lists.assign(snapshot_date=as_of, model_version=version, loaded_at=loaded_at),
@@ -315,7 +344,7 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
             {"version": version, "gate": reason, "params": result.best.model_dump(), "rows_by_table": counts},
         )  # fmt: skip
     engine.dispose()
-    signals.unpersist()
+    signals.unpersist(), owned.unpersist()
     if not passed:
         raise ModelGateError(f"{as_of}: model {version} not published: {reason}; the previous recommendations stay live")
     registry.promote(version, reason=f"nightly gate passed: {reason}")

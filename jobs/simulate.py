@@ -146,6 +146,15 @@ BRANDS = (
     "Yarrow", "Zenith", "Bamboo", "Cinder", "Dune", "Fable", "Grove", "Halo",
 )  # fmt: skip
 N_BRAND = len(BRANDS)
+# latent tastes (think styles: minimalist, sporty, premium, playful...): every product has one,
+# every user a concentrated mix of them; never published, only behaviour reveals them
+N_TASTE = 8
+TASTE_FOCUS = 0.9  # share of a logged-in user's in-category views that follow their taste
+TASTE_CONCENTRATION = 0.15  # Dirichlet parameter of a user's taste mix (smaller: fewer tastes)
+TASTE_POPULARITY = 0.3  # within a taste, product choice follows popularity ** this
+TASTE_CART_FLOOR = 0.2  # add-to-cart propensity for a product of a taste the user does not like
+REVISIT = 0.25  # share of a logged-in user's product views that go back to one seen before
+REVISIT_CART_BOOST = 1.5  # a product looked at again is more likely to go into the cart
 # brand b is made mostly for category b % N_CAT; every third brand also sells in a second one
 BRAND_CATEGORIES: tuple[tuple[int, ...], ...] = tuple(
     (b % N_CAT, (b * 3 + 1) % N_CAT)
@@ -503,9 +512,11 @@ def _make_products(spec: SimulationSpec, cal: _Calendar) -> tuple[pd.DataFrame, 
     changed_rows["updated_at"] = _utc(change[change != NO_TIME])
     versions = pd.concat([base, changed_rows], ignore_index=True)
     versions = versions.sort_values(["product_id", "updated_at"], kind="stable", ignore_index=True)
+    taste = _rng(spec, "product-tastes").integers(0, N_TASTE, n)
     arrays = {
         "cat": cat,
         "brand": brand,
+        "taste": taste,
         "price": price,
         "new_price": new_price,
         "change_ns": change,
@@ -616,9 +627,11 @@ def _user_interests(
     brand_aff = np.maximum(brand_aff, 1e-12) * has_products
     brand_aff /= brand_aff.sum(axis=1, keepdims=True)
     mean = max(spec.sessions_per_user_per_week, 0.0)
+    taste_aff = _rng(spec, "user-tastes").dirichlet(np.full(N_TASTE, TASTE_CONCENTRATION), size=n)
     return {
         "cat_aff": cat_aff,
         "brand_aff": brand_aff,
+        "taste_aff": np.maximum(taste_aff, 1e-12),
         "activity": rng.gamma(0.7, mean / 0.7, n) if mean > 0 else np.zeros(n),
         "buy_propensity": rng.lognormal(-0.5, 1.0, n),
     }
@@ -903,17 +916,30 @@ def _make_events(
     focus_mode = (r < 0.62) | (~logged_e & (r < 0.8))
     product = np.empty(m, dtype=np.int64)
     by_cat = _GroupedSampler(prod["cat"], prod["weight"], N_CAT)
-    product[focus_mode] = by_cat.sample(
-        sessions["focus_cat"].to_numpy()[pv_s[focus_mode]], rng.random(int(focus_mode.sum()))
-    )
+    focus_cat = sessions["focus_cat"].to_numpy()[pv_s]
+    product[focus_mode] = by_cat.sample(focus_cat[focus_mode], rng.random(int(focus_mode.sum())))
     by_brand = _GroupedSampler(prod["brand"], prod["weight"], N_BRAND)
     brand = _RowSampler(users["brand_aff"]).sample(
         s_user[pv_s[brand_mode]], rng.random(int(brand_mode.sum()))
     )
     product[brand_mode] = by_brand.sample(brand, rng.random(len(brand)))
+    # most of a logged-in user's category and brand views follow their taste, where it exists
+    taste_rng = _rng(spec, "event-tastes")
+    tasteful = (focus_mode | brand_mode) & logged_e & (taste_rng.random(m) < TASTE_FOCUS)
+    taste = _RowSampler(users["taste_aff"]).sample(np.maximum(s_user[pv_s], 0), taste_rng.random(m))
+    pick = taste_rng.random(m)
+    for mode, key, n_keys in ((focus_mode, "cat", N_CAT), (brand_mode, "brand", N_BRAND)):
+        rows = np.flatnonzero(tasteful & mode)
+        group = prod[key][product[rows]] * N_TASTE + taste[rows]
+        sampler = _GroupedSampler(
+            prod[key] * N_TASTE + prod["taste"], prod["weight"] ** TASTE_POPULARITY, n_keys * N_TASTE
+        )
+        rows, group = rows[sampler.has_items[group]], group[sampler.has_items[group]]
+        product[rows] = sampler.sample(group, pick[rows])
     other = ~focus_mode & ~brand_mode
     overall = _GroupedSampler(np.zeros(len(prod["weight"]), int), prod["weight"], 1)
     product[other] = overall.sample(np.zeros(int(other.sum()), int), rng.random(int(other.sum())))
+    revisit = _revisits(taste_rng, s_user[pv_s], logged_e, product)
     active = np.flatnonzero(prod["weight"] > 0)
     bot_e = bot[pv_s]
     product[bot_e] = active[rng.integers(0, len(active), int(bot_e.sum()))]
@@ -924,7 +950,14 @@ def _make_events(
     affinity = np.where(
         logged_e, users["cat_aff"][np.maximum(s_user[pv_s], 0), prod["cat"][product]], 0.125
     )
-    p_atc = sessions["p_atc"].to_numpy()[pv_s] * (0.55 + 3.0 * affinity)
+    viewer = np.maximum(s_user[pv_s], 0)
+    taste_of = users["taste_aff"]
+    taste_fit = np.where(
+        logged_e, taste_of[viewer, prod["taste"][product]] / taste_of.max(axis=1)[viewer], 0.5
+    )  # 1 for the user's favourite taste
+    taste_boost = TASTE_CART_FLOOR + (2.0 - TASTE_CART_FLOOR) * taste_fit**2
+    p_atc = sessions["p_atc"].to_numpy()[pv_s] * (0.55 + 3.0 * affinity) * taste_boost
+    p_atc = np.where(revisit, p_atc * REVISIT_CART_BOOST, p_atc)
     atc = ~bot_e & (rng.random(m) < p_atc)
     quantity = rng.choice(np.array([1, 2, 3]), size=m, p=[0.82, 0.13, 0.05])
     removed = atc & (rng.random(m) < 0.12)
@@ -1009,6 +1042,25 @@ def _make_events(
 # --------------------------------------------------------------------------------------------
 # Orders
 # --------------------------------------------------------------------------------------------
+
+
+def _revisits(
+    rng: np.random.Generator, user: np.ndarray, logged: np.ndarray, product: np.ndarray
+) -> np.ndarray:
+    """Send a share (``REVISIT``) of logged-in product views back to a product the same user
+    viewed earlier (``product`` is in session-start order); returns which views are revisits."""
+    rows = np.flatnonzero(logged)
+    by_user = rows[np.argsort(user[rows], kind="stable")]  # each user's views, oldest first
+    u = user[by_user]
+    starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+    position = np.arange(len(by_user)) - np.repeat(starts, np.diff(np.r_[starts, len(by_user)]))
+    chosen = (position > 0) & (rng.random(len(by_user)) < REVISIT)
+    earlier = (rng.random(len(by_user)) * position).astype(np.int64)  # 0 .. position - 1
+    source = by_user[(np.arange(len(by_user)) - position + earlier)[chosen]]
+    revisit = np.zeros(len(user), dtype=bool)
+    product[by_user[chosen]] = product[source]
+    revisit[by_user[chosen]] = True
+    return revisit
 
 
 def _make_orders(
@@ -1468,6 +1520,44 @@ def generate(spec: SimulationSpec) -> World:
     )
 
 
+def published_view(world: World) -> dict[str, pd.DataFrame]:
+    """The world as the cleaned warehouse would hold it, for model studies without the
+    pipeline: true values only (no dirt, no bots, logged-in events), final order statuses.
+    ``events``: user_id, product_id, event_type, event_at (UTC); ``orders``: order_id, user_id,
+    status, created_at, order_date (local); ``order_items``: order_id, line_no, product_id,
+    quantity; ``products``: the final catalogue rows."""
+    ev = world.events
+    keep = ~ev["is_bot"] & ev["user_id"].notna() & ev["dirt"].isna()
+    events = pd.DataFrame(
+        {
+            "user_id": ev.loc[keep, "user_id"].astype("int64"),
+            "product_id": ev.loc[keep, "product_id"].astype("Int64"),
+            "event_type": ev.loc[keep, "event_type"].astype(str),
+            "event_at": ev.loc[keep, "event_ts"].dt.tz_localize(None),
+        }
+    ).reset_index(drop=True)
+    created = world.orders["created_at"]
+    orders = pd.DataFrame(
+        {
+            "order_id": world.orders["order_id"],
+            "user_id": world.orders["user_id"],
+            "status": world.orders["final_status"],
+            "created_at": created.dt.tz_localize(None),
+            "order_date": created.dt.tz_convert(world.spec.timezone).dt.date,
+        }
+    )
+    items = world.order_items
+    order_items = pd.DataFrame(
+        {
+            "order_id": items["order_id"],
+            "line_no": items["line_no"],
+            "product_id": items["true_product_id"],
+            "quantity": items["quantity"],
+        }
+    )
+    return {"events": events, "orders": orders, "order_items": order_items, "products": world.products.copy()}
+
+
 def _world_truth(
     spec: SimulationSpec,
     cal: _Calendar,
@@ -1506,6 +1596,8 @@ def _world_truth(
     for c, name in enumerate(CATEGORY_L1):
         frame[f"affinity_{_slug(name)}"] = cat_aff[:, c]
     frame["brand_affinity"] = list(brand_aff)  # aligned with BRANDS
+    frame["top_taste"] = users["taste_aff"].argmax(axis=1)
+    frame["taste_affinity"] = list(users["taste_aff"])  # aligned with product taste 0..N_TASTE-1
 
     uu, dd = np.nonzero(state >= 0)
     lifecycle = pd.DataFrame(
@@ -1519,6 +1611,7 @@ def _world_truth(
         {
             "product_id": np.arange(1, len(prod["cat"]) + 1),
             "popularity": prod["popularity"],
+            "taste": prod["taste"],
             "base_price": prod["price"],
             "price_changed_at": _utc(prod["change_ns"]),
             "new_price": np.where(prod["change_ns"] != NO_TIME, prod["new_price"], np.nan),

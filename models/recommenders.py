@@ -208,9 +208,10 @@ def top_n(
     return pd.concat(parts, ignore_index=True)[["row", "rank", "column", "score"]]
 
 
-def recommend(model, users: np.ndarray, data: Interactions, n: int, exclude_seen: bool = True, **filters) -> pd.DataFrame:
-    """``u, rank, i, score`` for ``users`` (indices), seen items excluded unless told otherwise."""
-    exclude = data.to_csr() if exclude_seen else None
+def recommend(model, users: np.ndarray, data: Interactions, n: int, exclude: sp.csr_matrix | None = None, **filters) -> pd.DataFrame:
+    """``u, rank, i, score`` for ``users`` (indices); the non-zeros of ``exclude`` (users x
+    items) are never recommended, by default every item the user has in ``data``."""
+    exclude = data.to_csr() if exclude is None else exclude
     result = top_n(model.scores, np.asarray(users), data.n_items, n, exclude=exclude, **filters)
     return result.rename(columns={"row": "u", "column": "i"})
 
@@ -250,9 +251,10 @@ class TuningResult:
     trials: list[dict]
 
 
-def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: int = 0) -> TuningResult:
+def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: int = 0, exclude: sp.csr_matrix | None = None) -> TuningResult:
     """Pick the ALS parameters with the best nDCG@k on ``validation`` (``u, i`` held out from
-    ``train``; seen only by this function, never by the test set)."""
+    ``train``; seen only by this function, never by the test set). ``exclude``: as for
+    :func:`recommend`."""
     from models.rec_metrics import ndcg_at_k
 
     users = np.sort(validation["u"].unique())
@@ -261,7 +263,7 @@ def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: in
     for params in plan:
         started = time.monotonic()
         model = AlsRecommender(params, seed).fit(train)
-        recs = recommend(model, users, train, k).rename(columns={"u": "user_id", "i": "item_id"})
+        recs = recommend(model, users, train, k, exclude).rename(columns={"u": "user_id", "i": "item_id"})
         ndcg = float(ndcg_at_k(recs, truth, k).mean()) if len(truth) else 0.0
         trials.append({**params.model_dump(), f"ndcg@{k}": round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)})
         log.info("tuning trial %s: ndcg@%d = %.4f", params.model_dump(), k, ndcg)

@@ -239,6 +239,17 @@ def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_
     assert {t: two_nights.query(snapshot.format(t)) for t in before} == before
 
 
+def test_the_recommender_dag_skips_a_shop_too_young_to_evaluate_and_says_why(two_nights: Shop):
+    # 11 days of history: less than the 7-day holdout plus the 7-day tuning window before it
+    result = dags_test("marketing_recommender", NIGHT2.isoformat(), two_nights.env)
+    assert _passed(result)
+    ((status, details),) = two_nights.query(
+        "select status, details_json from ops_pipeline_runs where stage = 'recommender' and logical_date = :d", d=NIGHT2
+    )
+    assert status == "skipped" and "need 20 to tune and evaluate" in details
+    assert two_nights.query("select count(*) from mart_recommendations") == [(0,)]
+
+
 def test_a_tag_added_only_in_config_appears_in_both_published_tables(two_nights: Shop, tmp_path: Path):
     tags = yaml.safe_load((PROJECT_ROOT / "config" / "tags.yaml").read_text())
     tags["tags"].append(

@@ -146,6 +146,20 @@ def test_the_customers_dag_runs_on_published_orders_and_updates_the_mart_assets(
     assert set(customers["tasks"]["tags"]["upstream"]) == {"segments", "scores"}  # the profile joins both
 
 
+def test_the_recommender_dag_runs_on_published_lifecycle_stages(tmp_path_factory):
+    config = load_config(environ={})
+    recommender = _describe(tmp_path_factory, "marketing_recommender")["dag"]
+    assert recommender["cycle_error"] is None and recommender["serialization_error"] is None
+    assert recommender["timetable_class"] == "AssetTriggeredTimetable"
+    assert recommender["catchup"] is False and recommender["params"] == ["business_date"]
+    (task,) = recommender["tasks"].values()
+    assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.orchestration.alert_on_failure"]
+    assert {o["uri"] for o in task["outlets"]} == {
+        asset_uri(config, t) for t in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
+    }
+    assert "A refused model fails this task" in recommender["doc_md"]
+
+
 @pytest.fixture(scope="module")
 def dag(described):
     assert DAG_ID in described["dag_ids"], described
@@ -154,7 +168,7 @@ def dag(described):
 
 def test_the_dag_folder_imports_without_errors(described):
     assert described["import_errors"] == {}
-    assert described["dag_ids"] == ["marketing_customers", DAG_ID]
+    assert described["dag_ids"] == ["marketing_customers", DAG_ID, "marketing_recommender"]
 
 
 def test_the_dag_has_no_cycles_and_serialises_for_the_scheduler(dag):
