@@ -67,6 +67,17 @@ def _factors(frame: DataFrame, n: int, rank: int) -> np.ndarray:
     return out
 
 
+def _ensure_checkpoint_dir(spark) -> None:
+    """ALS checkpoints its factors every ``checkpointInterval`` (10) iterations only when the
+    context has a checkpoint directory; without one, the lineage of a run of more than ~20
+    iterations overflows the JVM stack. A temporary directory is set when none is."""
+    context = spark.sparkContext
+    if context.getCheckpointDir() is None:
+        import tempfile
+
+        context.setCheckpointDir(tempfile.mkdtemp(prefix="mkt-als-checkpoints-"))
+
+
 class AlsRecommender:
     name = "als"
 
@@ -93,6 +104,7 @@ class AlsRecommender:
             seed=self.seed,
         )
         ratings = data.frame.select("u", "i", confidence(F.col("weight"), p.confidence).alias("rating"))
+        _ensure_checkpoint_dir(ratings.sparkSession)  # long runs cut their lineage every 10 iterations
         self.spark_model = als.fit(ratings)
         self.user_factors = _factors(self.spark_model.userFactors, data.n_users, p.rank)
         self.item_factors = _factors(self.spark_model.itemFactors, data.n_items, p.rank)

@@ -135,9 +135,11 @@ def test_candidate_params_start_with_the_default_and_are_distinct_and_seeded():
     assert plan == candidate_params(SETTINGS.tuning)
 
 
-def test_als_recovers_planted_tastes(spark):
+@pytest.mark.parametrize("iterations", [10, 60])
+def test_als_recovers_planted_tastes(spark, iterations):
     """Users of cluster c interact only with items of cluster c: the top recommendation of
-    almost every user comes from their own cluster (chance: 1 in 4)."""
+    almost every user comes from their own cluster (chance: 1 in 4). 60 iterations need the
+    checkpoints that cut ALS's lineage (without them the JVM stack overflows)."""
     rng = np.random.default_rng(1)
     clusters, per_cluster, users = 4, 10, 80
     rows = []
@@ -146,7 +148,8 @@ def test_als_recovers_planted_tastes(spark):
         for item in rng.choice(per_cluster, 5, replace=False):
             rows.append((user, int(cluster * per_cluster + item), 1.0, date(2026, 10, 1)))
     data = interactions(spark, rows, users, clusters * per_cluster)
-    model = AlsRecommender(SETTINGS.tuning.default.model_copy(update={"rank": 8}), seed=0).fit(data)
+    params = SETTINGS.tuning.default.model_copy(update={"rank": 8, "max_iter": iterations})
+    model = AlsRecommender(params, seed=0).fit(data)
     recs = recommend(model, np.arange(users), data, 1)
     same = (recs["i"] // per_cluster == recs["u"] % clusters).mean()
     assert same > 0.9, same

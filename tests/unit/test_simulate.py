@@ -28,6 +28,7 @@ from jobs.simulate import (
     World,
     generate,
     materialize,
+    published_view,
     simulate,
 )
 from jobs.storage import open_storage
@@ -210,6 +211,20 @@ def test_purchases_follow_interests(medium: World) -> None:
     user_top = {u: set(names[t]) for u, t in zip(affinity.index, top2, strict=True)}
     in_top = [c in user_top[u] for u, c in zip(items["user_id"], cats, strict=True)]
     assert np.mean(in_top) > 0.5  # 2 of 8 categories would give ~0.25 by chance
+
+
+def test_views_and_carts_follow_planted_tastes(medium: World) -> None:
+    """Every user has a latent favourite taste (no published column shows it): it steers their
+    product views, and their carts more strongly still."""
+    events = published_view(medium)["events"].dropna(subset=["product_id"])
+    favourite = medium.truth["users"].set_index("user_id")["top_taste"]
+    taste = medium.truth["products"].set_index("product_id")["taste"]
+    chance = taste.value_counts(normalize=True).reindex(favourite).mean()
+    share = {}
+    for kind in ("product_view", "add_to_cart"):
+        rows = events[events["event_type"] == kind]
+        share[kind] = np.mean(taste.reindex(rows["product_id"]).to_numpy() == favourite.reindex(rows["user_id"]).to_numpy())
+    assert share["product_view"] > 3 * chance and share["add_to_cart"] > share["product_view"] + 0.1, (share, chance)
 
 
 def test_orders_are_consistent(world: World) -> None:
