@@ -91,6 +91,13 @@ class AlsRecommender:
         from pyspark.ml.recommendation import ALS
 
         p = self.params
+        spark = data.frame.sparkSession
+        # Spark's default of 10 user and 10 item blocks is meant for clusters: on a few cores
+        # the per-block tasks cost more than they save; long runs checkpoint (see below)
+        blocks = min(10, max(2, spark.sparkContext.defaultParallelism))
+        long_run = p.max_iter > 20
+        if long_run:
+            _ensure_checkpoint_dir(spark)
         als = ALS(
             rank=p.rank,
             maxIter=p.max_iter,
@@ -102,9 +109,11 @@ class AlsRecommender:
             ratingCol="rating",
             coldStartStrategy="drop",
             seed=self.seed,
+            numUserBlocks=blocks,
+            numItemBlocks=blocks,
+            checkpointInterval=10 if long_run else -1,
         )
         ratings = data.frame.select("u", "i", confidence(F.col("weight"), p.confidence).alias("rating"))
-        _ensure_checkpoint_dir(ratings.sparkSession)  # long runs cut their lineage every 10 iterations
         self.spark_model = als.fit(ratings)
         self.user_factors = _factors(self.spark_model.userFactors, data.n_users, p.rank)
         self.item_factors = _factors(self.spark_model.itemFactors, data.n_items, p.rank)
