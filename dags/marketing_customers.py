@@ -13,6 +13,7 @@ builds, for that business date, from published data only:
 - **`mart_user_tags`** / **`mart_user_profile`** – customer tags from `config/tags.yaml` (long), and one
   row per customer with attributes, segments, scores and a column per tag (wide); after segments and scores.
 
+Publishing the lifecycle stages triggers the `marketing_recommender` DAG for the same date.
 Definitions live in `config/segments.yaml` and `config/tags.yaml`. Re-running a date replaces that date's snapshot; history is kept.
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 """

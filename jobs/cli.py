@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run nightly stages for a date or a date range, without Airflow",
         description="Run the stages in order for each logical date: collect, clean, validate, load "
-        "(the nightly DAG), then segments (the customers DAG).",
+        "(the nightly DAG), then segments, scores, tags (the customers DAG); the recommender (its own DAG) "
+        "only when asked for with --stage recommender (or models).",
     )
     run.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD (first date of a range)")
     run.add_argument("--to", type=_date, help="last logical date of a range (inclusive), processed in order")
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
-        "validate, load, segments, or the groups collect / clean / nightly / customers (default: all)",
+        "validate, load, segments, scores, tags, recommender, or the groups collect / clean / nightly / "
+        "customers / models (default: nightly and customers)",
     )
     run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
 
