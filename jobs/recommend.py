@@ -5,7 +5,9 @@ publish, for a logical date D, from published data only.
 2. Temporal holdout: the last ``holdout_days`` are the test set; tuning cuts a validation
    window (``validation_days``) from the training side only.
 3. ALS (tuned), popularity and item-kNN are evaluated side by side on the holdout, overall
-   and by lifecycle stage and tenure; every row goes to ``mart_model_evaluation``.
+   and by lifecycle stage and tenure, under the published lists' rule (only owned items are
+   excluded; a holdout cart or purchase of a product not owned is relevant, see
+   :func:`evaluate_holdout`); every row goes to ``mart_model_evaluation``.
 4. Gate: ALS must beat popularity's nDCG@k by ``min_lift_over_popularity`` and stay within
    ``max_drop_vs_production`` of the live model's recorded nDCG@k. The candidate is registered
    either way (``recommender.registry_root``); only a passing one is promoted.
