@@ -100,14 +100,17 @@ class IdIndex:
     """Dense indices (0..n-1) for the users and items of a training set."""
 
     def __init__(self, train_pairs: DataFrame):
-        spark = train_pairs.sparkSession
-        users = train_pairs.select("user_id").distinct().orderBy("user_id")
-        items = train_pairs.select("item_id").distinct().orderBy("item_id")
-        self.users = spark.createDataFrame(users.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])), ["user_id", "u"])
-        self.items = spark.createDataFrame(items.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])), ["item_id", "i"])
-        self.users = self.users.withColumn("u", F.col("u").cast("int")).persist()
-        self.items = self.items.withColumn("i", F.col("i").cast("int")).persist()
+        # ids in sorted order, numbered in the JVM (no Python workers); the distinct ids of
+        # one column fit one partition (millions are a few MB)
+        self.users = self._numbered(train_pairs, "user_id", "u")
+        self.items = self._numbered(train_pairs, "item_id", "i")
         self.n_users, self.n_items = self.users.count(), self.items.count()
+
+    @staticmethod
+    def _numbered(frame: DataFrame, column: str, name: str) -> DataFrame:
+        order = Window.orderBy(column)
+        ids = frame.select(column).distinct()
+        return ids.select(column, (F.row_number().over(order) - 1).cast("int").alias(name)).persist()
 
     def interactions(self, pair_rows: DataFrame) -> Interactions:
         frame = pair_rows.join(self.users, "user_id").join(self.items, "item_id").select("u", "i", "weight", "last_day")
