@@ -26,7 +26,7 @@ demo: setup  ## simulate a shop and run the nightly DAG through Airflow (< 10 mi
 	$(VENV)/bin/marketing demo
 
 test: setup  ## run the whole test suite (unit, integration, end-to-end)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit

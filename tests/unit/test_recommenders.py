@@ -135,10 +135,10 @@ def test_candidate_params_start_with_the_default_and_are_distinct_and_seeded():
     assert plan == candidate_params(SETTINGS.tuning)
 
 
-@pytest.mark.parametrize("iterations", [10, 60])
+@pytest.mark.parametrize("iterations", [10, 30])
 def test_als_recovers_planted_tastes(spark, iterations):
     """Users of cluster c interact only with items of cluster c: the top recommendation of
-    almost every user comes from their own cluster (chance: 1 in 4). 60 iterations need the
+    almost every user comes from their own cluster (chance: 1 in 4). 30 iterations need the
     checkpoints that cut ALS's lineage (without them the JVM stack overflows)."""
     rng = np.random.default_rng(1)
     clusters, per_cluster, users = 4, 10, 80
