@@ -69,10 +69,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
     args = parser.parse_args()
 
-    from jobs.config import load_config
-    from jobs.lake import landing_storage
-    from jobs.pipeline import CUSTOMER_STAGES, STAGES
-    from jobs.simulate import SimulationSpec, generate, materialize
+    from jobs.platform.config import load_config
+    from jobs.platform.lake import landing_storage
+    from jobs.platform.stages import CUSTOMER_STAGES, STAGES
+    from jobs.simulator.core import SimulationSpec, generate, materialize
 
     root = Path(tempfile.mkdtemp(prefix="mkt-bench-"))
     config = load_config(

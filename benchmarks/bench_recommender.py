@@ -48,10 +48,10 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from jobs.config import load_config
-    from jobs.interactions import IdIndex
-    from jobs.recommender_config import load_recommender
-    from jobs.spark import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.spark import get_spark
+    from jobs.recommender.interactions import IdIndex
+    from jobs.recommender.settings import load_recommender
     from models.recommenders import AlsRecommender, recommend
 
     root = Path(tempfile.mkdtemp(prefix="mkt-bench-rec-"))

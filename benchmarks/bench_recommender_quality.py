@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_recommender_quality.py [--days 60] [--users 6000]
         [--products 400] [--seed 42] [--trials N] [--out FILE]
 
-Runs :func:`jobs.recommender_study.study`: the nightly evaluation (temporal holdout, tuning on
+Runs :func:`jobs.recommender.study.study`: the nightly evaluation (temporal holdout, tuning on
 a validation window cut from the training side, lists that exclude what the user owns) of a
 simulated shop's last day. Prints every model's metrics at K, ALS's lift over the baselines,
 the tuned parameters and how often ALS's lists hit the user's planted favourite taste.
@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
 
-    from jobs.config import load_config
-    from jobs.recommender_config import load_recommender
-    from jobs.recommender_study import study
-    from jobs.simulate import SimulationSpec
+    from jobs.platform.config import load_config
+    from jobs.recommender.settings import load_recommender
+    from jobs.recommender.study import study
+    from jobs.simulator.core import SimulationSpec
 
     config = load_config()
     settings = load_recommender(config.recommender.config_file)

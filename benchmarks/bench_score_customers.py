@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
 
-    from jobs.config import load_config
-    from jobs.score_file import score_file
+    from jobs.customers.score_file import score_file
+    from jobs.platform.config import load_config
 
     root = Path(tempfile.mkdtemp(prefix="mkt-score-bench-"))
     orders = synthetic_orders(args.orders, args.customers)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from jobs import pipeline
-from jobs.config import load_config
-from jobs.orchestration import (
+from jobs.platform.config import load_config
+from jobs.platform.orchestration import (
     announce,
     asset_uri,
     business_date_from_assets,
@@ -48,7 +47,7 @@ TAG_ASSETS = [Asset(asset_uri(CONFIG, table), group="marketing_marts") for table
 
 def _run(stage: str) -> dict:
     day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
-    return run_stage(CONFIG, pipeline.CUSTOMER_STAGES[stage], stage, day)
+    return run_stage(CONFIG, stage, day)
 
 
 @dag(

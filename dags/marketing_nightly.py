@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
 
-from jobs import pipeline
-from jobs.config import load_config
-from jobs.orchestration import (
+from jobs.platform.config import load_config
+from jobs.platform.orchestration import (
     PUBLISHED_TABLES,
     announce,
     asset_uri,
@@ -38,7 +37,7 @@ WAREHOUSE_ASSETS = [Asset(asset_uri(CONFIG, table), group="marketing_warehouse")
 
 def _run(stage: str) -> dict:
     day = business_date(get_current_context(), TZ)
-    return run_stage(CONFIG, pipeline.STAGES[stage], stage, day)
+    return run_stage(CONFIG, stage, day)
 
 
 @dag(

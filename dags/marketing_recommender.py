@@ -26,9 +26,8 @@ from __future__ import annotations
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from jobs import pipeline
-from jobs.config import load_config
-from jobs.orchestration import (
+from jobs.platform.config import load_config
+from jobs.platform.orchestration import (
     announce,
     asset_uri,
     business_date_from_assets,
@@ -59,7 +58,7 @@ def marketing_recommender():
     @task(outlets=MODEL_ASSETS)
     def recommender() -> dict:
         day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
-        summary = run_stage(CONFIG, pipeline.MODEL_STAGES["recommender"], "recommender", day)
+        summary = run_stage(CONFIG, "recommender", day)
         if summary.get("status") == "skipped":
             raise AirflowSkipException(f"recommender {day}: {summary['reason']}")
         return announce(MODEL_ASSETS, summary)

@@ -32,7 +32,7 @@ RUN pip install --no-cache-dir "apache-airflow==3.3.2" -r requirements.lock \
     && python -c "import psycopg2, asyncpg, pyspark" \
     && java -version
 
-# S3A support for Spark (the lake is s3:// in this stack; jobs/lake.py hands Spark s3a:// URIs).
+# S3A support for Spark (the lake is s3:// in this stack; jobs/platform/lake.py hands Spark s3a:// URIs).
 # hadoop-aws must match the Hadoop that pyspark bundles, so its version is read from the wheel;
 # Ivy resolves the matching AWS SDK bundle, and the jars go onto pyspark's own classpath.
 RUN set -eux; \
@@ -44,7 +44,7 @@ RUN set -eux; \
     rm -rf /tmp/ivy "$HOME/.ivy2" "$HOME/.ivy2.5.2"; \
     ls "$jars" | grep -q '^org.apache.hadoop_hadoop-aws-'
 
-# The project itself. Editable install keeps jobs.config.PROJECT_ROOT at /opt/airflow/project,
+# The project itself. Editable install keeps jobs.platform.config.PROJECT_ROOT at /opt/airflow/project,
 # so config/, data_contracts/ and sql/ (baked in here, bind-mounted by compose) are found.
 COPY --chown=airflow:0 pyproject.toml README* ./
 COPY --chown=airflow:0 jobs ./jobs

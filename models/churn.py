@@ -5,7 +5,7 @@ scikit-learn shape: hyper-parameters in ``__init__``, learning in ``fit``, resul
 the same interface, so evaluation treats both alike.
 
 Learning is by backtest: features are computed as of an earlier cutoff date and the label is
-what happened in the ``horizon`` days after it (see :func:`backtest_frame` in jobs.scores).
+what happened in the ``horizon`` days after it (see :func:`backtest_frame` in jobs.customers.scores).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 popularity and item-kNN (the baselines), blockwise top-N scoring and the ALS tuner.
 
 Users and items are dense indices (``u``, ``i``) into ``Interactions``; ids are mapped by the
-caller (:mod:`jobs.interactions`). A model is ``fit`` on interactions and gives ``scores`` for
+caller (:mod:`jobs.recommender.interactions`). A model is ``fit`` on interactions and gives ``scores`` for
 a block of users (rows x all items). ALS trains in Spark on the distributed frame and only
 its factors come to the driver; the baselines and the "already seen" mask are sparse
 matrices on the driver. :func:`recommend` scores users in blocks sized to a memory budget

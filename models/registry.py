@@ -1,4 +1,4 @@
-"""A versioned model registry on any :class:`jobs.storage.Storage` (local folder or S3).
+"""A versioned model registry on any :class:`jobs.platform.storage.Storage` (local folder or S3).
 
 Layout under the registry root::
 

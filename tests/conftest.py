@@ -15,8 +15,8 @@ os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.config import load_config
-    from jobs.spark import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.spark import get_spark
 
     config = load_config(overrides={"spark": {"master": "local[2]", "shuffle_partitions": 2}})
     session = get_spark(config)
@@ -27,7 +27,7 @@ def spark():
 @pytest.fixture
 def make_config(tmp_path: Path):
     """Build a config whose every store lives under tmp_path (plus any overrides)."""
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     def build(**sections):
         base = {
@@ -52,7 +52,7 @@ def make_config(tmp_path: Path):
 def shop_config(root: Path, **sections):
     """Config for a small simulated shop under ``root`` whose first night sweeps its whole
     (short) history; ``sections`` override or add settings."""
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     base = {
         "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},

@@ -1,4 +1,4 @@
--- Warehouse star schema. Applied idempotently by `jobs.warehouse.ensure_schema`;
+-- Warehouse star schema. Applied idempotently by `jobs.platform.warehouse.ensure_schema`;
 -- {schema} is replaced by warehouse.schema from config (validated as an identifier).
 -- Money is in the shop's currency unit (config shop.currency), timestamps are UTC (_at),
 -- dates are the shop's local business date (_date).

@@ -90,7 +90,7 @@ create table if not exists {schema}.mart_user_tags (
 );
 
 -- One column tag_<name> per tag of config/tags.yaml is added after loaded_at by the tags
--- stage (jobs.warehouse.add_profile_tag_columns); columns are never dropped.
+-- stage (jobs.platform.warehouse.add_profile_tag_columns); columns are never dropped.
 create table if not exists {schema}.mart_user_profile (
     snapshot_date               date not null,
     user_id                     bigint not null,
@@ -118,7 +118,7 @@ create table if not exists {schema}.mart_user_profile (
     primary key (snapshot_date, user_id)
 );
 
--- Recommender (jobs/recommend.py): published only by a model that passed the nightly gate.
+-- Recommender (jobs/recommender/stage.py): published only by a model that passed the nightly gate.
 create table if not exists {schema}.mart_recommendations (
     snapshot_date       date not null,
     user_id             bigint not null,

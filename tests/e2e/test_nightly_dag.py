@@ -18,12 +18,18 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from jobs.airflow_env import airflow_env, dags_test, ensure_metadata_db
-from jobs.config import PROJECT_ROOT, PipelineConfig, load_config
-from jobs.lake import lake_storage, landing_storage, raw_events_prefix, read_json, window_for
-from jobs.orchestration import PUBLISHED_TABLES
-from jobs.pipeline import run_pipeline
-from jobs.simulate import SimulationSpec, World, generate, materialize
+from jobs.cli.airflow_env import airflow_env, dags_test, ensure_metadata_db
+from jobs.platform.config import PROJECT_ROOT, PipelineConfig, load_config
+from jobs.platform.lake import (
+    lake_storage,
+    landing_storage,
+    raw_events_prefix,
+    read_json,
+    window_for,
+)
+from jobs.platform.orchestration import PUBLISHED_TABLES
+from jobs.platform.stages import run_pipeline
+from jobs.simulator.core import SimulationSpec, World, generate, materialize
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import PipelineConfig
-from jobs.simulate import SimulationSpec
+from jobs.platform.config import PipelineConfig
+from jobs.simulator.core import SimulationSpec
 
 SMALL_SHOP = SimulationSpec(seed=3, days=25, users=400, products=80)
 
@@ -24,9 +24,9 @@ class SmallShop:
 
 @pytest.fixture(scope="session")
 def small_shop(tmp_path_factory, spark) -> SmallShop:
-    from jobs.lake import landing_storage
-    from jobs.pipeline import run_pipeline
-    from jobs.simulate import generate, materialize
+    from jobs.platform.lake import landing_storage
+    from jobs.platform.stages import run_pipeline
+    from jobs.simulator.core import generate, materialize
     from tests.conftest import shop_config
 
     root = tmp_path_factory.mktemp("small_shop")

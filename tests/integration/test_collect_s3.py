@@ -14,14 +14,14 @@ from datetime import date, timedelta
 
 import pytest
 
-from jobs.lake import (
+from jobs.platform.lake import (
     lake_storage,
     landing_hour_prefix,
     landing_storage,
     raw_events_prefix,
     window_for,
 )
-from jobs.storage import LocalStorage, ObjectInfo, S3Storage, sha256_hex
+from jobs.platform.storage import LocalStorage, ObjectInfo, S3Storage, sha256_hex
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def config(make_config, s3_url):
 
 @pytest.fixture(scope="module")
 def world():
-    from jobs.simulate import SimulationSpec, generate
+    from jobs.simulator.core import SimulationSpec, generate
 
     return generate(SimulationSpec(start_date=START, days=5, users=80, products=40))
 
@@ -79,7 +79,7 @@ def world():
 @pytest.fixture
 def landed(config, world, tmp_path):
     """Materialise the world as known by the end of ``day`` into the S3 landing zone."""
-    from jobs.simulate import materialize
+    from jobs.simulator.core import materialize
 
     def land(day: date) -> dict:
         return materialize(world, landing_storage(config), config.source.url, day, tmp_path / "truth")
@@ -126,7 +126,7 @@ def test_the_simulated_world_lands_in_s3(config, landed, s3_url):
 
 
 def test_raw_copies_are_byte_identical_to_the_s3_objects(config, landed, s3_url):
-    from jobs.collect import collect_events
+    from jobs.ingest.collect import collect_events
 
     summary = collect_events(config, D)
     found = manifest(config, D)
@@ -141,7 +141,7 @@ def test_raw_copies_are_byte_identical_to_the_s3_objects(config, landed, s3_url)
 
 
 def test_manifest_records_size_sha256_and_line_count_of_every_file(config, landed, s3_url):
-    from jobs.collect import collect_events
+    from jobs.ingest.collect import collect_events
 
     summary = collect_events(config, D)
     found = manifest(config, D)
@@ -162,7 +162,7 @@ def test_manifest_records_size_sha256_and_line_count_of_every_file(config, lande
 
 
 def test_rerunning_a_date_collects_the_same_files_without_duplicates(config, landed):
-    from jobs.collect import collect_events
+    from jobs.ingest.collect import collect_events
 
     collect_events(config, D)
     first = manifest(config, D)
@@ -179,7 +179,7 @@ def test_rerunning_a_date_collects_the_same_files_without_duplicates(config, lan
 
 
 def test_a_file_claimed_by_one_date_is_not_collected_by_the_next(config, landed):
-    from jobs.collect import collect_events
+    from jobs.ingest.collect import collect_events
 
     collect_events(config, D)
     landed(D + timedelta(days=1))
@@ -192,7 +192,7 @@ def test_a_file_claimed_by_one_date_is_not_collected_by_the_next(config, landed)
 
 
 def test_a_late_file_in_a_collected_folder_is_picked_up_by_the_next_date(config, landed, s3_url):
-    from jobs.collect import collect_events
+    from jobs.ingest.collect import collect_events
 
     collect_events(config, D)
     late_key = put_late_file(s3_url, D, config.tz, [{"event_id": "late-1"}, {"event_id": "late-2"}])

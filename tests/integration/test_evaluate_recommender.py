@@ -64,7 +64,7 @@ def config(files, spark):
 def runs(files, config) -> dict[str, Path]:
     """One run per protocol on the same file: through the command, and in-process (the same
     function the command calls, on the test session's Spark)."""
-    from jobs.evaluate_recommender import evaluate_recommender
+    from jobs.recommender.evaluation import evaluate_recommender
 
     out = files["root"] / "random-per-user"
     proc = evaluate(files, files["root"], "--interactions", str(files["csv"]), "--k", "5", "--out-dir", str(out))
@@ -104,7 +104,7 @@ def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs,
 
 
 def test_train_and_test_files_are_taken_as_given(config, runs, tmp_path):
-    from jobs.evaluate_recommender import evaluate_recommender
+    from jobs.recommender.evaluation import evaluate_recommender
 
     first = runs["random-per-user"]
     out = tmp_path / "given"
@@ -117,7 +117,7 @@ def test_train_and_test_files_are_taken_as_given(config, runs, tmp_path):
 
 
 def test_bad_input_is_a_one_line_error(files, config, tmp_path):
-    from jobs.evaluate_recommender import evaluate_recommender
+    from jobs.recommender.evaluation import evaluate_recommender
 
     missing = tmp_path / "missing.csv"
     pd.DataFrame({"user": [1], "item_id": [2]}).to_csv(missing, index=False)

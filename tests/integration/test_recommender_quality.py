@@ -3,21 +3,21 @@ nDCG@10 on the temporal holdout, and its lists find the tastes the simulator pla
 no published column reveals) far more often than chance.
 
 The shop: 60 days, 6,000 users, 400 products; every user has a concentrated mix of eight latent
-tastes that steers which products they look at and put in the cart (``jobs/simulate.py``).
-The evaluation is the nightly one (``jobs.recommend.evaluate_holdout``) with the configured
+tastes that steers which products they look at and put in the cart (``jobs/simulator/``).
+The evaluation is the nightly one (``jobs.recommender.stage.evaluate_holdout``) with the configured
 tuning budget; ``benchmarks/bench_recommender_quality.py`` prints the same study in full.
 """
 
 from __future__ import annotations
 
-from jobs.simulate import SimulationSpec
+from jobs.simulator.core import SimulationSpec
 
 SPEC = SimulationSpec(seed=11, days=60, users=6000, products=400)
 
 
 def test_tuned_als_doubles_popularity_and_finds_planted_tastes(make_config, spark) -> None:
-    from jobs.recommender_config import load_recommender
-    from jobs.recommender_study import study
+    from jobs.recommender.settings import load_recommender
+    from jobs.recommender.study import study
 
     config = make_config()
     settings = load_recommender(config.recommender.config_file)

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from jobs.recommend import ModelGateError, build_recommender
-from jobs.recommender_config import load_recommender
-from jobs.storage import LocalStorage
+from jobs.platform.errors import ModelGateError
+from jobs.platform.storage import LocalStorage
+from jobs.recommender.settings import load_recommender
+from jobs.recommender.stage import build_recommender
 from models.registry import Registry
 from tests.integration.conftest import SMALL_SHOP
 
@@ -93,7 +94,7 @@ def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes
 def test_models_can_be_listed_promoted_and_rolled_back(shop, tmp_path):
     import json
 
-    from jobs.recommend import models_command
+    from jobs.recommender.stage import models_command
     from models.registry import RegistryError
     from tests.unit.test_cli import assert_one_line_error, marketing
 

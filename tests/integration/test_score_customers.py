@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from jobs.config import PROJECT_ROOT
-from jobs.score_file import score_file
+from jobs.customers.score_file import score_file
+from jobs.platform.config import PROJECT_ROOT
 from tests.integration.conftest import SMALL_SHOP
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message)
     bad = tmp_path / "orders.csv"
     bad.write_text(content)
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "score-customers", "--orders", str(bad), "--as-of", "2026-10-01", "--out", str(tmp_path / "o.csv")],
+        [sys.executable, "-m", "jobs.cli.main", "score-customers", "--orders", str(bad), "--as-of", "2026-10-01", "--out", str(tmp_path / "o.csv")],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,

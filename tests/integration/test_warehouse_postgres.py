@@ -1,4 +1,4 @@
-"""The warehouse on a real PostgreSQL (jobs/warehouse.py, and the whole pipeline publishing to it).
+"""The warehouse on a real PostgreSQL (jobs/platform/warehouse.py, and the whole pipeline publishing to it).
 
 * ``ensure_schema`` creates every table of ``sql/warehouse`` with a comment on every table and
   column, and is safe to run again; ``schema.yml`` documents exactly the DDL's columns (that
@@ -29,8 +29,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from jobs.config import ConfigError
-from jobs.warehouse import (
+from jobs.platform.errors import ConfigError
+from jobs.platform.warehouse import (
     SQL_DIR,
     engine_for,
     ensure_schema,
@@ -680,14 +680,14 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     spark, make_config, postgres_url, pg_schema, monkeypatch, request
 ):
     """The nightly stages, then the customer marts (segments, scores, tags and profile)."""
-    import jobs.ops
-    from jobs.lake import landing_storage
-    from jobs.pii import hash_key, keyed_hash, normalise_email, normalise_phone
-    from jobs.pipeline import run_pipeline
-    from jobs.simulate import SimulationSpec, generate, materialize
+    import jobs.platform.ops
+    from jobs.ingest.pii import hash_key, keyed_hash, normalise_email, normalise_phone
+    from jobs.platform.lake import landing_storage
+    from jobs.platform.stages import run_pipeline
+    from jobs.simulator.core import SimulationSpec, generate, materialize
 
     # The schema-created cache is per process and keyed by URL only; start from a clean slate.
-    monkeypatch.setattr(jobs.ops, "_READY", set())
+    monkeypatch.setattr(jobs.platform.ops, "_READY", set())
     role = f"bi_test_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(postgres_url)
     with admin.begin() as conn:

@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from jobs.clean_events import classify_events, flag_bots, parse_events, split_duplicates
+from jobs.ingest.clean_events import classify_events, flag_bots, parse_events, split_duplicates
 
 DAY = date(2026, 10, 10)
 WINDOW_END = datetime(2026, 10, 10, 16, 0, tzinfo=timezone.utc)  # 2026-10-11 00:00 +08:00

@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.clean_sources import (
+from jobs.ingest.clean_sources import (
     Check,
     apply_checks,
-    latest_per_key,
     normalise_order_items,
     normalise_orders,
     normalise_products,
     normalise_users,
 )
+from jobs.platform.published import latest_per_key
 
 DAY = date(2026, 10, 10)
 TZ = "Asia/Shanghai"
@@ -186,7 +186,7 @@ def test_the_first_failing_check_gives_the_reason_and_detail(spark):
 
 
 def test_missing_required_field_names_every_blank_column(spark):
-    from jobs.clean_sources import _missing
+    from jobs.ingest.clean_sources import _missing
 
     frame = spark.createDataFrame([(1, "x", "y"), (2, " ", None), (None, "x", "y")], "id int, a string, b string")
     got = {r["a"] + str(r["id"]): (r["reason"], r["detail"]) for r in apply_checks(frame, [_missing("id", "a", "b")]).collect()}
@@ -298,7 +298,7 @@ RAW = {
 
 
 def write_raw(config, day: date) -> None:
-    from jobs.lake import lake_storage, raw_source_prefix, write_json
+    from jobs.platform.lake import lake_storage, raw_source_prefix, write_json
 
     lake = lake_storage(config)
     for table, rows in RAW.items():
@@ -314,8 +314,8 @@ def cleaned(spark, tmp_path_factory):
     """One clean_sources run on the hand-made raw extracts of DAY; shared by the tests below."""
     import os
 
-    from jobs.clean_sources import clean_sources
-    from jobs.config import load_config
+    from jobs.ingest.clean_sources import clean_sources
+    from jobs.platform.config import load_config
 
     root = tmp_path_factory.mktemp("clean_sources")
     config = load_config(
@@ -342,7 +342,7 @@ def cleaned(spark, tmp_path_factory):
 
 
 def lake_rows(spark, config, prefix: str) -> list[dict]:
-    from jobs.lake import lake_storage, spark_uri
+    from jobs.platform.lake import lake_storage, spark_uri
 
     return [r.asDict() for r in spark.read.parquet(spark_uri(lake_storage(config), prefix)).collect()]
 
@@ -392,7 +392,7 @@ def test_invalid_users_and_products_are_quarantined_with_their_reason(spark, cle
 
 
 def test_clean_users_hold_only_keyed_hashes_of_email_and_phone(spark, cleaned):
-    from jobs.pii import keyed_hash
+    from jobs.ingest.pii import keyed_hash
 
     config, _ = cleaned
     rows = {r["user_id"]: r for r in lake_rows(spark, config, f"clean/users/extract_date={DAY}/")}
@@ -410,7 +410,7 @@ def test_clean_users_hold_only_keyed_hashes_of_email_and_phone(spark, cleaned):
 
 
 def test_quarantined_users_keep_their_values_but_email_and_phone_only_as_hashes(spark, cleaned):
-    from jobs.pii import keyed_hash
+    from jobs.ingest.pii import keyed_hash
 
     config, _ = cleaned
     rows = lake_rows(spark, config, f"quarantine/users/batch_date={DAY}/")
@@ -453,7 +453,7 @@ def test_counts_reconcile_for_every_table(cleaned):
 def test_clean_run_is_recorded_in_ops_tables(cleaned):
     import sqlalchemy as sa
 
-    from jobs.ops import warehouse_engine
+    from jobs.platform.ops import warehouse_engine
 
     config, _ = cleaned
     engine = warehouse_engine(config)

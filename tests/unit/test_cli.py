@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import PROJECT_ROOT
+from jobs.platform.config import PROJECT_ROOT
 
 SCRIPT = Path(sys.executable).with_name("marketing")
 SUBCOMMANDS = ("simulate", "run", "demo", "score-customers", "evaluate-recommender", "models", "airflow", "config", "tags")
 
 
 def marketing(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "jobs.cli"]
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "jobs.cli.main"]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MKT_")}
     environ.update(env)
     return subprocess.run(

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from jobs.config import ConfigError
-from jobs.lake import lake_storage, raw_source_prefix, read_json
+from jobs.platform.errors import ConfigError
+from jobs.platform.lake import lake_storage, raw_source_prefix, read_json
 
 D1 = date(2026, 10, 1)
 D2 = date(2026, 10, 2)
@@ -56,7 +56,7 @@ def user(user_id: int, updated_at: datetime) -> dict:
 @pytest.fixture
 def shop(make_config):
     """A source DB with the simulator's table layout; users as above, one row elsewhere."""
-    from jobs.simulate import SOURCE_TABLES
+    from jobs.simulator.core import SOURCE_TABLES
 
     config = make_config(collect={"source_overlap_minutes": 60})
     engine = sa.create_engine(config.source.url)
@@ -97,7 +97,7 @@ def user_ids(config, day: date) -> list[int]:
 
 
 def watermarks(config) -> list[tuple]:
-    from jobs.ops import warehouse_engine
+    from jobs.platform.ops import warehouse_engine
 
     engine = warehouse_engine(config)
     with engine.connect() as conn:
@@ -118,7 +118,7 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def test_first_date_extracts_everything_up_to_its_end(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     summary = collect_sources(shop, D1)
     assert user_ids(shop, D1) == [1, 2, 3, 4, 5]
@@ -130,7 +130,7 @@ def test_first_date_extracts_everything_up_to_its_end(shop):
 
 
 def test_next_date_extracts_only_rows_changed_since_watermark_minus_overlap(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     summary = collect_sources(shop, D2)
@@ -141,7 +141,7 @@ def test_next_date_extracts_only_rows_changed_since_watermark_minus_overlap(shop
 
 
 def test_watermark_rows_are_recorded_in_the_warehouse(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     collect_sources(shop, D2)
@@ -155,7 +155,7 @@ def test_watermark_rows_are_recorded_in_the_warehouse(shop):
 
 
 def test_rerunning_a_date_extracts_the_same_rows_and_keeps_one_watermark(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     collect_sources(shop, D2)
@@ -170,7 +170,7 @@ def test_rerunning_a_date_extracts_the_same_rows_and_keeps_one_watermark(shop):
 
 
 def test_full_reload_extracts_everything_up_to_the_date(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     summary = collect_sources(shop, D2, full_reload=True)
@@ -182,7 +182,7 @@ def test_full_reload_extracts_everything_up_to_the_date(shop):
 
 
 def test_full_reload_from_config_is_honoured(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     config = shop.model_copy(update={"collect": shop.collect.model_copy(update={"full_reload": True})})
@@ -191,7 +191,7 @@ def test_full_reload_from_config_is_honoured(shop):
 
 
 def test_a_quiet_day_writes_an_empty_part_with_the_table_schema(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     collect_sources(shop, D2)
@@ -206,7 +206,7 @@ def test_a_quiet_day_writes_an_empty_part_with_the_table_schema(shop):
 
 
 def test_a_missing_table_is_a_one_line_config_error_naming_the_key(shop):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     config = shop.model_copy(update={"source": shop.source.model_copy(update={"tables": ("users", "coupons")})})
     with pytest.raises(ConfigError) as caught:
@@ -217,7 +217,7 @@ def test_a_missing_table_is_a_one_line_config_error_naming_the_key(shop):
 
 
 def test_an_unreachable_sqlite_source_is_a_one_line_config_error_naming_the_key(make_config, tmp_path):
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     config = make_config(source={"url": f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'shop.db'}"})
     with pytest.raises(ConfigError) as caught:
@@ -229,7 +229,7 @@ def test_an_unreachable_sqlite_source_is_a_one_line_config_error_naming_the_key(
 
 def test_an_unreachable_server_source_is_one_line_and_hides_the_password(make_config):
     pytest.importorskip("psycopg")
-    from jobs.collect import collect_sources
+    from jobs.ingest.collect import collect_sources
 
     config = make_config(source={"url": "postgresql+psycopg://shop:s3cret-pw@127.0.0.1:9/shop?connect_timeout=2"})
     with pytest.raises(ConfigError) as caught:

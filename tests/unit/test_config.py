@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, load_config
+from jobs.platform.config import load_config
+from jobs.platform.errors import ConfigError
 
 
 def test_defaults_load_and_resolve_relative_paths():

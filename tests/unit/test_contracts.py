@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.contracts import (
+from jobs.ingest.contracts import (
     CONTRACTS_DIR,
     Check,
     Contract,
@@ -136,7 +136,7 @@ def test_the_shipped_contracts_cover_every_cleaned_dataset():
 def test_every_shipped_check_is_a_great_expectations_expectation():
     import great_expectations.expectations as gxe
 
-    from jobs.validate import _expectation_class
+    from jobs.ingest.validate import _expectation_class
 
     for contract in load_contracts().values():
         for check in contract.checks:
@@ -341,14 +341,14 @@ def test_a_malformed_contract_fails_load_contracts(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# jobs.validate: run-time bounds, suites, failures explained
+# jobs.ingest.validate: run-time bounds, suites, failures explained
 # --------------------------------------------------------------------------------------------
 
 WINDOW_END = datetime(2026, 10, 10, 16, 0, tzinfo=timezone.utc)
 
 
 def test_volume_bounds_are_the_median_of_history_times_the_ratios(compiled):
-    from jobs.validate import runtime_checks
+    from jobs.ingest.validate import runtime_checks
 
     (volume, _) = runtime_checks(compiled, [100, 300, 200, 1000], WINDOW_END)
     # median 250: [0.5 x 250, 3 x 250]
@@ -359,7 +359,7 @@ def test_volume_bounds_are_the_median_of_history_times_the_ratios(compiled):
 
 
 def test_volume_bounds_never_go_below_the_contract_minimum_and_stay_inclusive(compiled):
-    from jobs.validate import runtime_checks
+    from jobs.ingest.validate import runtime_checks
 
     (volume, _) = runtime_checks(compiled, [4, 6], WINDOW_END)
     assert volume.kwargs["min_value"] == 10  # mustBeGreaterThan 9 beats 0.5 x 5
@@ -369,14 +369,14 @@ def test_volume_bounds_never_go_below_the_contract_minimum_and_stay_inclusive(co
 
 
 def test_without_history_only_the_minimum_applies(compiled):
-    from jobs.validate import runtime_checks
+    from jobs.ingest.validate import runtime_checks
 
     (volume, _) = runtime_checks(compiled, [], WINDOW_END)
     assert volume.kwargs == {"min_value": 10, "max_value": None}
 
 
 def test_freshness_min_value_is_the_window_end_minus_the_max_age_in_naive_utc(compiled):
-    from jobs.validate import runtime_checks
+    from jobs.ingest.validate import runtime_checks
 
     shanghai_end = WINDOW_END.astimezone(timezone(timedelta(hours=8)))
     (_, fresh) = runtime_checks(compiled, [], shanghai_end)
@@ -390,13 +390,13 @@ def test_a_contract_without_volume_or_freshness_has_no_runtime_checks(tmp_path):
         doc["schema"][0].pop("quality")
         doc.pop("slaProperties")
 
-    from jobs.validate import runtime_checks
+    from jobs.ingest.validate import runtime_checks
 
     assert runtime_checks(parse_contract(write(tmp_path, edited(change))), [5], WINDOW_END) == []
 
 
 def test_build_suite_carries_name_severity_and_contract_into_every_expectation(compiled):
-    from jobs.validate import build_suite, runtime_checks
+    from jobs.ingest.validate import build_suite, runtime_checks
 
     checks = compiled.checks + runtime_checks(compiled, [100], WINDOW_END)
     suite = build_suite(compiled, checks)
@@ -454,7 +454,7 @@ def gx_result(spark, tmp_path_factory):
     """One GX run of SMALL on a 3-row frame with one bad status and stale data."""
     from decimal import Decimal
 
-    from jobs.validate import _Validator, build_suite, runtime_checks, summarise
+    from jobs.ingest.validate import _Validator, build_suite, runtime_checks, summarise
 
     root = tmp_path_factory.mktemp("gx")
     contract = parse_contract(write(root, SMALL, name="small_orders.odcs.yaml"))
@@ -485,7 +485,7 @@ def test_an_error_level_violation_yields_a_failing_row_with_counts(gx_result):
 
 
 def test_describe_failure_names_contract_check_column_and_count(gx_result):
-    from jobs.validate import describe_failure
+    from jobs.ingest.validate import describe_failure
 
     contract, rows = gx_result
     text = describe_failure(contract, rows["status_allowed"])
@@ -498,7 +498,7 @@ def test_describe_failure_names_contract_check_column_and_count(gx_result):
 
 
 def test_runtime_checks_fail_as_warnings_on_low_volume_and_stale_data(gx_result):
-    from jobs.validate import describe_failure
+    from jobs.ingest.validate import describe_failure
 
     contract, rows = gx_result
     volume = rows["small_orders__rowCount_0"]

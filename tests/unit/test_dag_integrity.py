@@ -3,7 +3,7 @@
 Airflow is imported in a subprocess (own AIRFLOW_HOME, no example DAGs, its own SQLite
 metadata path), which prints a JSON description of the DAG; the tests check that description.
 This keeps Airflow's settings and logging out of the pytest process that also runs Spark.
-``jobs.orchestration.business_date`` is plain Python and is tested in-process.
+``jobs.platform.orchestration.business_date`` is plain Python and is tested in-process.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.config import PROJECT_ROOT, load_config
-from jobs.orchestration import PUBLISHED_TABLES, asset_uri, business_date
+from jobs.platform.config import PROJECT_ROOT, load_config
+from jobs.platform.orchestration import PUBLISHED_TABLES, asset_uri, business_date
 
 DAG_ID = "marketing_nightly"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -153,7 +153,7 @@ def test_the_recommender_dag_runs_on_published_lifecycle_stages(tmp_path_factory
     assert recommender["timetable_class"] == "AssetTriggeredTimetable"
     assert recommender["catchup"] is False and recommender["params"] == ["business_date"]
     (task,) = recommender["tasks"].values()
-    assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.orchestration.alert_on_failure"]
+    assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"]
     assert {o["uri"] for o in task["outlets"]} == {
         asset_uri(config, t) for t in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
     }
@@ -203,7 +203,7 @@ def test_every_task_retries_with_exponential_backoff_and_alerts_on_failure(dag):
         assert task["retry_exponential_backoff"] is True, task_id
         assert task["retry_delay_s"] and task["retry_delay_s"] > 0, task_id
         assert task["max_retry_delay_s"] and task["max_retry_delay_s"] >= task["retry_delay_s"], task_id
-        assert task["on_failure_callback"] == ["jobs.orchestration.alert_on_failure"], task_id
+        assert task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"], task_id
         assert task["owner"] == "data-engineering"
 
 

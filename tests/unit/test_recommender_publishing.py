@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.interactions import IdIndex
-from jobs.recommend import gate, publish_lists
-from jobs.recommender_config import load_recommender
-from jobs.storage import LocalStorage
+from jobs.platform.storage import LocalStorage
+from jobs.recommender.interactions import IdIndex
+from jobs.recommender.settings import load_recommender
+from jobs.recommender.stage import gate, publish_lists
 from models.registry import Registry, RegistryError
 
 SETTINGS = load_recommender()

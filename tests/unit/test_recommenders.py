@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from jobs.interactions import (
+from jobs.recommender.interactions import (
     IdIndex,
     event_signals,
     held_out,
@@ -17,7 +17,7 @@ from jobs.interactions import (
     random_split,
     temporal_split,
 )
-from jobs.recommender_config import load_recommender
+from jobs.recommender.settings import load_recommender
 from models.recommenders import (
     AlsRecommender,
     Interactions,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.scores import ScoreSettings, score_customers_frame
+from jobs.customers.scores import ScoreSettings, score_customers_frame
 from models.churn import calibration_table, evaluate
 
 AS_OF = date(2026, 10, 31)
@@ -44,7 +44,7 @@ def test_short_history_publishes_rule_based_fields_and_says_why(spark):
 
 
 def test_the_learned_churn_model_beats_recency_alone_on_the_simulated_shop(spark):
-    from jobs.simulate import SimulationSpec, generate
+    from jobs.simulator.core import SimulationSpec, generate
 
     spec = SimulationSpec(days=300, users=8000, seed=5, dirt_rate=0.0)
     world = generate(spec)

@@ -4,9 +4,10 @@ from datetime import date, timedelta
 
 import pytest
 
-from jobs.config import ConfigError
-from jobs.segments import lifecycle_stages, purchases, rfm_metrics, score_rfm
-from jobs.segments_config import load_segments
+from jobs.customers.segments import lifecycle_stages, purchases, rfm_metrics, score_rfm
+from jobs.customers.segments_config import load_segments
+from jobs.platform.errors import ConfigError
+from jobs.platform.interface import PURCHASE_STATUSES
 
 AS_OF = date(2026, 10, 31)
 SEGMENTS = load_segments()
@@ -28,13 +29,13 @@ def orders_frame(spark, rows):
 
 
 def scored(spark, rows, config):
-    bought = purchases(orders_frame(spark, rows), config.purchase_statuses, AS_OF)
+    bought = purchases(orders_frame(spark, rows), PURCHASE_STATUSES, AS_OF)
     return {r["user_id"]: r for r in score_rfm(rfm_metrics(bought, AS_OF, config.lookback_days), config).collect()}
 
 
 def test_rfm_metrics_exclude_cancelled_and_refunded_and_respect_the_lookback(spark):
     rows = [(1, 10, 100, "completed"), (1, 40, 50, "paid"), (1, 5, 999, "cancelled"), (1, 6, 999, "refunded"), (1, 400, 70, "completed")]
-    bought = purchases(orders_frame(spark, rows), SEGMENTS.rfm.purchase_statuses, AS_OF)
+    bought = purchases(orders_frame(spark, rows), PURCHASE_STATUSES, AS_OF)
     (row,) = rfm_metrics(bought, AS_OF, 365).collect()
     assert (row["recency_days"], row["frequency"], row["monetary"], row["avg_order_value"]) == (10, 2, 150.0, 75.0)
     assert row["first_order_date"] == AS_OF - timedelta(days=400)
@@ -97,7 +98,7 @@ def lifecycle_on(spark, order_days, as_of, users=(1,)):
         "user_id long, order_id long, order_date date, total_amount double, status string",
     )
     users_frame = spark.createDataFrame([(u,) for u in users], "user_id long")
-    bought = purchases(orders, SEGMENTS.rfm.purchase_statuses, as_of)
+    bought = purchases(orders, PURCHASE_STATUSES, as_of)
     rows = lifecycle_stages(users_frame, bought, as_of, SEGMENTS.lifecycle, 365).collect()
     return {r["user_id"]: r["lifecycle_stage"] for r in rows}
 
@@ -135,7 +136,7 @@ def test_lifecycle_stages_agree_with_the_simulators_true_states_well_beyond_chan
     import pandas as pd
     from sklearn.metrics import cohen_kappa_score
 
-    from jobs.simulate import SimulationSpec, generate
+    from jobs.simulator.core import SimulationSpec, generate
 
     spec = SimulationSpec(days=300, users=4000, seed=5, dirt_rate=0.0)
     world = generate(spec)
@@ -151,7 +152,7 @@ def test_lifecycle_stages_agree_with_the_simulators_true_states_well_beyond_chan
         }
     )
     users = spark.createDataFrame(world.truth["users"][["user_id"]].astype("int64"))
-    bought = purchases(spark.createDataFrame(frame), SEGMENTS.rfm.purchase_statuses, as_of)
+    bought = purchases(spark.createDataFrame(frame), PURCHASE_STATUSES, as_of)
     ours = lifecycle_stages(users, bought, as_of, SEGMENTS.lifecycle, 365).toPandas()
     truth = world.truth["lifecycle_daily"]
     truth = truth[pd.to_datetime(truth["date"]).dt.date == as_of]

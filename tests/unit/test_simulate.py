@@ -1,4 +1,4 @@
-"""Tests of the shop simulator (jobs/simulate.py): determinism, realism, landing files, dirt,
+"""Tests of the shop simulator (jobs/simulator/): determinism, realism, landing files, dirt,
 incremental materialisation into local/S3 storage and the source DB."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.config import PipelineConfig, SourceConfig, StorageConfig
-from jobs.simulate import (
+from jobs.platform.config import PipelineConfig, SourceConfig, StorageConfig
+from jobs.platform.storage import open_storage
+from jobs.simulator.core import (
     CHANNELS,
     EVENT_KEYS,
     EVENT_TYPES,
@@ -31,7 +32,6 @@ from jobs.simulate import (
     published_view,
     simulate,
 )
-from jobs.storage import open_storage
 
 TZ = ZoneInfo("Asia/Shanghai")
 SMALL = SimulationSpec(seed=7, days=8, users=300, products=60, dirt_rate=0.06)

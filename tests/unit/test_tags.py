@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs.config import ConfigError
-from jobs.tags import compute_tags, event_features, interest_scores, order_features
-from jobs.tags_config import DEFAULT_TAGS, TagsConfig, load_tags
+from jobs.customers.tags import compute_tags, event_features, interest_scores, order_features
+from jobs.customers.tags_config import DEFAULT_TAGS, TagsConfig, load_tags
+from jobs.platform.errors import ConfigError
 from models.anomaly import anomaly_scores
 
 AS_OF = date(2026, 10, 31)
@@ -305,7 +305,7 @@ def test_interest_tags_recover_the_simulators_true_top_category(spark):
     """Stated margin: the rank-1 interest_category matches the simulator's true top category
     for at least 60% of users with enough signals, against ~30% for always guessing the most
     common category."""
-    from jobs.simulate import SimulationSpec, generate
+    from jobs.simulator.core import SimulationSpec, generate
 
     spec = SimulationSpec(days=60, users=1500, seed=11, dirt_rate=0.0)
     world = generate(spec)

@@ -1,0 +1,291 @@
+"""``marketing``: the one command a person runs by hand.
+
+    marketing simulate   write a simulated shop's event logs and source tables
+    marketing run        run the nightly stages for one date (or a range) without Airflow
+    marketing demo       simulate ~60 days and run the nightly DAG through Airflow
+    marketing score-customers  RFM, lifecycle, churn risk and value for any order export
+    marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
+    marketing config     print the effective configuration (after MKT_* overrides)
+
+Expected failures (bad settings or arguments, a missing input, a violated data contract,
+counts that do not reconcile) print one line starting with ``error:`` and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import date, timedelta
+
+from jobs.platform.errors import ConfigError
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _number(text: str, ok, expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}: {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 0.5, "between 0 and 0.5")
+
+
+def _fraction(text: str) -> float:
+    return _number(text, lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketing",
+        description="Nightly marketing data pipeline for online shops.",
+        epilog="Configuration: config/pipeline.yaml (or MKT_CONFIG), overridable by MKT_<SECTION>__<KEY>.",
+    )
+    parser.add_argument("--config", help="configuration file (default: $MKT_CONFIG or config/pipeline.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every stage")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write a simulated shop (event logs + source DB) with known ground truth",
+        description=(
+            "Generate a deterministic simulated shop and write what it knows by the end of --until: "
+            "hourly gzipped JSON Lines event files under storage.landing_root, users/products/orders/"
+            "order_items in source.url, ground truth under storage.state_root/truth. Re-running with a "
+            "later --until adds the new files and updates changed rows (incremental, idempotent)."
+        ),
+    )
+    sim.add_argument("--start-date", type=_date, default=date(2026, 9, 1), help="first simulated day (default 2026-09-01)")
+    sim.add_argument("--days", type=_positive, default=60, help="number of simulated days (default 60)")
+    sim.add_argument("--users", type=_positive, default=2000, help="registered users at the end (default 2000)")
+    sim.add_argument("--products", type=_positive, default=400, help="catalogue size (default 400)")
+    sim.add_argument(
+        "--sessions-per-user-per-week", type=float, default=1.5, help="mean visit rate per user (default 1.5)"
+    )
+    sim.add_argument("--dirt-rate", type=_rate, default=0.03, help="share of dirty records, 0 disables (default 0.03)")
+    sim.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    sim.add_argument("--until", type=_date, help="write what is known by the end of this day (default: last day)")
+
+    run = sub.add_parser(
+        "run",
+        help="run nightly stages for a date or a date range, without Airflow",
+        description="Run the stages in order for each logical date: collect, clean, validate, load "
+        "(the nightly DAG), then segments, scores, tags (the customers DAG); the recommender (its own DAG) "
+        "only when asked for with --stage recommender (or models).",
+    )
+    run.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD (first date of a range)")
+    run.add_argument("--to", type=_date, help="last logical date of a range (inclusive), processed in order")
+    run.add_argument(
+        "--stage",
+        action="append",
+        metavar="NAME",
+        help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
+        "validate, load, segments, scores, tags, recommender, or the groups collect / clean / nightly / "
+        "customers / models (default: nightly and customers)",
+    )
+    run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
+
+    demo = sub.add_parser(
+        "demo",
+        help="simulate ~60 days and run the nightly DAG in Airflow for the last nights",
+        description="Reset data/, simulate a small shop, run the Airflow DAG (airflow dags test) for the last "
+        "--nights dates and print a summary.",
+    )
+    demo.add_argument("--nights", type=_positive, default=3, help="nights run through Airflow (default 3)")
+    demo.add_argument("--days", type=_positive, default=60, help="simulated days of history (default 60)")
+    demo.add_argument("--users", type=_positive, default=2000, help="simulated users (default 2000)")
+    demo.add_argument("--no-airflow", action="store_true", help="run the stages directly instead of through Airflow")
+
+    score = sub.add_parser(
+        "score-customers",
+        help="RFM, lifecycle, churn risk and value for any order export (CSV or Parquet)",
+        description="Score every customer of an order export with the nightly logic. Input columns: user_id, "
+        "order_id, order_ts, amount and optionally status (cancelled/refunded orders are not purchases). "
+        "Only orders at or before --as-of are used. Output format follows the --out extension.",
+    )
+    score.add_argument("--orders", required=True, metavar="FILE", help="orders as .csv or .parquet")
+    score.add_argument("--as-of", required=True, type=_date, help="score as of this date (YYYY-MM-DD)")
+    score.add_argument("--out", required=True, metavar="FILE", help="result as .csv or .parquet")
+
+    rec = sub.add_parser(
+        "evaluate-recommender",
+        help="tune, train and evaluate the recommender and its baselines on any interaction file",
+        description="Evaluate the production recommender (implicit ALS, tuned exactly as nightly on the training "
+        "side only) next to the popularity and item-kNN baselines. Input: CSV or Parquet with user_id, item_id and "
+        "optionally timestamp, weight. Writes metrics.json, recommendations.csv and the split it made to --out-dir.",
+    )
+    source = rec.add_mutually_exclusive_group(required=True)
+    source.add_argument("--interactions", metavar="FILE", help="one file, split here by --protocol")
+    source.add_argument("--train", metavar="FILE", help="training interactions (with --test)")
+    rec.add_argument("--test", metavar="FILE", help="test interactions (with --train)")
+    rec.add_argument("--protocol", choices=["random-per-user", "temporal"], default="random-per-user",
+                     help="how --interactions is split (default random-per-user; temporal needs timestamps)")  # fmt: skip
+    rec.add_argument("--test-ratio", type=_fraction, default=0.25, help="share held out for testing (default 0.25)")
+    rec.add_argument("--seed", type=int, default=42, help="seed of the split and the models (default 42)")
+    rec.add_argument("--k", type=_positive, default=10, help="recommendations per user and metrics at K (default 10)")
+    rec.add_argument("--out-dir", required=True, metavar="DIR", help="where metrics.json and the CSVs go")
+
+    models = sub.add_parser(
+        "models",
+        help="list the recommender's registered versions, promote one, or roll back",
+        description="The model registry (recommender.registry_root). 'list' shows every version with its gate "
+        "decision and nDCG next to the baselines; 'promote VERSION' makes a version live and republishes its "
+        "recommendations; 'rollback' makes the previously live version live again.",
+    )
+    models.add_argument("action", choices=["list", "promote", "rollback"])
+    models.add_argument("version", nargs="?", help="the version to promote")
+    models.add_argument("--reason", help="why (kept in the registry's history)")
+
+    air = sub.add_parser(
+        "airflow",
+        help="run the airflow CLI with this project's DAGs and embedded defaults",
+        description="Pass the remaining arguments to airflow with AIRFLOW_HOME=airflow_home/ and the DAGs "
+        "folder set, e.g. 'marketing airflow standalone' or 'marketing airflow dags test marketing_nightly 2026-10-30'.",
+    )
+    air.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
+
+    sub.add_parser("config", help="print the effective configuration as JSON", description="Validate and print the configuration.")
+    sub.add_parser(
+        "tags",
+        help="check customers.tags_file and list the tags and the features a tag may use",
+        description="Validate the tag definitions (config/tags.yaml by default) and print every source's features "
+        "with their meaning, then the configured tags. Exit status 2 with a one-line error for a bad definition.",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from jobs.platform.config import load_config
+    from jobs.platform.errors import PipelineError
+
+    try:
+        config = load_config(args.config)
+        return _dispatch(args, config)
+    except PipelineError as exc:  # the project's own errors are one-line messages; others are bugs
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, config) -> int:
+    if args.command == "config":
+        print(json.dumps(config.model_dump(by_alias=True), indent=2, default=str))
+        return 0
+    if args.command == "tags":
+        from jobs.customers.tags_config import describe_tags, load_tags
+
+        print(describe_tags(load_tags(config.customers.tags_file)))
+        return 0
+    if args.command == "simulate":
+        from jobs.simulator.core import SimulationSpec, simulate
+
+        spec = SimulationSpec(
+            seed=args.seed,
+            start_date=args.start_date,
+            days=args.days,
+            users=args.users,
+            products=args.products,
+            sessions_per_user_per_week=args.sessions_per_user_per_week,
+            dirt_rate=args.dirt_rate,
+            timezone=config.shop.timezone,
+        )
+        print(json.dumps(simulate(config, spec, as_of=args.until), indent=2, default=str))
+        return 0
+    if args.command == "run":
+        from jobs.platform.stages import resolve_stages, run_pipeline
+
+        stages = resolve_stages(args.stage or ["nightly", "customers"])
+        if args.full_reload:
+            config = config.model_copy(update={"collect": config.collect.model_copy(update={"full_reload": True})})
+        last = args.to or args.date
+        if last < args.date:
+            raise ConfigError(f"--to {last} is before --date {args.date}")
+        day = args.date
+        while day <= last:
+            results = run_pipeline(config, day, stages)
+            print(json.dumps({"logical_date": day.isoformat(), "stages": results}, indent=2, default=str))
+            day += timedelta(days=1)
+        return 0
+    if args.command == "score-customers":
+        from jobs.customers.score_file import score_file
+
+        print(json.dumps(score_file(config, args.orders, args.as_of, args.out)))
+        return 0
+    if args.command == "evaluate-recommender":
+        from jobs.recommender.evaluation import evaluate_recommender
+
+        result = evaluate_recommender(
+            config, args.out_dir, interactions=args.interactions, train=args.train, test=args.test,
+            protocol=args.protocol, test_ratio=args.test_ratio, seed=args.seed, k=args.k,
+        )  # fmt: skip
+        print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "models":
+        from jobs.recommender.stage import models_command
+
+        if (args.action == "promote") != bool(args.version):
+            raise ConfigError("give a VERSION with promote, and only with promote (see 'marketing models list')")
+        print(json.dumps(models_command(config, args.action, args.version, args.reason), indent=2, default=str))
+        return 0
+    if args.command == "airflow":
+        from jobs.cli.airflow_env import run_airflow
+
+        return run_airflow(args.airflow_args or ["--help"], check=False).returncode
+    if args.command == "demo":
+        from jobs.cli.demo import run_demo
+
+        return run_demo(config, nights=args.nights, days=args.days, users=args.users, use_airflow=not args.no_airflow)
+    raise AssertionError(args.command)
+
+
+def run() -> None:
+    """Console entry point: run, stop Spark cleanly, then exit without interpreter teardown.
+
+    duckdb's bindings print spurious "nanobind: leaked ..." lines at interpreter shutdown when
+    great_expectations is loaded alongside duckdb_engine; every resource is closed by then, so
+    we skip the teardown instead of showing that noise to users.
+    """
+    code = main()
+    try:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
+    except ImportError:  # pragma: no cover
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

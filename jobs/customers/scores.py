@@ -1,0 +1,217 @@
+"""Predictive customer scores: churn risk (learned nightly by backtest), expected next order
+date and predicted 12-month value.
+
+Features per customer are computed in Spark from purchases (bounded: one row per customer)
+and handed to scikit-learn. The model learns from the shop's own history: features as of
+``D - horizon`` and the label "no purchase in the following ``horizon`` days". Customers are
+split 70/30 to measure the model against a recency-only baseline (AUC, Brier score,
+calibration); the better of the two, refit on all customers, scores everybody as of D. When
+the history is too short (or too few customers), the stage says so and publishes only the
+rule-based fields (``method = 'rules'``).
+
+- ``expected_next_order_date`` = last purchase + the customer's median gap (the shop's median
+  gap for one-time buyers);
+- ``predicted_value_12m`` = (1 - churn risk) x purchases expected in 365 days at that gap x
+  average order value.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.platform.interface import PURCHASE_STATUSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    horizon_days: int = 90
+    min_history_days: int = 180  # horizon + at least 90 days of behaviour before the cutoff
+    min_customers: int = 200
+    min_per_class: int = 20
+    low_below: float = 0.4
+    high_from: float = 0.7
+    default_gap_days: int = 60
+    random_state: int = 0
+
+
+@dataclass
+class ScoreResult:
+    scores: pd.DataFrame
+    method: str
+    reason: str
+    quality: list[dict] = field(default_factory=list)
+    calibration: pd.DataFrame | None = None
+
+
+def customer_features(bought: DataFrame, as_of: date) -> DataFrame:
+    """One row per customer with a purchase by ``as_of``; see models.churn.FEATURES."""
+    from jobs.customers.segments import purchase_gaps
+
+    history = bought.where(F.col("order_date") <= F.lit(as_of))
+    gap_stats = purchase_gaps(history).select("user_id", "typical_gap_days")
+    since = F.datediff(F.lit(as_of), F.col("order_date"))
+    per_user = history.groupBy("user_id").agg(
+        F.max("order_date").alias("last_order_date"),
+        F.datediff(F.lit(as_of), F.max("order_date")).alias("recency_days"),
+        F.datediff(F.lit(as_of), F.min("order_date")).alias("tenure_days"),
+        F.count("*").alias("order_count"),
+        F.count(F.when(since < 365, 1)).alias("frequency"),
+        F.coalesce(F.sum(F.when(since < 365, F.col("amount"))), F.lit(0.0)).alias("monetary"),
+        F.avg("amount").alias("avg_order_value"),
+        F.count(F.when(since < 90, 1)).alias("orders_90d"),
+    )
+    return per_user.join(gap_stats, "user_id", "left")
+
+
+def _to_pandas(features: DataFrame, default_gap: int) -> pd.DataFrame:
+    frame = features.toPandas()
+    frame["typical_gap_days"] = frame["typical_gap_days"].astype("float")
+    gap = frame["typical_gap_days"].fillna(default_gap)
+    frame["overdue_ratio"] = frame["recency_days"] / gap.clip(lower=1)
+    numeric = ["recency_days", "frequency", "monetary", "avg_order_value", "order_count", "tenure_days", "orders_90d"]
+    frame[numeric] = frame[numeric].astype("float")
+    return frame
+
+
+def backtest_frame(bought: DataFrame, cutoff: date, horizon_days: int, default_gap: int) -> pd.DataFrame:
+    """Features as of ``cutoff`` with ``churned`` = no purchase in (cutoff, cutoff + horizon]."""
+    later = (
+        bought.where((F.col("order_date") > F.lit(cutoff)) & (F.col("order_date") <= F.lit(cutoff + timedelta(days=horizon_days))))
+        .select("user_id")
+        .distinct()
+        .withColumn("bought_again", F.lit(1))
+    )
+    frame = _to_pandas(customer_features(bought, cutoff).join(later, "user_id", "left"), default_gap)
+    frame["churned"] = frame["bought_again"].isna().astype(int)
+    return frame.drop(columns=["bought_again"])
+
+
+def _bands(risk: pd.Series, settings: ScoreSettings) -> pd.Series:
+    return pd.Series(
+        np.select([risk < settings.low_below, risk < settings.high_from], ["low", "medium"], "high"), index=risk.index
+    ).where(risk.notna())
+
+
+def _value_fields(frame: pd.DataFrame, risk: pd.Series, default_gap: float) -> pd.DataFrame:
+    gap = frame["typical_gap_days"].fillna(default_gap).clip(lower=1)
+    out = pd.DataFrame({"user_id": frame["user_id"]})
+    out["expected_next_order_date"] = pd.to_datetime(frame["last_order_date"]) + pd.to_timedelta(gap.round(), unit="D")
+    out["expected_next_order_date"] = out["expected_next_order_date"].dt.date
+    out["predicted_value_12m"] = ((1 - risk.fillna(0.5)) * (365.0 / gap) * frame["avg_order_value"]).round(2)
+    return out
+
+
+def score_customers_frame(bought: DataFrame, as_of: date, settings: ScoreSettings = ScoreSettings()) -> ScoreResult:
+    """Learn (when possible) and score every customer with a purchase by ``as_of``."""
+    from sklearn.model_selection import train_test_split
+
+    from models.churn import ChurnModel, RecencyBaseline, calibration_table, evaluate
+
+    current = _to_pandas(customer_features(bought, as_of), settings.default_gap_days)
+    population_gap = float(current["typical_gap_days"].median()) if current["typical_gap_days"].notna().any() else None
+    default_gap = population_gap or settings.default_gap_days
+    first = bought.agg(F.min("order_date")).first()[0]
+    history_days = (as_of - first).days if first else 0
+    cutoff = as_of - timedelta(days=settings.horizon_days)
+
+    reason = ""
+    train = None
+    if history_days < settings.min_history_days:
+        reason = f"history of {history_days} days is shorter than the {settings.min_history_days} needed to learn"
+    else:
+        train = backtest_frame(bought, cutoff, settings.horizon_days, settings.default_gap_days)
+        positives = int(train["churned"].sum())
+        negatives = len(train) - positives
+        if len(train) < settings.min_customers or min(positives, negatives) < settings.min_per_class:
+            reason = (
+                f"backtest at {cutoff} has {len(train)} customers ({positives} churned, {negatives} returned); "
+                f"need {settings.min_customers} and {settings.min_per_class} of each"
+            )
+    if reason:
+        log.warning("churn model not trained for %s: %s; publishing rule-based fields only", as_of, reason)
+        risk = pd.Series(np.nan, index=current.index)
+        scores = _value_fields(current, risk, default_gap)
+        scores["churn_risk"], scores["churn_risk_band"] = risk, _bands(risk, settings)
+        return ScoreResult(scores, "rules", reason)
+
+    fit_part, test_part = train_test_split(
+        train, test_size=0.3, random_state=settings.random_state, stratify=train["churned"]
+    )
+    candidates = {"churn_model": ChurnModel(random_state=settings.random_state), "recency_baseline": RecencyBaseline()}
+    quality, predictions = [], {}
+    for name, model in candidates.items():
+        model.fit(fit_part, fit_part["churned"].to_numpy())
+        predictions[name] = model.predict_proba(test_part)
+        metrics = evaluate(test_part["churned"].to_numpy(), predictions[name])
+        quality.append({"model": name, **metrics, "n_train": len(fit_part), "n_test": len(test_part), "churn_rate": float(train["churned"].mean())})
+    best = max(quality, key=lambda row: row["auc"])["model"]
+    for row in quality:
+        row["is_selected"] = row["model"] == best
+    calibration = calibration_table(test_part["churned"].to_numpy(), predictions[best])
+    final = (ChurnModel(random_state=settings.random_state) if best == "churn_model" else RecencyBaseline()).fit(
+        train, train["churned"].to_numpy()
+    )
+    risk = pd.Series(final.predict_proba(current), index=current.index).round(4)
+    scores = _value_fields(current, risk, default_gap)
+    scores["churn_risk"], scores["churn_risk_band"] = risk, _bands(risk, settings)
+    return ScoreResult(scores, best, f"trained at cutoff {cutoff} on {len(train)} customers", quality, calibration)
+
+
+def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings()) -> dict:
+    """Learn and publish ``mart_customer_scores`` (+ model quality and calibration) for D."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    from jobs.customers.segments import published_customers
+    from jobs.platform.ops import warehouse_engine
+    from jobs.platform.warehouse import record_run, replace_where, stage_arrow
+
+    schema = config.warehouse.schema_name
+    _, bought = published_customers(config, as_of, PURCHASE_STATUSES)
+    bought = bought.persist()
+    result = score_customers_frame(bought, as_of, settings)
+    bought.unpersist()
+    loaded_at = datetime.now(timezone.utc)
+
+    scores = result.scores.assign(snapshot_date=as_of, scoring_method=result.method, loaded_at=loaded_at)
+    tables = {
+        "mart_customer_scores": scores[
+            ["snapshot_date", "user_id", "churn_risk", "churn_risk_band", "expected_next_order_date",
+             "predicted_value_12m", "scoring_method", "loaded_at"]
+        ],
+        "mart_churn_model_quality": pd.DataFrame(
+            result.quality, columns=["model", "auc", "brier", "n_train", "n_test", "churn_rate", "is_selected"]
+        ).assign(snapshot_date=as_of, note=result.reason),
+        "mart_churn_calibration": (
+            result.calibration if result.calibration is not None
+            else pd.DataFrame(columns=["customers", "mean_predicted", "observed_rate", "bin_low", "bin_high"])
+        ).assign(snapshot_date=as_of),
+    }  # fmt: skip
+    engine = warehouse_engine(config)
+    with engine.begin() as conn:
+        for name, frame in tables.items():
+            columns = list(frame.columns)
+            data = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+            if frame.empty:  # e.g. no model learned: clear the date's rows, insert nothing
+                conn.execute(sa.text(f"delete from {schema}.{name} where snapshot_date = :d"), {"d": as_of})
+                continue
+            staged = stage_arrow(conn, f"stage_{name}", data, f"{schema}.{name}")
+            replace_where(conn, schema, name, staged, columns, "snapshot_date = :d", {"d": as_of})
+        record_run(
+            conn, schema, as_of, "scores", "customers", "success",
+            {"input": len(scores), "output": len(scores)},
+            {"method": result.method, "reason": result.reason, "quality": result.quality},
+        )  # fmt: skip
+    engine.dispose()
+    return {"snapshot_date": as_of.isoformat(), "method": result.method, "reason": result.reason, "customers": len(scores), "quality": result.quality}

@@ -1,0 +1,350 @@
+"""Clean behaviour events (Spark): parse, normalise, validate, deduplicate, flag bots.
+
+Pure transforms (:func:`parse_events`, :func:`classify_events`, :func:`split_duplicates`,
+:func:`flag_bots`) take and return DataFrames so they are testable on tiny frames;
+:func:`clean_events` does the I/O for one logical date and reconciles the counts:
+
+    input lines = clean + quarantined + duplicates
+
+Every rejected line goes to quarantine with its original payload and one machine-readable
+reason, chosen by the first rule it breaks, in this order:
+
+    malformed_json, missing_required_field, wrong_type, invalid_timestamp, invalid_enum,
+    too_late, unknown_product_id
+
+Bots are not rejected: a session with more than ``clean.bot_max_events_per_minute`` events in
+any one minute has all its events flagged ``is_bot`` (kept in the lake, left out of the
+warehouse's behaviour facts).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.platform.config import PipelineConfig
+from jobs.platform.errors import ReconciliationError, UpstreamNotReadyError
+from jobs.platform.interface import CHANNELS, EVENT_FIELDS, EVENT_TYPES, REQUIRED_EVENT_FIELDS
+from jobs.platform.lake import (
+    clean_events_prefix,
+    clean_source_prefix,
+    has_parquet,
+    lake_storage,
+    quarantine_prefix,
+    raw_events_prefix,
+    read_json,
+    run_record_key,
+    spark_uri,
+    window_for,
+    write_json,
+)
+from jobs.platform.ops import record_and_reconcile
+
+log = logging.getLogger(__name__)
+
+REASONS = (
+    "malformed_json",
+    "missing_required_field",
+    "wrong_type",
+    "invalid_timestamp",
+    "invalid_enum",
+    "too_late",
+    "unknown_product_id",
+)
+CLEAN_COLUMNS = (
+    "event_id",
+    "event_type",
+    "event_at",
+    "event_date",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "product_id",
+    "search_query",
+    "channel",
+    "device",
+    "utm_source",
+    "price",
+    "is_bot",
+    "extra_fields",
+    "source_file",
+    "line_number",
+)
+QUARANTINE_COLUMNS = ("payload", "source_file", "line_number", "stage", "reason", "detail")
+
+
+def read_raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """One row per line of the raw files: ``value``, ``source_file``, ``line_number`` (1-based).
+
+    A gzip file is never split, so its lines are read in order by one task and get
+    consecutive ``monotonically_increasing_id`` values: the line number is the id minus the
+    file's smallest id. That needs only a tiny per-file aggregate, not a sort of every line.
+    """
+    if not paths:
+        return spark.createDataFrame([], "value string, source_file string, line_number long")
+    lines = spark.read.text(paths).select(
+        "value",
+        F.input_file_name().alias("source_file"),
+        F.monotonically_increasing_id().alias("_row_id"),
+    )
+    first_ids = lines.groupBy("source_file").agg(F.min("_row_id").alias("_first_id"))
+    return (
+        lines.join(F.broadcast(first_ids), "source_file")
+        .withColumn("line_number", F.col("_row_id") - F.col("_first_id") + 1)
+        .drop("_row_id", "_first_id")
+    )
+
+
+def parse_events(lines: DataFrame) -> DataFrame:
+    """Parse each JSON line once into a map of raw string fields; flag malformed lines.
+
+    Every known field comes out as text (numbers and objects keep their JSON text) so that
+    type checks can tell "12.50" (fine) from "free" (wrong type). Unknown fields are kept in
+    ``extra_fields``. A line that is not a JSON object parses to null: ``is_malformed``.
+    """
+    fields = F.from_json("value", T.MapType(T.StringType(), T.StringType()))
+    parsed = lines.select("value", "source_file", "line_number", fields.alias("all_fields"))
+    extra = F.map_filter("all_fields", lambda k, _v: ~k.isin(*EVENT_FIELDS))
+    return parsed.select(
+        "value",
+        "source_file",
+        "line_number",
+        *[F.col("all_fields")[name].alias(f"raw_{name}") for name in EVENT_FIELDS],
+        F.col("all_fields").isNull().alias("is_malformed"),
+        extra.alias("extra_fields"),
+    )
+
+
+def _blank(column: Column) -> Column:
+    return column.isNull() | (F.trim(column) == "")
+
+
+def _bad_number(raw: Column, spark_type: str) -> Column:
+    """Present but not a number of that type (numeric strings such as "12.50" are fine)."""
+    return raw.isNotNull() & (F.trim(raw) != "") & F.trim(raw).try_cast(spark_type).isNull()
+
+
+def classify_events(
+    parsed: DataFrame,
+    logical_date: date,
+    tz: str,
+    window_end: datetime,
+    late_window_days: int,
+    future_tolerance_minutes: int,
+    known_products: DataFrame | None,
+) -> DataFrame:
+    """Normalise fields and attach ``reason`` (null when the row is valid) and ``detail``."""
+    event_at = F.col("raw_event_ts").cast("timestamp")
+    typed = parsed.select(
+        "*",
+        F.trim("raw_event_id").alias("event_id"),
+        F.lower(F.trim("raw_event_type")).alias("event_type"),
+        event_at.alias("event_at"),
+        F.to_date(F.from_utc_timestamp(event_at, tz)).alias("event_date"),
+        F.trim("raw_user_id").try_cast("bigint").alias("user_id"),
+        F.trim("raw_anonymous_id").alias("anonymous_id"),
+        F.trim("raw_session_id").alias("session_id"),
+        F.trim("raw_product_id").try_cast("bigint").alias("product_id"),
+        F.nullif(F.trim("raw_query"), F.lit("")).alias("search_query"),
+        F.lower(F.trim("raw_channel")).alias("channel"),
+        F.lower(F.nullif(F.trim("raw_device"), F.lit(""))).alias("device"),
+        F.lower(F.nullif(F.trim("raw_utm_source"), F.lit(""))).alias("utm_source"),
+        F.trim("raw_price").try_cast("decimal(12,2)").alias("price"),
+    )
+    missing = [F.when(_blank(F.col(f"raw_{name}")), F.lit(name)) for name in REQUIRED_EVENT_FIELDS]
+    wrong = [
+        F.when(_bad_number(F.col("raw_user_id"), "bigint"), F.lit("user_id")),
+        F.when(_bad_number(F.col("raw_product_id"), "bigint"), F.lit("product_id")),
+        F.when(_bad_number(F.col("raw_price"), "decimal(12,2)"), F.lit("price")),
+    ]
+    earliest_plausible = datetime.combine(logical_date - timedelta(days=365), datetime.min.time())
+    latest = window_end + timedelta(minutes=future_tolerance_minutes)
+    oldest_accepted = logical_date - timedelta(days=late_window_days)
+    bad_enum = [
+        F.when(~F.col("event_type").isin(*EVENT_TYPES), F.lit("event_type")),
+        F.when(~F.col("channel").isin(*CHANNELS), F.lit("channel")),
+    ]
+    if known_products is not None:
+        known = known_products.select(F.col("product_id").alias("_known_product_id")).distinct()
+        typed = typed.join(
+            F.broadcast(known), typed.product_id == known._known_product_id, "left"
+        )
+        unknown_product = F.col("product_id").isNotNull() & F.col("_known_product_id").isNull()
+    else:
+        unknown_product = F.lit(False)
+    naive_latest = latest.astimezone(UTC).replace(tzinfo=None)
+    reason = (
+        F.when(F.col("is_malformed"), F.lit("malformed_json"))
+        .when(F.concat_ws(",", *missing) != "", F.lit("missing_required_field"))
+        .when(F.concat_ws(",", *wrong) != "", F.lit("wrong_type"))
+        .when(
+            F.col("event_at").isNull()
+            | (F.col("event_at") < F.lit(earliest_plausible))
+            | (F.col("event_at") > F.lit(naive_latest)),
+            F.lit("invalid_timestamp"),
+        )
+        .when(F.concat_ws(",", *bad_enum) != "", F.lit("invalid_enum"))
+        .when(F.col("event_date") < F.lit(oldest_accepted), F.lit("too_late"))
+        .when(unknown_product, F.lit("unknown_product_id"))
+    )
+    detail = (
+        F.when(reason == "missing_required_field", F.concat_ws(",", *missing))
+        .when(reason == "wrong_type", F.concat_ws(",", *wrong))
+        .when(reason == "invalid_timestamp", F.coalesce(F.col("raw_event_ts"), F.lit("")))
+        .when(reason == "invalid_enum", F.concat_ws(",", *bad_enum))
+        .when(reason == "too_late", F.col("event_date").cast("string"))
+        .when(reason == "unknown_product_id", F.col("product_id").cast("string"))
+    )
+    return typed.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def mark_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> DataFrame:
+    """Add ``is_duplicate``: true for every occurrence of an event_id after the first (in file
+    and line order) and for ids already kept by an earlier batch."""
+    order = Window.partitionBy("event_id").orderBy("source_file", "line_number")
+    ranked = valid.withColumn("_occurrence", F.row_number().over(order))
+    if seen_event_ids is not None:
+        seen = seen_event_ids.select(F.col("event_id").alias("_seen_id")).distinct()
+        ranked = ranked.join(seen, ranked.event_id == seen._seen_id, "left")
+        seen_before = F.col("_seen_id").isNotNull()
+    else:
+        ranked, seen_before = ranked.withColumn("_seen_id", F.lit(None)), F.lit(False)
+    return ranked.withColumn("is_duplicate", (F.col("_occurrence") > 1) | seen_before).drop(
+        "_occurrence", "_seen_id"
+    )
+
+
+def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+    """``(unique, duplicates)``: see :func:`mark_duplicates`."""
+    marked = mark_duplicates(valid, seen_event_ids)
+    return (
+        marked.where(~F.col("is_duplicate")).drop("is_duplicate"),
+        marked.where(F.col("is_duplicate")).drop("is_duplicate"),
+    )
+
+
+def flag_bots(events: DataFrame, max_events_per_minute: int) -> DataFrame:
+    """``is_bot`` is true for every event of a session that exceeds the per-minute rate."""
+    per_minute = events.groupBy("session_id", F.date_trunc("minute", "event_at").alias("_minute")).count()
+    bots = (
+        per_minute.where(F.col("count") > max_events_per_minute)
+        .select(F.col("session_id").alias("_bot_session"))
+        .distinct()
+    )
+    flagged = events.join(bots, events.session_id == bots._bot_session, "left")
+    return flagged.withColumn("is_bot", F.col("_bot_session").isNotNull()).drop("_bot_session")
+
+
+def _landing_key(column: str) -> Column:
+    """Landing key of the file a line came from (the raw path minus the lake prefix)."""
+    return F.regexp_extract(F.col(column), r"(events/date=.*)$", 1)
+
+
+def clean_events(config: PipelineConfig, logical_date: date) -> dict:
+    """Clean batch D of raw events into the clean zone and quarantine; reconcile the counts."""
+    from jobs.platform.spark import get_spark
+
+    spark = get_spark(config)
+    lake = lake_storage(config)
+    raw_prefix = raw_events_prefix(logical_date)
+    if not lake.exists(raw_prefix + "_manifest.json"):
+        raise UpstreamNotReadyError(
+            f"no raw events manifest for {logical_date} at {lake.uri(raw_prefix)}: run the collect stage first"
+        )
+    manifest = read_json(lake, raw_prefix + "_manifest.json")
+    paths = [spark_uri(lake, entry["raw_key"]) for entry in manifest["files"]]
+    lines = read_raw_lines(spark, paths).withColumn(
+        "source_file", _landing_key("source_file")
+    )
+
+    known_products = None
+    if has_parquet(lake, clean_source_prefix("products")):
+        known_products = (
+            spark.read.parquet(spark_uri(lake, clean_source_prefix("products")))
+            .where(F.col("extract_date") <= F.lit(logical_date))
+            .select("product_id")
+        )
+    window = window_for(logical_date, config.tz)
+    classified = classify_events(
+        parse_events(lines),
+        logical_date=logical_date,
+        tz=config.shop.timezone,
+        window_end=window.end,
+        late_window_days=config.clean.late_window_days,
+        future_tolerance_minutes=config.clean.future_tolerance_minutes,
+        known_products=known_products,
+    ).persist()
+
+    seen = None
+    earlier = clean_events_prefix()
+    if has_parquet(lake, earlier):
+        first_day = logical_date - timedelta(days=config.clean.late_window_days + 1)
+        seen = (
+            spark.read.parquet(spark_uri(lake, earlier))
+            .where((F.col("batch_date") < F.lit(logical_date)) & (F.col("event_date") >= F.lit(first_day)))
+            .select("event_id")
+        )
+    # Only the clean columns travel through the dedupe and bot shuffles (not the raw payload).
+    valid = classified.where(F.col("reason").isNull()).select(*[c for c in CLEAN_COLUMNS if c != "is_bot"])
+    marked = mark_duplicates(valid, seen).persist()
+    clean = flag_bots(marked.where(~F.col("is_duplicate")), config.clean.bot_max_events_per_minute)
+
+    quarantine = classified.where(F.col("reason").isNotNull()).select(
+        F.col("value").alias("payload"),
+        "source_file",
+        "line_number",
+        F.lit("clean_events").alias("stage"),
+        "reason",
+        "detail",
+    )
+    clean_path = spark_uri(lake, clean_events_prefix(logical_date))
+    clean.select(*CLEAN_COLUMNS).write.mode("overwrite").partitionBy("event_date").parquet(clean_path)
+    quarantine.coalesce(1).write.mode("overwrite").parquet(
+        spark_uri(lake, quarantine_prefix("events", logical_date))
+    )
+
+    written = spark.read.parquet(clean_path)
+    stats = written.agg(
+        F.count("*").alias("clean"),
+        F.sum(F.col("is_bot").cast("int")).alias("bot"),
+        F.sum((F.col("event_date") < F.lit(logical_date)).cast("int")).alias("late"),
+        F.collect_set(F.col("event_date").cast("string")).alias("event_dates"),
+    ).first()
+    by_reason = {
+        row["reason"]: row["count"]
+        for row in classified.groupBy("reason").count().collect()
+    }
+    parsed_lines = sum(by_reason.values())
+    by_reason.pop(None, None)
+    counts = {
+        "input": int(manifest["line_count"]),
+        "parsed_lines": parsed_lines,
+        "clean": int(stats["clean"]),
+        "duplicates": marked.where(F.col("is_duplicate")).count(),
+        "quarantined": sum(by_reason.values()),
+    }
+    marked.unpersist()
+    classified.unpersist()
+    record = {
+        "stage": "clean",
+        "dataset": "events",
+        "logical_date": logical_date.isoformat(),
+        "counts": counts,
+        "quarantined_by_reason": {reason: by_reason.get(reason, 0) for reason in REASONS},
+        "bot_events": int(stats["bot"] or 0),
+        "late_events": int(stats["late"] or 0),
+        "event_dates": sorted(stats["event_dates"] or []),
+        "files": manifest["file_count"],
+    }
+    write_json(lake, run_record_key("clean", "events", logical_date), record)
+    if counts["parsed_lines"] != counts["input"]:
+        raise ReconciliationError(
+            f"events {logical_date}: manifest says {counts['input']} lines but Spark read {counts['parsed_lines']}"
+        )
+    record_and_reconcile(config, record)
+    log.info("clean events %s: %s", logical_date, counts)
+    return record

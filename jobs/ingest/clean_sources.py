@@ -1,0 +1,388 @@
+"""Clean the source-table extracts (Spark): users, products, orders, order_items.
+
+Each extract of logical date D is normalised, checked and de-duplicated (latest ``updated_at``
+per key wins, so a late status change in a later extract supersedes the earlier state).
+Rejected rows go to quarantine with their original values as JSON and a reason:
+
+    missing_required_field, invalid_enum, invalid_amount, invalid_value,
+    unknown_user_id, unknown_product_id, unknown_order_id, parent_quarantined
+
+Email and phone leave this stage only as keyed hashes; the clear values are written to the
+restricted zone (``restricted/users_pii``) for consented exports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.platform.config import PipelineConfig
+from jobs.platform.errors import UpstreamNotReadyError
+from jobs.platform.interface import CHANNELS, ORDER_STATUSES
+from jobs.platform.lake import (
+    clean_source_prefix,
+    has_parquet,
+    lake_storage,
+    quarantine_prefix,
+    raw_source_prefix,
+    read_json,
+    restricted_prefix,
+    run_record_key,
+    spark_uri,
+    write_json,
+)
+from jobs.platform.ops import record_and_reconcile
+from jobs.platform.published import latest_per_key
+
+log = logging.getLogger(__name__)
+
+GENDERS = ("F", "M", "U")
+
+
+@dataclass(frozen=True)
+class Check:
+    reason: str
+    failed: Column  # true when the row breaks the rule
+    detail: Column = field(default_factory=lambda: F.lit(None).cast("string"))
+
+
+def _ts(name: str) -> Column:
+    return F.col(name).cast("timestamp").alias(name)
+
+
+def _missing(*names: str) -> Check:
+    blank = [F.when(F.col(n).isNull() | (F.trim(F.col(n).cast("string")) == ""), F.lit(n)) for n in names]
+    joined = F.concat_ws(",", *blank)
+    return Check("missing_required_field", joined != "", joined)
+
+
+def normalise_users(raw: DataFrame) -> DataFrame:
+    gender = F.upper(F.substring(F.trim("gender"), 1, 1))
+    return raw.select(
+        F.col("user_id").cast("bigint").alias("user_id"),
+        _ts("signup_at"),
+        F.when(gender.isin(*GENDERS), gender).otherwise(F.lit("U")).alias("gender"),
+        F.col("birth_year").cast("int").alias("birth_year"),
+        F.initcap(F.trim("region")).alias("region"),
+        F.initcap(F.trim("city")).alias("city"),
+        F.nullif(F.lower(F.trim("email")), F.lit("")).alias("email"),
+        F.nullif(F.regexp_replace("phone", r"[^0-9+]", ""), F.lit("")).alias("phone"),
+        F.coalesce(F.col("consent_email").cast("boolean"), F.lit(False)).alias("consent_email"),
+        F.coalesce(F.col("consent_sms").cast("boolean"), F.lit(False)).alias("consent_sms"),
+        F.coalesce(F.col("consent_push").cast("boolean"), F.lit(False)).alias("consent_push"),
+        _ts("updated_at"),
+    )
+
+
+def normalise_products(raw: DataFrame) -> DataFrame:
+    return raw.select(
+        F.col("product_id").cast("bigint").alias("product_id"),
+        F.trim("name").alias("product_name"),
+        F.lower(F.trim("category_l1")).alias("category_l1"),
+        F.lower(F.trim("category_l2")).alias("category_l2"),
+        F.trim("brand").alias("brand"),
+        F.col("price").cast("decimal(12,2)").alias("price"),
+        F.coalesce(F.col("is_active").cast("boolean"), F.lit(True)).alias("is_active"),
+        _ts("updated_at"),
+    )
+
+
+def normalise_orders(raw: DataFrame, tz: str) -> DataFrame:
+    return raw.select(
+        F.col("order_id").cast("bigint").alias("order_id"),
+        F.col("user_id").cast("bigint").alias("user_id"),
+        F.lower(F.trim("status")).alias("status"),
+        _ts("created_at"),
+        _ts("paid_at"),
+        F.to_date(F.from_utc_timestamp(F.col("created_at").cast("timestamp"), tz)).alias("order_date"),
+        F.col("total_amount").cast("decimal(14,2)").alias("total_amount"),
+        F.coalesce(F.col("discount_amount").cast("decimal(14,2)"), F.lit(0).cast("decimal(14,2)")).alias(
+            "discount_amount"
+        ),
+        F.nullif(F.upper(F.trim("coupon_code")), F.lit("")).alias("coupon_code"),
+        F.lower(F.trim("channel")).alias("channel"),
+        _ts("updated_at"),
+    )
+
+
+def normalise_order_items(raw: DataFrame) -> DataFrame:
+    quantity = F.col("quantity").cast("int")
+    unit_price = F.col("unit_price").cast("decimal(12,2)")
+    return raw.select(
+        F.col("order_id").cast("bigint").alias("order_id"),
+        F.col("line_no").cast("int").alias("line_no"),
+        F.col("product_id").cast("bigint").alias("product_id"),
+        quantity.alias("quantity"),
+        unit_price.alias("unit_price"),
+        (quantity * unit_price).cast("decimal(14,2)").alias("line_amount"),
+        _ts("updated_at"),
+    )
+
+
+def apply_checks(frame: DataFrame, checks: list[Check]) -> DataFrame:
+    """Attach ``reason``/``detail`` from the first failing check (null when all pass)."""
+    reason, detail = None, None
+    for check in checks:
+        failed = F.coalesce(check.failed, F.lit(False))
+        reason = F.when(failed, F.lit(check.reason)) if reason is None else reason.when(failed, F.lit(check.reason))
+        detail = F.when(failed, check.detail) if detail is None else detail.when(failed, check.detail)
+    return frame.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def _mark_unknown(frame: DataFrame, column: str, known: DataFrame | None, flag: str) -> DataFrame:
+    """Add boolean ``flag``: the row's ``column`` is set but absent from ``known``."""
+    if known is None:
+        return frame.withColumn(flag, F.col(column).isNotNull())
+    keys = known.select(F.col(column).alias(f"_{flag}_key")).distinct()
+    joined = frame.join(keys, frame[column] == keys[f"_{flag}_key"], "left")
+    return joined.withColumn(flag, F.col(column).isNotNull() & F.col(f"_{flag}_key").isNull()).drop(
+        f"_{flag}_key"
+    )
+
+
+def _known_keys(spark: SparkSession, config: PipelineConfig, table: str, key: str, day: date):
+    """Keys of ``table`` cleaned in any extract up to and including D (None if none yet)."""
+    lake = lake_storage(config)
+    if not has_parquet(lake, clean_source_prefix(table)):
+        return None
+    return (
+        spark.read.parquet(spark_uri(lake, clean_source_prefix(table)))
+        .where(F.col("extract_date") <= F.lit(day))
+        .select(key)
+    )
+
+
+def _order_attributes(spark: SparkSession, config: PipelineConfig, day: date) -> DataFrame:
+    """Customer and order date of every order known by D (its latest clean version), so each
+    order line carries them into the warehouse."""
+    lake = lake_storage(config)
+    orders = spark.read.parquet(spark_uri(lake, clean_source_prefix("orders"))).where(
+        F.col("extract_date") <= F.lit(day)
+    )
+    latest, _ = latest_per_key(orders, ["order_id"])
+    return latest.select("order_id", "user_id", "order_date")
+
+
+def _quarantined_keys(spark: SparkSession, config: PipelineConfig, table: str, day: date):
+    lake = lake_storage(config)
+    prefix = f"quarantine/{table}/"
+    if not has_parquet(lake, prefix):
+        return None
+    return (
+        spark.read.parquet(spark_uri(lake, prefix))
+        .where(F.col("batch_date") <= F.lit(day))
+        .select(F.get_json_object("payload", "$.order_id").cast("bigint").alias("order_id"))
+    )
+
+
+def _hash_udf(key: bytes):
+    """A vectorised HMAC of a string column (Spark has no keyed hash built in)."""
+    from pyspark.sql.functions import pandas_udf
+
+    from jobs.ingest.pii import keyed_hash
+
+    @pandas_udf("string")
+    def hash_values(values: pd.Series) -> pd.Series:
+        return values.map(lambda v: keyed_hash(key, v) if isinstance(v, str) else None)
+
+    return hash_values
+
+
+def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
+    """Clean every source extract of D; write clean deltas, quarantine and restricted PII."""
+    from jobs.ingest.pii import hash_key
+    from jobs.platform.spark import get_spark
+
+    spark = get_spark(config)
+    lake = lake_storage(config)
+    tz = config.shop.timezone
+    results: dict[str, dict] = {}
+
+    def raw(table: str) -> DataFrame:
+        prefix = raw_source_prefix(table, logical_date)
+        if not lake.exists(prefix + "_manifest.json"):
+            raise UpstreamNotReadyError(
+                f"no raw extract of {table} for {logical_date} at {lake.uri(prefix)}: run collect first"
+            )
+        return spark.read.parquet(spark_uri(lake, prefix))
+
+    # users
+    users = normalise_users(raw("users"))
+    users = apply_checks(
+        users,
+        [
+            _missing("user_id", "signup_at", "updated_at"),
+            Check(
+                "invalid_value",
+                F.col("birth_year").isNotNull()
+                & ((F.col("birth_year") < 1900) | (F.col("birth_year") > logical_date.year)),
+                F.concat(F.lit("birth_year="), F.col("birth_year").cast("string")),
+            ),
+        ],
+    )
+    hasher = _hash_udf(hash_key(config))
+    users_split = _finish(
+        "users",
+        users,
+        ["user_id"],
+        lambda df: df.withColumn("email_hash", hasher("email"))
+        .withColumn("phone_hash", hasher("phone"))
+        .withColumn("has_email", F.col("email").isNotNull())
+        .withColumn("has_phone", F.col("phone").isNotNull())
+        .drop("email", "phone"),
+        lambda df: df.select(
+            "user_id", "email", "phone", "consent_email", "consent_sms", "consent_push", "updated_at"
+        ),
+        # quarantine is not the restricted zone: rejected users keep email/phone only as hashes
+        lambda df: df.withColumn("email_hash", hasher("email"))
+        .withColumn("phone_hash", hasher("phone"))
+        .drop("email", "phone"),
+    )
+    results["users"] = _write(spark, config, "users", logical_date, users_split)
+
+    # products
+    products = apply_checks(
+        normalise_products(raw("products")),
+        [
+            _missing("product_id", "product_name", "category_l1", "price", "updated_at"),
+            Check("invalid_amount", F.col("price") < 0, F.col("price").cast("string")),
+        ],
+    )
+    results["products"] = _write(spark, config, "products", logical_date, _finish("products", products, ["product_id"]))
+
+    # orders
+    known_users = _known_keys(spark, config, "users", "user_id", logical_date)
+    orders = _mark_unknown(normalise_orders(raw("orders"), tz), "user_id", known_users, "_unknown_user")
+    max_amount = config.clean.max_order_amount
+    orders = apply_checks(
+        orders,
+        [
+            _missing("order_id", "user_id", "status", "created_at", "total_amount", "updated_at"),
+            Check("invalid_enum", ~F.col("status").isin(*ORDER_STATUSES), F.concat(F.lit("status="), F.col("status"))),
+            Check(
+                "invalid_enum",
+                F.col("channel").isNotNull() & ~F.col("channel").isin(*CHANNELS),
+                F.concat(F.lit("channel="), F.col("channel")),
+            ),
+            Check(
+                "invalid_amount",
+                (F.col("total_amount") < 0) | (F.col("total_amount") > max_amount) | (F.col("discount_amount") < 0),
+                F.concat(F.lit("total_amount="), F.col("total_amount").cast("string")),
+            ),
+            Check("unknown_user_id", F.col("_unknown_user"), F.col("user_id").cast("string")),
+        ],
+    ).drop("_unknown_user")
+    results["orders"] = _write(spark, config, "orders", logical_date, _finish("orders", orders, ["order_id"]))
+
+    # order_items
+    known_products = _known_keys(spark, config, "products", "product_id", logical_date)
+    known_orders = _known_keys(spark, config, "orders", "order_id", logical_date)
+    quarantined_orders = _quarantined_keys(spark, config, "orders", logical_date)
+    items = normalise_order_items(raw("order_items"))
+    items = _mark_unknown(items, "product_id", known_products, "_unknown_product")
+    items = _mark_unknown(items, "order_id", known_orders, "_unknown_order")
+    if quarantined_orders is not None:
+        items = _mark_unknown(items, "order_id", quarantined_orders, "_not_in_quarantine")
+        parent_bad = F.col("_unknown_order") & ~F.col("_not_in_quarantine")
+    else:
+        items = items.withColumn("_not_in_quarantine", F.lit(True))
+        parent_bad = F.lit(False)
+    items = apply_checks(
+        items,
+        [
+            _missing("order_id", "line_no", "product_id", "quantity", "unit_price", "updated_at"),
+            Check(
+                "invalid_value",
+                (F.col("quantity") <= 0) | (F.col("quantity") > config.clean.max_item_quantity) | (F.col("line_no") <= 0),
+                F.concat(F.lit("quantity="), F.col("quantity").cast("string")),
+            ),
+            Check("invalid_amount", F.col("unit_price") < 0, F.col("unit_price").cast("string")),
+            Check("parent_quarantined", parent_bad, F.col("order_id").cast("string")),
+            Check("unknown_order_id", F.col("_unknown_order"), F.col("order_id").cast("string")),
+            Check("unknown_product_id", F.col("_unknown_product"), F.col("product_id").cast("string")),
+        ],
+    ).drop("_unknown_product", "_unknown_order", "_not_in_quarantine")
+    attributes = _order_attributes(spark, config, logical_date)
+    results["order_items"] = _write(
+        spark,
+        config,
+        "order_items",
+        logical_date,
+        _finish(
+            "order_items",
+            items,
+            ["order_id", "line_no"],
+            clean_transform=lambda df: df.join(attributes, "order_id", "left"),
+        ),
+    )
+    return {"logical_date": logical_date.isoformat(), "tables": results}
+
+
+@dataclass
+class _Split:
+    input: DataFrame
+    clean: DataFrame
+    quarantine: DataFrame
+    duplicates: DataFrame
+    restricted: DataFrame | None = None
+
+
+def _finish(
+    table: str,
+    checked: DataFrame,
+    keys: list[str],
+    clean_transform: Callable[[DataFrame], DataFrame] | None = None,
+    restricted_transform: Callable[[DataFrame], DataFrame] | None = None,
+    quarantine_transform: Callable[[DataFrame], DataFrame] | None = None,
+) -> _Split:
+    """Split checked rows into clean (latest per key), duplicates and quarantine."""
+    checked = checked.persist()
+    valid = checked.where(F.col("reason").isNull()).drop("reason", "detail")
+    latest, duplicates = latest_per_key(valid, keys)
+    rejected = checked.where(F.col("reason").isNotNull())
+    if quarantine_transform:
+        rejected = quarantine_transform(rejected)
+    payload_cols = [c for c in rejected.columns if c not in ("reason", "detail") and not c.startswith("_")]
+    quarantine = rejected.select(
+        F.to_json(F.struct(*payload_cols)).alias("payload"),
+        F.lit(f"clean_{table}").alias("stage"),
+        "reason",
+        "detail",
+    )
+    restricted = restricted_transform(latest) if restricted_transform else None
+    clean = clean_transform(latest) if clean_transform else latest
+    return _Split(checked, clean, quarantine, duplicates, restricted)
+
+
+def _write(spark: SparkSession, config: PipelineConfig, table: str, day: date, split: _Split) -> dict:
+    """Write clean, quarantine (and restricted) outputs of one table, record and reconcile."""
+    lake = lake_storage(config)
+    split.clean.write.mode("overwrite").parquet(spark_uri(lake, clean_source_prefix(table, day)))
+    split.quarantine.coalesce(1).write.mode("overwrite").parquet(spark_uri(lake, quarantine_prefix(table, day)))
+    if split.restricted is not None:
+        split.restricted.write.mode("overwrite").parquet(spark_uri(lake, restricted_prefix(f"{table}_pii", day)))
+    manifest = read_json(lake, raw_source_prefix(table, day) + "_manifest.json")
+    by_reason = {r["reason"]: r["count"] for r in split.quarantine.groupBy("reason").count().collect()}
+    counts = {
+        "input": int(manifest["row_count"]),
+        "clean": spark.read.parquet(spark_uri(lake, clean_source_prefix(table, day))).count(),
+        "quarantined": sum(by_reason.values()),
+        "duplicates": split.duplicates.count(),
+    }
+    split.input.unpersist()
+    record = {
+        "stage": "clean",
+        "dataset": table,
+        "logical_date": day.isoformat(),
+        "counts": counts,
+        "quarantined_by_reason": by_reason,
+    }
+    write_json(lake, run_record_key("clean", table, day), record)
+    record_and_reconcile(config, record)
+    return record

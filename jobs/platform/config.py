@@ -1,0 +1,309 @@
+"""Pipeline configuration: one YAML file, overridable by ``MKT_*`` environment variables.
+
+The file is ``config/pipeline.yaml`` unless ``MKT_CONFIG`` names another one. Any setting can be
+overridden from the environment with ``MKT_<SECTION>__<KEY>``, e.g.
+``MKT_WAREHOUSE__URL=postgresql+psycopg://...`` or ``MKT_STORAGE__LANDING_ROOT=s3://shop/landing``.
+A wrong key, type or URL fails fast with :class:`ConfigError`, whose message is one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jobs.platform.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "pipeline.yaml"
+ENV_PREFIX = "MKT_"
+
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShopConfig(_Section):
+    name: str = "demo-shop"
+    timezone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
+class StorageConfig(_Section):
+    landing_root: str = "data/landing"
+    lake_root: str = "data/lake"
+    reports_root: str = "data/reports"
+    state_root: str = "data/state"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    @field_validator("landing_root", "lake_root", "reports_root", "state_root")
+    @classmethod
+    def _root_scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError(f"storage root {value!r} must be a local path or s3://bucket/prefix")
+        return value
+
+
+class SourceConfig(_Section):
+    url: str = "sqlite:///data/source/shop.db"
+    tables: tuple[str, ...] = ("users", "products", "orders", "order_items")
+
+    @field_validator("url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        return _check_sqlalchemy_url(value)
+
+
+class WarehouseConfig(_Section):
+    url: str = "duckdb:///data/warehouse/marketing.duckdb"
+    schema_name: str = Field("main", alias="schema")
+    bi_role: str | None = Field(None, description="PostgreSQL role granted read-only, PII-free access")
+
+    @field_validator("url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        return _check_sqlalchemy_url(value)
+
+    @field_validator("schema_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
+            raise ValueError(f"schema {value!r} must be a lower-case SQL identifier")
+        return value
+
+
+class SparkConfig(_Section):
+    master: str = "local[*]"
+    app_name: str = "marketing-pipeline"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(8, ge=1)
+    log_level: str = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class CollectConfig(_Section):
+    lookback_days: int = Field(3, ge=0, description="earlier landing days scanned for late files")
+    source_overlap_minutes: int = Field(60, ge=0)
+    full_reload: bool = False
+
+
+class CleanConfig(_Section):
+    late_window_days: int = Field(3, ge=0, description="events older than this are quarantined")
+    future_tolerance_minutes: int = Field(60, ge=0, description="clock skew accepted")
+    bot_max_events_per_minute: int = Field(30, ge=1)
+    max_order_amount: float = Field(100_000, gt=0)
+    max_item_quantity: int = Field(1_000, ge=1)
+
+
+class ValidationConfig(_Section):
+    contracts_dir: str = "data_contracts"
+    volume_history_days: int = Field(7, ge=1)
+    build_data_docs: bool = True
+
+
+class CustomersConfig(_Section):
+    segments_file: str = Field("config/segments.yaml", description="RFM scoring and lifecycle rules")
+    tags_file: str = Field("config/tags.yaml", description="customer tag definitions")
+
+
+class RecommenderSection(_Section):
+    config_file: str = Field("config/recommender.yaml", description="interactions, tuning, evaluation, baselines")
+    registry_root: str = Field("data/models", description="model registry: local path or s3://bucket/prefix")
+
+
+class PiiConfig(_Section):
+    hash_key_env: str = "MKT_PII_HASH_KEY"
+    allow_generated_key: bool = Field(
+        True, description="dev/demo only: generate and keep a key under state_root when unset"
+    )
+
+
+class AirflowConfig(_Section):
+    schedule: str = "0 3 * * *"
+    start_date: str = "2026-01-01"
+    retries: int = Field(2, ge=0)
+    retry_delay_minutes: int = Field(5, ge=0)
+    alert_email: str | None = None
+
+
+class PipelineConfig(_Section):
+    shop: ShopConfig = ShopConfig()
+    storage: StorageConfig = StorageConfig()
+    source: SourceConfig = SourceConfig()
+    warehouse: WarehouseConfig = WarehouseConfig()
+    spark: SparkConfig = SparkConfig()
+    collect: CollectConfig = CollectConfig()
+    clean: CleanConfig = CleanConfig()
+    validation: ValidationConfig = ValidationConfig()
+    customers: CustomersConfig = CustomersConfig()
+    recommender: RecommenderSection = RecommenderSection()
+    pii: PiiConfig = PiiConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    source_file: str | None = None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.shop.timezone)
+
+
+def _check_sqlalchemy_url(value: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(f"not a SQLAlchemy URL: {value!r}") from exc
+    return value
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    """Relative local paths are relative to the project root, so every entry point agrees."""
+    if value.startswith("s3://") or value.startswith("/"):
+        return value
+    if value.startswith("file://"):
+        return value[len("file://") :]
+    return str((base / value).resolve())
+
+
+def _resolve_sqlite_like(url: str, base: Path) -> str:
+    for prefix in ("sqlite:///", "duckdb:///"):
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str((base / url[len(prefix) :]).resolve())
+    return url
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``MKT_SECTION__KEY=value`` -> ``{"section": {"key": value}}``; values are parsed as YAML."""
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+    return overrides
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting '{key}'"
+    if error["type"] == "value_error":
+        return f"setting '{key}': {error['msg'].removeprefix('Value error, ')}"
+    return f"setting '{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Read, merge and validate the configuration; raise :class:`ConfigError` on any problem."""
+    environ = dict(os.environ if environ is None else environ)
+    config_path = Path(path or environ.get("MKT_CONFIG") or DEFAULT_CONFIG)
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {config_path}{where} is not valid YAML") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {config_path} must hold a mapping of sections")
+    merged = _deep_merge(_deep_merge(raw, _env_overrides(environ)), overrides or {})
+    try:
+        config = PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{config_path}: {_describe(first)}{more}") from exc
+
+    base = PROJECT_ROOT
+    storage = config.storage.model_copy(
+        update={
+            name: _resolve_path(getattr(config.storage, name), base)
+            for name in ("landing_root", "lake_root", "reports_root", "state_root")
+        }
+    )
+    validation = config.validation.model_copy(
+        update={"contracts_dir": _resolve_path(config.validation.contracts_dir, base)}
+    )
+    customers = config.customers.model_copy(
+        update={name: _resolve_path(getattr(config.customers, name), base) for name in ("segments_file", "tags_file")}
+    )
+    return config.model_copy(
+        update={
+            "storage": storage,
+            "validation": validation,
+            "customers": customers,
+            "recommender": config.recommender.model_copy(
+                update={name: _resolve_path(getattr(config.recommender, name), base) for name in ("config_file", "registry_root")}
+            ),
+            "source": config.source.model_copy(
+                update={"url": _resolve_sqlite_like(config.source.url, base)}
+            ),
+            "warehouse": config.warehouse.model_copy(
+                update={"url": _resolve_sqlite_like(config.warehouse.url, base)}
+            ),
+            "source_file": str(config_path),
+        }
+    )
+
+
+def load_yaml_model(path: str | Path, model: type[BaseModel], what: str):
+    """Read a YAML settings file (segments, tags, ...) into ``model``. Errors are one line naming
+    the file and the key; list items are shown with their ``name`` (``tags.5(loyalty).rules``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return model.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        parts, node = [], raw
+        for part in error["loc"]:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
+            named = isinstance(part, int) and isinstance(node, dict) and node.get("name")
+            parts.append(f"{part}({node['name']})" if named else str(part))
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: setting '{'.'.join(parts)}': {message}") from exc

@@ -1,0 +1,134 @@
+"""What the Airflow DAG files need from the project, kept out of the DAG files themselves:
+the business date of a run, the published assets, and failure alerts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from jobs.platform.config import PipelineConfig
+
+log = logging.getLogger("marketing.alerts")
+
+# Each published warehouse table is an Airflow Asset; later DAGs can be scheduled on them.
+PUBLISHED_TABLES = ("dim_user", "dim_product", "fct_orders", "fct_order_items", "fct_events_daily")
+
+
+def asset_uri(config: PipelineConfig, table: str) -> str:
+    """A stable URI naming a published table (not a connection string: no credentials)."""
+    dialect = config.warehouse.url.split(":", 1)[0].split("+", 1)[0]
+    return f"{dialect}://marketing-warehouse/{config.warehouse.schema_name}/{table}"
+
+
+def _business_date_param(context: dict) -> date | None:
+    value = (context.get("params") or {}).get("business_date")
+    return date.fromisoformat(str(value)) if value else None
+
+
+def business_date(context: dict, tz: str) -> date:
+    """The shop-local date a run processes: the start of its data interval, in the shop's zone.
+
+    With the daily ``CronDataIntervalTimetable`` the run for date D starts after D has ended
+    (at the configured local time on D+1) and its interval starts on D. Manual runs without
+    an interval fall back to the day before the logical date. A ``business_date`` param
+    (``--conf '{"business_date": "2026-10-30"}'``) overrides both, for reruns and backfills.
+    """
+    override = _business_date_param(context)
+    if override:
+        return override
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return start.astimezone(ZoneInfo(tz)).date()
+    logical = context.get("logical_date") or datetime.now(ZoneInfo(tz))
+    return logical.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
+
+
+def business_date_from_assets(context: dict, tz: str) -> date:
+    """The date an asset-triggered run works on: the ``business_date`` param, else the date
+    the triggering load published (carried in the asset event's extra), else yesterday."""
+    override = _business_date_param(context)
+    if override:
+        return override
+    events = context.get("triggering_asset_events") or {}
+    dates = [
+        event.extra.get("business_date")
+        for asset_events in events.values()
+        for event in asset_events
+        if getattr(event, "extra", None) and event.extra.get("business_date")
+    ]
+    if dates:
+        return date.fromisoformat(max(dates))
+    return datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)
+
+
+def alert_on_failure(context: dict) -> None:
+    """Failure callback: one structured log line a log-based alerting rule can match.
+
+    The error message of our own exceptions already names the contract, column and count
+    (validation) or the unreconciled rows (clean), so the alert says exactly what broke.
+    """
+    ti = context.get("task_instance") or context.get("ti")
+    exc = context.get("exception")
+    log.error(
+        "ALERT marketing pipeline failure dag=%s task=%s run=%s try=%s error=%s",
+        getattr(ti, "dag_id", "?"),
+        getattr(ti, "task_id", "?"),
+        context.get("run_id"),
+        getattr(ti, "try_number", "?"),
+        f"{type(exc).__name__}: {exc}" if exc else "unknown",
+    )
+
+
+def dag_defaults(config: PipelineConfig) -> dict:
+    """DAG arguments every marketing DAG shares: start, no catchup, one run at a time,
+    serial tasks on DuckDB (one writing process at a time), retries with back-off, alerts."""
+    return {
+        "start_date": datetime.fromisoformat(config.airflow.start_date).replace(tzinfo=config.tz),
+        "catchup": False,
+        "max_active_runs": 1,
+        "max_active_tasks": 1 if config.warehouse.url.startswith("duckdb") else 16,
+        "default_args": {
+            "owner": "data-engineering",
+            "retries": config.airflow.retries,
+            "retry_delay": timedelta(minutes=config.airflow.retry_delay_minutes),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(hours=1),
+            "on_failure_callback": alert_on_failure,
+        },
+    }
+
+
+def business_date_param(description: str):
+    """The optional ``business_date`` run parameter (reruns, backfills, manual runs)."""
+    from airflow.sdk import Param
+
+    return {"business_date": Param(None, type=["null", "string"], format="date", description=description)}
+
+
+def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
+    """Run stage ``name`` (see :mod:`jobs.platform.stages`) for a date inside a task. A
+    deterministic failure fails the task at once; a transient one is retried with back-off."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from jobs.platform.errors import DeterministicError
+    from jobs.platform.stages import stage_function
+
+    stage = stage_function(name)
+    try:
+        summary = stage(config, day)
+    except DeterministicError as exc:  # TransientError propagates: Airflow retries it
+        raise AirflowFailException(f"{name} {day}: {exc}") from exc
+    return {"business_date": day.isoformat(), **summary}
+
+
+def announce(assets, summary: dict) -> dict:
+    """Tell asset-scheduled DAGs which date this task published (the asset events' extra,
+    read by :func:`business_date_from_assets`); returns ``summary``."""
+    from airflow.sdk import get_current_context
+
+    events = get_current_context()["outlet_events"]
+    for asset in assets:
+        events[asset].extra = {"business_date": summary["business_date"]}
+    return summary

@@ -1,0 +1,83 @@
+"""Readers of published data: the one way a stage downstream of ``load`` reads its inputs.
+
+A batch (logical date) is published once ``load`` recorded it in ``ops_pipeline_runs``. Stages
+built on published data read the clean lake zone restricted to published batches, and take the
+latest version of every source row as of their date, so a batch that failed validation is
+never seen downstream.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.platform.config import PipelineConfig
+from jobs.platform.errors import UpstreamNotReadyError
+
+
+def latest_per_key(frame: DataFrame, keys: list[str]) -> tuple[DataFrame, DataFrame]:
+    """Latest ``updated_at`` per key wins; returns ``(latest, superseded duplicates)``."""
+    order = Window.partitionBy(*keys).orderBy(F.col("updated_at").desc_nulls_last())
+    ranked = frame.withColumn("_rank", F.row_number().over(order))
+    return ranked.where("_rank = 1").drop("_rank"), ranked.where("_rank > 1").drop("_rank")
+
+
+def published_batches(conn: sa.Connection, schema: str) -> set[date]:
+    """Dates whose ``load`` succeeded."""
+    rows = conn.execute(
+        sa.text(
+            f"select logical_date from {schema}.ops_pipeline_runs "
+            "where stage = 'load' and dataset = 'warehouse' and status = 'success'"
+        )
+    ).scalars()
+    return {value if isinstance(value, date) else date.fromisoformat(str(value)) for value in rows}
+
+
+def _current(spark, config: PipelineConfig, table: str, key: str | tuple[str, ...], as_of: date, batches: set[date]) -> DataFrame:
+    """Latest clean version of every row of a source table, from published batches up to D."""
+    from jobs.platform.lake import clean_source_prefix, lake_storage, spark_uri
+
+    frame = spark.read.parquet(spark_uri(lake_storage(config), clean_source_prefix(table))).where(
+        (F.col("extract_date") <= F.lit(as_of)) & F.col("extract_date").isin(*sorted(batches))
+    )
+    latest, _ = latest_per_key(frame, [key] if isinstance(key, str) else list(key))
+    return latest
+
+
+def published_tables(config: PipelineConfig, as_of: date, keys: dict[str, str | tuple[str, ...]]) -> tuple[set[date], dict[str, DataFrame]]:
+    """Published batches and the current version (as of D) of each source table in ``keys``
+    (table -> key column or columns); refuses a D that is not published."""
+    from jobs.platform.ops import warehouse_engine
+    from jobs.platform.spark import get_spark
+
+    spark = get_spark(config)
+    engine = warehouse_engine(config)
+    with engine.connect() as conn:
+        batches = published_batches(conn, config.warehouse.schema_name)
+    engine.dispose()
+    if as_of not in batches:
+        raise UpstreamNotReadyError(f"{as_of} is not published yet (no successful load of that date): this stage reads published data only")
+    return batches, {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}
+
+
+def published_events(config, batches: set[date], as_of: date, days: int) -> DataFrame:
+    """Identified, non-bot clean events of published batches with event_date in (D - days, D]."""
+    from jobs.platform.lake import clean_events_prefix, has_parquet, lake_storage, spark_uri
+    from jobs.platform.spark import get_spark
+
+    spark = get_spark(config)
+    lake = lake_storage(config)
+    schema = "user_id long, event_type string, event_at timestamp, event_date date, session_id string, product_id long, channel string, device string"
+    if not has_parquet(lake, clean_events_prefix()):
+        return spark.createDataFrame([], schema)
+    events = spark.read.parquet(spark_uri(lake, clean_events_prefix()))
+    return events.where(
+        F.col("batch_date").isin(*sorted(batches))
+        & (F.col("event_date") > F.date_sub(F.lit(as_of), days))
+        & (F.col("event_date") <= F.lit(as_of))
+        & ~F.col("is_bot")
+        & F.col("user_id").isNotNull()
+    ).select(*[field.split(" ")[0] for field in schema.split(", ")])

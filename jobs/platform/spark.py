@@ -1,0 +1,47 @@
+"""The one place a SparkSession is built, so every stage runs with the same settings."""
+
+from __future__ import annotations
+
+import os
+
+from jobs.platform.config import PROJECT_ROOT, PipelineConfig
+
+LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"  # JVM logs to stderr, warnings and up
+
+
+def get_spark(config: PipelineConfig):
+    """Return the process-wide SparkSession configured from ``config.spark``.
+
+    Under spark-submit the master comes from the command line and the configured one is
+    ignored; locally it is ``local[*]``. Timestamps are handled in UTC throughout.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON") or _python())
+    builder = (
+        SparkSession.builder.appName(config.spark.app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        .config("spark.driver.memory", config.spark.driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.ansi.enabled", "false")
+        # A JSON line with a repeated key must not fail the whole batch; the last value wins.
+        .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
+    )
+    if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        builder = builder.master(config.spark.master)
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(config.spark.log_level)
+    return spark
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable

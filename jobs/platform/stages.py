@@ -1,0 +1,87 @@
+"""The stages in pipeline order, each named by the function that runs it.
+
+A stage is a function of (config, logical date) that returns a small summary. Airflow's DAG
+tasks and ``marketing run`` both look the function up here by its stage name; the registry
+holds ``"module:function"`` strings, so a reader follows a name straight to its code and a DAG
+file imports no stage code at parse time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import date
+
+from jobs.platform.config import PipelineConfig
+from jobs.platform.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+StageFunction = Callable[[PipelineConfig, date], dict]
+
+# The nightly DAG (marketing_nightly). Order matters: events are checked against the products
+# cleaned for the same date.
+STAGES: dict[str, str] = {
+    "collect_events": "jobs.ingest.collect:collect_events",
+    "collect_sources": "jobs.ingest.collect:collect_sources",
+    "clean_sources": "jobs.ingest.clean_sources:clean_sources",
+    "clean_events": "jobs.ingest.clean_events:clean_events",
+    "validate": "jobs.ingest.validate:validate",
+    "load": "jobs.ingest.load:load_warehouse",
+}
+# Built on published data by a DAG of their own (marketing_customers, on the warehouse assets);
+# the profile (tags) joins the date's segments and scores.
+CUSTOMER_STAGES: dict[str, str] = {
+    "segments": "jobs.customers.segments:build_segments",
+    "scores": "jobs.customers.scores:build_scores",
+    "tags": "jobs.customers.tags:build_tags",
+}
+# The recommender (marketing_recommender, after the customers DAG): evaluation groups by the
+# date's lifecycle stages.
+MODEL_STAGES: dict[str, str] = {"recommender": "jobs.recommender.stage:build_recommender"}
+ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES}
+STAGE_GROUPS = {
+    "collect": ("collect_events", "collect_sources"),
+    "clean": ("clean_sources", "clean_events"),
+    "nightly": tuple(STAGES),
+    "customers": tuple(CUSTOMER_STAGES),
+    "models": tuple(MODEL_STAGES),
+}
+
+
+def stage_function(name: str) -> StageFunction:
+    """The function that runs stage ``name`` (imported on first use)."""
+    if name not in ALL_STAGES:
+        raise ConfigError(f"unknown stage {name!r}; choose from: {', '.join(ALL_STAGES)}")
+    module, function = ALL_STAGES[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def resolve_stages(names: list[str] | None) -> list[str]:
+    """Expand group names (collect, clean, nightly, customers, models) and check every name; keep
+    pipeline order. No names means the nightly stages."""
+    if not names:
+        return list(STAGES)
+    wanted: set[str] = set()
+    for name in names:
+        if name in STAGE_GROUPS:
+            wanted.update(STAGE_GROUPS[name])
+        elif name in ALL_STAGES:
+            wanted.add(name)
+        else:
+            choices = ", ".join([*ALL_STAGES, *STAGE_GROUPS])
+            raise ConfigError(f"unknown stage {name!r}; choose from: {choices}")
+    return [stage for stage in ALL_STAGES if stage in wanted]
+
+
+def run_pipeline(config: PipelineConfig, day: date, stages: list[str] | None = None) -> dict[str, dict]:
+    """Run the selected stages (all by default) for one logical date; return their summaries."""
+    results = {}
+    for stage in resolve_stages(stages):
+        started = time.monotonic()
+        log.info("%s %s: starting", day, stage)
+        results[stage] = stage_function(stage)(config, day)
+        log.info("%s %s: done in %.1fs", day, stage, time.monotonic() - started)
+    return results
