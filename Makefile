@@ -31,8 +31,8 @@ test: setup  ## run the whole test suite (unit, integration, end-to-end)
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit
 
-lint: setup  ## ruff
-	$(VENV)/bin/ruff check jobs models dags tests benchmarks
+lint: setup  ## ruff check and ruff format --check (the whole project)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup  ## throughput benchmark at 1 million events (prints a table)
 	$(PY) benchmarks/bench_pipeline.py

@@ -72,7 +72,7 @@ def main() -> None:
     from jobs.platform.config import load_config
     from jobs.platform.lake import landing_storage
     from jobs.platform.stages import CUSTOMER_STAGES, STAGES
-    from jobs.simulator.core import SimulationSpec, generate, materialize
+    from jobs.simulator import SimulationSpec, generate, materialize
 
     root = Path(tempfile.mkdtemp(prefix="mkt-bench-"))
     config = load_config(
@@ -85,7 +85,7 @@ def main() -> None:
             "clean": {"late_window_days": args.days + 2},
         },
     )
-    os.environ.setdefault("MKT_PII_HASH_KEY", "benchmark-only-key")
+    os.environ.setdefault("MKT_PII_HASH_KEY", "benchmark-only-key-0123456789abcdef")
     memory = PeakMemory()
     results: dict[str, dict] = {}
 

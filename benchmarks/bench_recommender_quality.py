@@ -34,7 +34,7 @@ def main() -> None:
     from jobs.platform.config import load_config
     from jobs.recommender.settings import load_recommender
     from jobs.recommender.study import study
-    from jobs.simulator.core import SimulationSpec
+    from jobs.simulator import SimulationSpec
 
     config = load_config()
     settings = load_recommender(config.recommender.config_file)

@@ -2,9 +2,9 @@
 
 Run: ``.venv/bin/python benchmarks/bench_simulate.py [--users 10000] [--days 60]``
 
-Prints events/s for :func:`jobs.simulator.core.generate` and lines/s for writing the gzipped JSON
+Prints events/s for :func:`jobs.simulator.generate` and lines/s for writing the gzipped JSON
 Lines landing files into a local directory in a temporary folder, then the time of the rest
-of :func:`jobs.simulator.core.materialize` (source DB sync into SQLite, truth Parquet files).
+of :func:`jobs.simulator.materialize` (source DB sync into SQLite, truth Parquet files).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.simulator import core as sim  # noqa: E402
 from jobs.platform.storage import open_storage  # noqa: E402
+from jobs.simulator import world as sim  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

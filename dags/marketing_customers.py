@@ -26,10 +26,10 @@ from jobs.platform.config import load_config
 from jobs.platform.orchestration import (
     announce,
     asset_uri,
-    business_date_from_assets,
     business_date_param,
+    business_dates_from_assets,
     dag_defaults,
-    run_stage,
+    run_stage_for_dates,
 )
 
 CONFIG = load_config()
@@ -46,8 +46,8 @@ TAG_ASSETS = [Asset(asset_uri(CONFIG, table), group="marketing_marts") for table
 
 
 def _run(stage: str) -> dict:
-    day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
-    return run_stage(CONFIG, stage, day)
+    days = business_dates_from_assets(get_current_context(), CONFIG.shop.timezone)
+    return run_stage_for_dates(CONFIG, stage, days)  # every queued date gets its own snapshot
 
 
 @dag(

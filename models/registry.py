@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.platform.errors import DeterministicError
 
-class RegistryError(ValueError):
+
+class RegistryError(DeterministicError, ValueError):
     """An unknown version, or nothing to roll back to."""
 
 

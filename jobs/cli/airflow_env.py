@@ -4,6 +4,10 @@
 the DAGs folder set to dags/ and example DAGs off, so ``marketing airflow standalone`` serves
 the UI on :8080 and ``marketing airflow dags test marketing_nightly 2026-10-30`` runs one date.
 Settings already present in the environment win, so production deployments are unaffected.
+
+The directory of this interpreter's ``airflow`` executable goes first on PATH: ``airflow standalone``
+starts its scheduler, API server, DAG processor and triggerer as ``airflow ...`` subprocesses, found
+through PATH, which holds .venv/bin only when the virtual environment is activated.
 """
 
 from __future__ import annotations
@@ -36,7 +40,32 @@ def airflow_env(home: Path | None = None, base: dict[str, str] | None = None) ->
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    if "AIRFLOW__API__PORT" in env and not any(
+        key in env
+        for key in (
+            "AIRFLOW__API__BASE_URL",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+            "AIRFLOW__WORKERS__EXECUTION_API_SERVER_URL",
+        )
+    ):
+        # Task runners reach the execution API at http://localhost:8080/execution/ unless told
+        # otherwise: follow a non-default API server port (and a specific bind address).
+        host = env.get("AIRFLOW__API__HOST", "").strip()
+        host = "localhost" if host in ("", "0.0.0.0", "::", "[::]") else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = (
+            f"http://{host}:{env['AIRFLOW__API__PORT']}/execution/"
+        )
+    env["PATH"] = _path_with(str(Path(sys.executable).parent), env.get("PATH"))
     return env
+
+
+def _path_with(directory: str, path: str | None) -> str:
+    """``path`` with ``directory`` first (the system default search path when ``path`` is unset)."""
+    rest = os.defpath if path is None else path
+    if not rest or rest.split(os.pathsep)[0] == directory:
+        return rest or directory
+    return os.pathsep.join([directory, rest])
 
 
 def airflow_executable() -> str:
@@ -44,9 +73,13 @@ def airflow_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("airflow") or "airflow")
 
 
-def run_airflow(args: list[str], env: dict[str, str] | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def run_airflow(
+    args: list[str], env: dict[str, str] | None = None, check: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
     """Run the airflow CLI with the project environment."""
-    return subprocess.run([airflow_executable(), *args], env=env or airflow_env(), check=check, **kwargs)
+    return subprocess.run(
+        [airflow_executable(), *args], env=env or airflow_env(), check=check, **kwargs
+    )
 
 
 def ensure_metadata_db(env: dict[str, str] | None = None) -> None:
@@ -54,7 +87,9 @@ def ensure_metadata_db(env: dict[str, str] | None = None) -> None:
     run_airflow(["db", "migrate"], env=env, stdout=subprocess.DEVNULL)
 
 
-def dags_test(dag_id: str, business_date: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def dags_test(
+    dag_id: str, business_date: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``airflow dags test`` for one business date (passed as the run's ``business_date`` param).
 
     The logical date is noon UTC of that date, so the run is unique per date; the DAG takes
@@ -63,7 +98,14 @@ def dags_test(dag_id: str, business_date: str, env: dict[str, str] | None = None
     import json
 
     return run_airflow(
-        ["dags", "test", dag_id, f"{business_date}T12:00:00+00:00", "--conf", json.dumps({"business_date": business_date})],
+        [
+            "dags",
+            "test",
+            dag_id,
+            f"{business_date}T12:00:00+00:00",
+            "--conf",
+            json.dumps({"business_date": business_date}),
+        ],
         env=env,
         check=False,
         capture_output=True,

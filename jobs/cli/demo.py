@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from jobs.platform.config import PROJECT_ROOT, PipelineConfig
+from jobs.platform.config import PROJECT_ROOT, PipelineConfig, masked_url
 from jobs.platform.errors import ConfigError, PipelineError
 
 
@@ -139,7 +139,7 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
     lines += [f"  {d} {ds:<12}{name}" for d, ds, name in warnings] or ["  none"]
     lines += [
         "",
-        f"Warehouse : {config.warehouse.url}",
+        f"Warehouse : {masked_url(config.warehouse.url)}",
         f"Lake      : {config.storage.lake_root}  (raw/, clean/, quarantine/, restricted/)",
         f"Reports   : {config.storage.reports_root}/data_docs/index.html  (Great Expectations Data Docs)",
         "Airflow UI: make airflow  (then open http://localhost:8080)",
@@ -152,7 +152,7 @@ def run_demo(config: PipelineConfig, nights: int = 3, days: int = 60, users: int
     from jobs.platform.errors import ModelGateError
     from jobs.platform.lake import landing_storage
     from jobs.platform.stages import run_pipeline
-    from jobs.simulator.core import SimulationSpec, generate, materialize
+    from jobs.simulator import SimulationSpec, generate, materialize
 
     started = time.monotonic()
     if nights >= days:

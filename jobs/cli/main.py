@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, config) -> int:
     if args.command == "config":
-        print(json.dumps(config.model_dump(by_alias=True), indent=2, default=str))
+        from jobs.platform.config import printable
+
+        print(json.dumps(printable(config), indent=2, default=str))
         return 0
     if args.command == "tags":
         from jobs.customers.tags_config import describe_tags, load_tags
@@ -205,7 +207,7 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         print(describe_tags(load_tags(config.customers.tags_file)))
         return 0
     if args.command == "simulate":
-        from jobs.simulator.core import SimulationSpec, simulate
+        from jobs.simulator import SimulationSpec, simulate
 
         spec = SimulationSpec(
             seed=args.seed,

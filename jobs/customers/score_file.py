@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import InputFileError
-from jobs.platform.files import file_format, read_table, write_frame
+from jobs.platform.files import file_format, read_table, timestamp_column, write_frame
 from jobs.platform.interface import PURCHASE_STATUSES
 
 REQUIRED = ("user_id", "order_id", "order_ts", "amount")
@@ -51,11 +51,11 @@ def read_orders(spark, path: Path) -> DataFrame:
         F.col("amount").cast("string").alias("raw_amount"),
         F.col("user_id").cast("string").try_cast("bigint").alias("user_id"),
         F.col("order_id").cast("string").alias("order_id"),
-        F.col("order_ts").cast("string").try_cast("timestamp").alias("order_ts"),
+        timestamp_column(F.col("order_ts")).alias("order_ts"),
         F.col("amount").cast("string").try_cast("double").alias("amount"),
         (F.lower(F.trim(F.col("status").cast("string"))) if "status" in columns else F.lit(None).cast("string")).alias("status"),
     ).cache()
-    checked = (("user_id", "raw_user_id", "a number"), ("order_ts", "raw_order_ts", "a timestamp"), ("amount", "raw_amount", "a number"))
+    checked = (("user_id", "raw_user_id", "a number"), ("order_ts", "raw_order_ts", "a timestamp (ISO-8601, or Unix epoch seconds or milliseconds)"), ("amount", "raw_amount", "a number"))
     # one pass counts the bad values of every checked column; examples only when needed
     bad = typed.agg(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c, _, _ in checked]).first()
     for column, raw, kind in checked:
@@ -64,6 +64,8 @@ def read_orders(spark, path: Path) -> DataFrame:
             raise InputFileError(
                 f"--orders file {path}: column {column} has {bad[column]} value(s) that are not {kind} (e.g. {example!r})"
             )
+    if typed.limit(1).count() == 0:
+        raise InputFileError(f"--orders file {path} has no orders (only a header?): nothing to score")
     return typed.drop("raw_user_id", "raw_order_ts", "raw_amount")
 
 

@@ -171,13 +171,10 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
     from datetime import datetime, timezone
 
     import pyarrow as pa
-    import sqlalchemy as sa
 
     from jobs.customers.segments import published_customers
-    from jobs.platform.ops import warehouse_engine
-    from jobs.platform.warehouse import record_run, replace_where, stage_arrow
+    from jobs.platform.publish import publish, snapshot
 
-    schema = config.warehouse.schema_name
     _, bought = published_customers(config, as_of, PURCHASE_STATUSES)
     bought = bought.persist()
     result = score_customers_frame(bought, as_of, settings)
@@ -198,20 +195,13 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
             else pd.DataFrame(columns=["customers", "mean_predicted", "observed_rate", "bin_low", "bin_high"])
         ).assign(snapshot_date=as_of),
     }  # fmt: skip
-    engine = warehouse_engine(config)
-    with engine.begin() as conn:
-        for name, frame in tables.items():
-            columns = list(frame.columns)
-            data = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-            if frame.empty:  # e.g. no model learned: clear the date's rows, insert nothing
-                conn.execute(sa.text(f"delete from {schema}.{name} where snapshot_date = :d"), {"d": as_of})
-                continue
-            staged = stage_arrow(conn, f"stage_{name}", data, f"{schema}.{name}")
-            replace_where(conn, schema, name, staged, columns, "snapshot_date = :d", {"d": as_of})
-        record_run(
-            conn, schema, as_of, "scores", "customers", "success",
-            {"input": len(scores), "output": len(scores)},
-            {"method": result.method, "reason": result.reason, "quality": result.quality},
-        )  # fmt: skip
-    engine.dispose()
+    publish(
+        config,
+        as_of,
+        "scores",
+        "customers",
+        [snapshot(name, pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)) for name, frame in tables.items()],
+        counts={"input": len(scores), "output": len(scores)},
+        details={"method": result.method, "reason": result.reason, "quality": result.quality},
+    )
     return {"snapshot_date": as_of.isoformat(), "method": result.method, "reason": result.reason, "customers": len(scores), "quality": result.quality}

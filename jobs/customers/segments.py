@@ -25,11 +25,11 @@ from pyspark.sql import functions as F
 from jobs.customers.segments_config import LifecycleConfig, RfmConfig, SegmentsConfig, load_segments
 from jobs.platform.config import PipelineConfig
 from jobs.platform.interface import PURCHASE_STATUSES
+from jobs.platform.publish import publish, snapshot
 from jobs.platform.published import published_tables
-from jobs.platform.warehouse import to_arrow
+from jobs.platform.warehouse import read_sql, to_arrow
 
 log = logging.getLogger(__name__)
-LIFECYCLE_STAGES = ("prospect", "new", "growing", "loyal", "at_risk", "churned", "reactivated")
 
 
 def purchases(orders: DataFrame, statuses: tuple[str, ...], as_of: date) -> DataFrame:
@@ -164,11 +164,14 @@ def published_customers(config: PipelineConfig, as_of: date, statuses: tuple[str
     return tables["users"], purchases(tables["orders"], statuses, as_of)
 
 
+def _lifecycle_transitions(conn: sa.Connection, schema: str, as_of: date) -> None:
+    """Fill ``previous_stage`` from the latest earlier snapshot and count the date's moves."""
+    for statement in read_sql("mart_lifecycle_transitions.sql", schema):
+        conn.execute(sa.text(statement), {"d": as_of})
+
+
 def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig | None = None) -> dict:
     """Compute and publish RFM and lifecycle snapshots for D (one transaction)."""
-    from jobs.platform.ops import warehouse_engine
-    from jobs.platform.warehouse import record_run, replace_where, stage_arrow
-
     segments = segments or load_segments(config.customers.segments_file)
     schema = config.warehouse.schema_name
     users, bought = published_customers(config, as_of, PURCHASE_STATUSES)
@@ -195,32 +198,16 @@ def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig
     lifecycle = lifecycle_stages(users, bought, as_of, segments.lifecycle, segments.rfm.lookback_days).select(
         F.lit(as_of).alias("snapshot_date"), "*", F.lit(None).cast("string").alias("previous_stage"), F.lit(loaded_at).alias("loaded_at")
     )
-    rfm_arrow, lifecycle_arrow = to_arrow(rfm), to_arrow(lifecycle)
+    outputs = [snapshot("mart_user_rfm", to_arrow(rfm)), snapshot("mart_user_lifecycle", to_arrow(lifecycle))]
     bought.unpersist()
-    target = f"{schema}.mart_user_lifecycle"
-    engine = warehouse_engine(config)
-    with engine.begin() as conn:
-        for name, data in (("mart_user_rfm", rfm_arrow), ("mart_user_lifecycle", lifecycle_arrow)):
-            staged = stage_arrow(conn, f"stage_{name}", data, f"{schema}.{name}")
-            replace_where(conn, schema, name, staged, data.column_names, "snapshot_date = :d", {"d": as_of})
-        conn.execute(
-            sa.text(
-                f"update {target} set previous_stage = p.lifecycle_stage from {target} p "
-                f"where {target}.snapshot_date = :d and p.user_id = {target}.user_id "
-                f"and p.snapshot_date = (select max(snapshot_date) from {target} where snapshot_date < :d)"
-            ),
-            {"d": as_of},
-        )
-        conn.execute(sa.text(f"delete from {schema}.mart_lifecycle_transitions where snapshot_date = :d"), {"d": as_of})
-        conn.execute(
-            sa.text(
-                f"insert into {schema}.mart_lifecycle_transitions (snapshot_date, from_stage, to_stage, user_count) "
-                f"select snapshot_date, coalesce(previous_stage, '(none)'), lifecycle_stage, count(*) "
-                f"from {target} where snapshot_date = :d group by snapshot_date, coalesce(previous_stage, '(none)'), lifecycle_stage"
-            ),
-            {"d": as_of},
-        )
-        counts = {"mart_user_rfm": rfm_arrow.num_rows, "mart_user_lifecycle": lifecycle_arrow.num_rows}
-        record_run(conn, schema, as_of, "segments", "customers", "success", {"input": counts["mart_user_lifecycle"], "output": counts["mart_user_lifecycle"]}, counts)
-    engine.dispose()
+    population = outputs[1].rows
+    counts = publish(
+        config,
+        as_of,
+        "segments",
+        "customers",
+        outputs,
+        counts={"input": population, "output": population},
+        then=lambda conn: _lifecycle_transitions(conn, schema, as_of),
+    )
     return {"snapshot_date": as_of.isoformat(), "rows_by_table": counts}

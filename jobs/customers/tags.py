@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 from jobs.customers.tags_config import Condition, TagDef, TagsConfig, load_tags
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.published import published_events, published_tables
-from jobs.platform.warehouse import to_arrow
+from jobs.platform.warehouse import read_sql, to_arrow
 from models.anomaly import anomaly_scores
 
 log = logging.getLogger(__name__)
@@ -355,14 +355,10 @@ def user_feature_frame(
 
 def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     """Compute and publish ``mart_user_tags`` and ``mart_user_profile`` for D (one transaction)."""
-    from jobs.platform.errors import NotValidatedError
+    from jobs.platform.errors import UpstreamNotReadyError
     from jobs.platform.ops import warehouse_engine
-    from jobs.platform.warehouse import (
-        add_profile_tag_columns,
-        record_run,
-        replace_where,
-        stage_arrow,
-    )
+    from jobs.platform.publish import publish, snapshot
+    from jobs.platform.warehouse import add_profile_tag_columns, delete_where, stage_arrow
 
     tags = tags or load_tags(config.customers.tags_file)
     statuses = PURCHASE_STATUSES
@@ -379,10 +375,9 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
             .scalars()
             .all()
         )
-    engine.dispose()
     missing = [stage for stage in ("segments", "scores") if stage not in done]
     if missing:
-        raise NotValidatedError(
+        raise UpstreamNotReadyError(
             f"{as_of}: the profile needs {' and '.join(missing)} for that date; run them first"
         )
 
@@ -422,71 +417,47 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
         row["tag"]: row["user_id_count_distinct"]
         for row in tag_rows.group_by("tag").aggregate([("user_id", "count_distinct")]).to_pylist()
     }
-    engine = warehouse_engine(config)
-    with engine.begin() as conn:
-        staged = stage_arrow(conn, "stage_mart_user_tags", tag_rows, f"{schema}.mart_user_tags")
-        replace_where(
-            conn,
-            schema,
-            "mart_user_tags",
-            staged,
-            tag_rows.column_names,
-            "snapshot_date = :d",
-            {"d": as_of},
-        )
+    cutoff = as_of - timedelta(days=tags.history_days)
+
+    def profile_and_retention(conn) -> None:
         tag_columns = add_profile_tag_columns(conn, schema, tags.tags)
-        staged = stage_arrow(
-            conn, "stage_mart_user_profile", profile, f"{schema}.mart_user_profile"
-        )
-        _insert_profile(conn, schema, staged, tag_columns, as_of, loaded_at)
-        cutoff = as_of - timedelta(days=tags.history_days)
+        staged = stage_arrow(conn, "stage_mart_user_profile", profile, f"{schema}.mart_user_profile")
+        delete_where(conn, schema, "mart_user_profile", "snapshot_date = :d", {"d": as_of})
+        _insert_profile(conn, schema, staged, profile.column_names, tag_columns, as_of, loaded_at)
         for table in ("mart_user_tags", "mart_user_profile"):
-            conn.execute(
-                sa.text(f"delete from {schema}.{table} where snapshot_date < :cutoff"),
-                {"cutoff": cutoff},
-            )
-        counts = {"mart_user_tags": tag_rows.num_rows, "mart_user_profile": profile.num_rows}
-        record_run(
-            conn, schema, as_of, "tags", "customers", "success",
-            {"input": profile.num_rows, "output": profile.num_rows},
-            {"rows_by_table": counts, "users_by_tag": coverage},
-        )  # fmt: skip
-    engine.dispose()
+            delete_where(conn, schema, table, "snapshot_date < :cutoff", {"cutoff": cutoff})
+
+    publish(
+        config,
+        as_of,
+        "tags",
+        "customers",
+        [snapshot("mart_user_tags", tag_rows)],
+        counts={"input": profile.num_rows, "output": profile.num_rows},
+        details={"users_by_tag": coverage},
+        then=profile_and_retention,
+    )
+    counts = {"mart_user_tags": tag_rows.num_rows, "mart_user_profile": profile.num_rows}
     return {"snapshot_date": as_of.isoformat(), "rows_by_table": counts, "users_by_tag": coverage}
 
 
 def _insert_profile(
-    conn, schema: str, staged: str, tag_columns: dict[str, str], as_of: date, loaded_at: datetime
+    conn, schema: str, staged: str, columns: list[str], tag_columns: dict[str, str], as_of: date, loaded_at: datetime
 ) -> None:
-    """Profile rows for D: staged attributes + the date's RFM, lifecycle, scores and tags."""
+    """Profile rows for D (``sql/marts/mart_user_profile.sql``): the staged attributes joined
+    to the date's RFM, lifecycle, scores and tags."""
     params = {"d": as_of, "loaded_at": loaded_at}
     pivots = []
     for i, (tag, column) in enumerate(tag_columns.items()):
         params[f"tag_{i}"] = tag
-        pivots.append(
-            f"string_agg(case when tag = :tag_{i} then value end, ',' order by rank) as {column}"
-        )
-    pivots = ", ".join(pivots)
-    tag_select = "".join(f", t.{column}" for column in tag_columns.values())
-    base = ", ".join(f"u.{c}" for c in PROFILE_BASE)
-    sql = f"""
-        insert into {schema}.mart_user_profile (
-            {", ".join(PROFILE_BASE)}, lifecycle_stage, rfm_group, r_score, f_score, m_score,
-            recency_days, frequency, monetary, churn_risk, churn_risk_band,
-            expected_next_order_date, predicted_value_12m{"".join(", " + c for c in tag_columns.values())}, loaded_at)
-        select {base}, l.lifecycle_stage, r.rfm_group, r.r_score, r.f_score, r.m_score,
-            r.recency_days, r.frequency, r.monetary, c.churn_risk, c.churn_risk_band,
-            c.expected_next_order_date, c.predicted_value_12m{tag_select}, :loaded_at
-        from {staged} u
-        left join {schema}.mart_user_lifecycle l on l.snapshot_date = :d and l.user_id = u.user_id
-        left join {schema}.mart_user_rfm r on r.snapshot_date = :d and r.user_id = u.user_id
-        left join {schema}.mart_customer_scores c on c.snapshot_date = :d and c.user_id = u.user_id
-        left join (
-            select user_id{", " + pivots if pivots else ""} from {schema}.mart_user_tags
-            where snapshot_date = :d group by user_id
-        ) t on t.user_id = u.user_id
-    """
-    conn.execute(
-        sa.text(f"delete from {schema}.mart_user_profile where snapshot_date = :d"), {"d": as_of}
+        pivots.append(f", string_agg(case when tag = :tag_{i} then value end, ',' order by rank) as {column}")
+    statements = read_sql(
+        "mart_user_profile.sql",
+        schema,
+        staged=staged,
+        attribute_columns=", ".join(columns),
+        tag_columns="".join(f", {column}" for column in tag_columns.values()),
+        tag_pivots="".join(pivots),
     )
-    conn.execute(sa.text(sql), params)
+    for statement in statements:
+        conn.execute(sa.text(statement), params)

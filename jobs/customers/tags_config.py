@@ -30,7 +30,6 @@ from jobs.platform.interface import EVENT_TYPES
 
 DEFAULT_TAGS = PROJECT_ROOT / "config" / "tags.yaml"
 SOURCES = ("users", "orders", "events", "interest")
-DIMENSIONS = ("category", "brand")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 # name -> (source, type, description). Types: number, string, boolean.

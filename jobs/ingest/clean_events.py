@@ -6,11 +6,26 @@ Pure transforms (:func:`parse_events`, :func:`classify_events`, :func:`split_dup
 
     input lines = clean + quarantined + duplicates
 
+where ``input lines`` are the lines of the collected files plus the lines of files collect
+counted as duplicate files (same sha256 as a file already collected: all their lines are
+duplicates). The lines Spark reads must equal the manifest's line count per file: lines end at
+``\n`` only (``lineSep``), so a ``\r`` (or ``\r\n``) stays inside its line as collect counts it.
+
 Every rejected line goes to quarantine with its original payload and one machine-readable
 reason, chosen by the first rule it breaks, in this order:
 
-    malformed_json, missing_required_field, wrong_type, invalid_timestamp, invalid_enum,
-    too_late, unknown_product_id
+    line_too_long, invalid_encoding, malformed_json, missing_required_field, wrong_type,
+    invalid_timestamp, invalid_enum, too_late, unknown_product_id
+
+``line_too_long``: more than ``clean.max_line_bytes`` bytes; not parsed, and the payload kept is
+its first ``TRUNCATED_PAYLOAD_CHARS`` characters (the detail says so, with the line's size).
+``invalid_encoding``: the line's bytes are not valid UTF-8 (checked on the raw bytes, so a line
+that really contains U+FFFD, validly encoded, is fine); the payload has the bad bytes replaced
+by U+FFFD and the detail holds the original bytes in base64. Whole files collect could not read
+(``corrupt_gzip``) are quarantined by collect and counted there (``ops`` dataset ``event_files``).
+
+An empty batch (no files, or every line rejected) still writes its (empty) clean output, so the
+day validates and publishes nothing new instead of failing.
 
 Bots are not rejected: a session with more than ``clean.bot_max_events_per_minute`` events in
 any one minute has all its events flagged ``is_bot`` (kept in the lake, left out of the
@@ -21,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -42,11 +58,13 @@ from jobs.platform.lake import (
     window_for,
     write_json,
 )
-from jobs.platform.ops import record_and_reconcile
+from jobs.platform.ops import record_and_reconcile, record_stage
 
 log = logging.getLogger(__name__)
 
 REASONS = (
+    "line_too_long",
+    "invalid_encoding",
     "malformed_json",
     "missing_required_field",
     "wrong_type",
@@ -75,10 +93,15 @@ CLEAN_COLUMNS = (
     "line_number",
 )
 QUARANTINE_COLUMNS = ("payload", "source_file", "line_number", "stage", "reason", "detail")
+TRUNCATED_PAYLOAD_CHARS = 4096  # what quarantine keeps of a line_too_long line
 
 
 def read_raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     """One row per line of the raw files: ``value``, ``source_file``, ``line_number`` (1-based).
+
+    Lines end at ``\n`` only (Spark's default also splits at ``\r``, which would not match
+    collect's count). The value keeps the line's bytes as they are, even when they are not
+    valid UTF-8 (see :func:`parse_events`).
 
     A gzip file is never split, so its lines are read in order by one task and get
     consecutive ``monotonically_increasing_id`` values: the line number is the id minus the
@@ -86,10 +109,14 @@ def read_raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     """
     if not paths:
         return spark.createDataFrame([], "value string, source_file string, line_number long")
-    lines = spark.read.text(paths).select(
-        "value",
-        F.input_file_name().alias("source_file"),
-        F.monotonically_increasing_id().alias("_row_id"),
+    lines = (
+        spark.read.option("lineSep", "\n")
+        .text(paths)
+        .select(
+            "value",
+            F.input_file_name().alias("source_file"),
+            F.monotonically_increasing_id().alias("_row_id"),
+        )
     )
     first_ids = lines.groupBy("source_file").agg(F.min("_row_id").alias("_first_id"))
     return (
@@ -99,22 +126,65 @@ def read_raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     )
 
 
-def parse_events(lines: DataFrame) -> DataFrame:
+def screen_lines(lines: DataFrame, max_line_bytes: int | None = None) -> DataFrame:
+    """Add ``line_reason``/``line_detail`` for lines rejected before parsing: longer than
+    ``max_line_bytes`` bytes (``line_too_long``), or not valid UTF-8 (``invalid_encoding``).
+
+    Spark's text reader keeps a line's raw bytes in the string; ``is_valid_utf8`` and
+    ``octet_length`` look at those bytes, so a line that legitimately contains U+FFFD (valid
+    UTF-8 ``EF BF BD``) is not confused with one whose bad bytes would be shown as U+FFFD.
+    """
+    size = F.octet_length("value")
+    too_long = size > F.lit(max_line_bytes) if max_line_bytes else F.lit(False)
+    invalid = ~F.is_valid_utf8("value")
+    reason = F.when(too_long, F.lit("line_too_long")).when(invalid, F.lit("invalid_encoding"))
+    detail = F.when(
+        too_long,
+        F.format_string(
+            f"line of %d bytes exceeds clean.max_line_bytes={max_line_bytes}; payload truncated to its "
+            f"first {TRUNCATED_PAYLOAD_CHARS} characters",
+            size,
+        ),
+    ).when(
+        invalid,
+        F.concat(
+            F.lit("not valid UTF-8; original bytes (base64): "),
+            F.base64(F.col("value").cast("binary")),
+        ),
+    )
+    return lines.withColumn("line_reason", reason).withColumn("line_detail", detail)
+
+
+def parse_events(lines: DataFrame, max_line_bytes: int | None = None) -> DataFrame:
     """Parse each JSON line once into a map of raw string fields; flag malformed lines.
 
     Every known field comes out as text (numbers and objects keep their JSON text) so that
     type checks can tell "12.50" (fine) from "free" (wrong type). Unknown fields are kept in
     ``extra_fields``. A line that is not a JSON object parses to null: ``is_malformed``.
+    Lines :func:`screen_lines` rejects (too long, not UTF-8) are not parsed at all.
     """
-    fields = F.from_json("value", T.MapType(T.StringType(), T.StringType()))
-    parsed = lines.select("value", "source_file", "line_number", fields.alias("all_fields"))
+    screened = screen_lines(lines, max_line_bytes)
+    fields = F.from_json(
+        F.when(F.col("line_reason").isNull(), F.col("value")),
+        T.MapType(T.StringType(), T.StringType()),
+    )
+    parsed = screened.select(
+        "value",
+        "source_file",
+        "line_number",
+        "line_reason",
+        "line_detail",
+        fields.alias("all_fields"),
+    )
     extra = F.map_filter("all_fields", lambda k, _v: ~k.isin(*EVENT_FIELDS))
     return parsed.select(
         "value",
         "source_file",
         "line_number",
+        "line_reason",
+        "line_detail",
         *[F.col("all_fields")[name].alias(f"raw_{name}") for name in EVENT_FIELDS],
-        F.col("all_fields").isNull().alias("is_malformed"),
+        (F.col("all_fields").isNull() & F.col("line_reason").isNull()).alias("is_malformed"),
         extra.alias("extra_fields"),
     )
 
@@ -170,15 +240,14 @@ def classify_events(
     ]
     if known_products is not None:
         known = known_products.select(F.col("product_id").alias("_known_product_id")).distinct()
-        typed = typed.join(
-            F.broadcast(known), typed.product_id == known._known_product_id, "left"
-        )
+        typed = typed.join(F.broadcast(known), typed.product_id == known._known_product_id, "left")
         unknown_product = F.col("product_id").isNotNull() & F.col("_known_product_id").isNull()
     else:
         unknown_product = F.lit(False)
     naive_latest = latest.astimezone(UTC).replace(tzinfo=None)
     reason = (
-        F.when(F.col("is_malformed"), F.lit("malformed_json"))
+        F.when(F.col("line_reason").isNotNull(), F.col("line_reason"))
+        .when(F.col("is_malformed"), F.lit("malformed_json"))
         .when(F.concat_ws(",", *missing) != "", F.lit("missing_required_field"))
         .when(F.concat_ws(",", *wrong) != "", F.lit("wrong_type"))
         .when(
@@ -192,7 +261,8 @@ def classify_events(
         .when(unknown_product, F.lit("unknown_product_id"))
     )
     detail = (
-        F.when(reason == "missing_required_field", F.concat_ws(",", *missing))
+        F.when(F.col("line_reason").isNotNull(), F.col("line_detail"))
+        .when(reason == "missing_required_field", F.concat_ws(",", *missing))
         .when(reason == "wrong_type", F.concat_ws(",", *wrong))
         .when(reason == "invalid_timestamp", F.coalesce(F.col("raw_event_ts"), F.lit("")))
         .when(reason == "invalid_enum", F.concat_ws(",", *bad_enum))
@@ -218,7 +288,9 @@ def mark_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> DataF
     )
 
 
-def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+def split_duplicates(
+    valid: DataFrame, seen_event_ids: DataFrame | None
+) -> tuple[DataFrame, DataFrame]:
     """``(unique, duplicates)``: see :func:`mark_duplicates`."""
     marked = mark_duplicates(valid, seen_event_ids)
     return (
@@ -229,7 +301,9 @@ def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tupl
 
 def flag_bots(events: DataFrame, max_events_per_minute: int) -> DataFrame:
     """``is_bot`` is true for every event of a session that exceeds the per-minute rate."""
-    per_minute = events.groupBy("session_id", F.date_trunc("minute", "event_at").alias("_minute")).count()
+    per_minute = events.groupBy(
+        "session_id", F.date_trunc("minute", "event_at").alias("_minute")
+    ).count()
     bots = (
         per_minute.where(F.col("count") > max_events_per_minute)
         .select(F.col("session_id").alias("_bot_session"))
@@ -257,9 +331,7 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         )
     manifest = read_json(lake, raw_prefix + "_manifest.json")
     paths = [spark_uri(lake, entry["raw_key"]) for entry in manifest["files"]]
-    lines = read_raw_lines(spark, paths).withColumn(
-        "source_file", _landing_key("source_file")
-    )
+    lines = read_raw_lines(spark, paths).withColumn("source_file", _landing_key("source_file"))
 
     known_products = None
     if has_parquet(lake, clean_source_prefix("products")):
@@ -270,7 +342,7 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         )
     window = window_for(logical_date, config.tz)
     classified = classify_events(
-        parse_events(lines),
+        parse_events(lines, config.clean.max_line_bytes),
         logical_date=logical_date,
         tz=config.shop.timezone,
         window_end=window.end,
@@ -285,16 +357,29 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         first_day = logical_date - timedelta(days=config.clean.late_window_days + 1)
         seen = (
             spark.read.parquet(spark_uri(lake, earlier))
-            .where((F.col("batch_date") < F.lit(logical_date)) & (F.col("event_date") >= F.lit(first_day)))
+            .where(
+                (F.col("batch_date") < F.lit(logical_date))
+                & (F.col("event_date") >= F.lit(first_day))
+            )
             .select("event_id")
         )
     # Only the clean columns travel through the dedupe and bot shuffles (not the raw payload).
-    valid = classified.where(F.col("reason").isNull()).select(*[c for c in CLEAN_COLUMNS if c != "is_bot"])
+    valid = classified.where(F.col("reason").isNull()).select(
+        *[c for c in CLEAN_COLUMNS if c != "is_bot"]
+    )
     marked = mark_duplicates(valid, seen).persist()
     clean = flag_bots(marked.where(~F.col("is_duplicate")), config.clean.bot_max_events_per_minute)
 
+    payload = (
+        F.when(
+            F.col("reason") == "line_too_long",
+            F.make_valid_utf8(F.substring("value", 1, TRUNCATED_PAYLOAD_CHARS)),
+        )
+        .when(F.col("reason") == "invalid_encoding", F.make_valid_utf8("value"))
+        .otherwise(F.col("value"))
+    )
     quarantine = classified.where(F.col("reason").isNotNull()).select(
-        F.col("value").alias("payload"),
+        payload.alias("payload"),
         "source_file",
         "line_number",
         F.lit("clean_events").alias("stage"),
@@ -302,7 +387,21 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         "detail",
     )
     clean_path = spark_uri(lake, clean_events_prefix(logical_date))
-    clean.select(*CLEAN_COLUMNS).write.mode("overwrite").partitionBy("event_date").parquet(clean_path)
+    clean_rows = clean.select(*CLEAN_COLUMNS)
+    # Static overwrite: the whole batch folder is replaced, so a re-run that no longer yields
+    # some event date leaves no stale partition behind (the session default is dynamic).
+    clean_rows.write.mode("overwrite").option("partitionOverwriteMode", "static").partitionBy(
+        "event_date"
+    ).parquet(clean_path)
+    if not has_parquet(lake, clean_events_prefix(logical_date)):
+        # Nothing clean (no files, or every line rejected): Spark writes no partition at all,
+        # and readers could not even infer the schema. Leave one empty file with it.
+        empty = spark.createDataFrame([], clean_rows.drop("event_date").schema)
+        empty.coalesce(1).write.mode("overwrite").parquet(
+            spark_uri(
+                lake, clean_events_prefix(logical_date) + f"event_date={logical_date.isoformat()}/"
+            )
+        )
     quarantine.coalesce(1).write.mode("overwrite").parquet(
         spark_uri(lake, quarantine_prefix("events", logical_date))
     )
@@ -314,17 +413,22 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         F.sum((F.col("event_date") < F.lit(logical_date)).cast("int")).alias("late"),
         F.collect_set(F.col("event_date").cast("string")).alias("event_dates"),
     ).first()
-    by_reason = {
-        row["reason"]: row["count"]
-        for row in classified.groupBy("reason").count().collect()
-    }
+    by_reason: dict[str | None, int] = {}
+    lines_by_file: dict[str, int] = {}
+    for row in classified.groupBy("source_file", "reason").count().collect():
+        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["count"]
+        key = unquote(row["source_file"])  # Spark's file names are URI-encoded
+        lines_by_file[key] = lines_by_file.get(key, 0) + row["count"]
     parsed_lines = sum(by_reason.values())
     by_reason.pop(None, None)
+    # Files collect counted as duplicates (same bytes as a file already collected) are not
+    # read again: every one of their lines is a duplicate.
+    duplicate_file_lines = int(manifest.get("duplicate_line_count", 0))
     counts = {
-        "input": int(manifest["line_count"]),
+        "input": int(manifest["line_count"]) + duplicate_file_lines,
         "parsed_lines": parsed_lines,
         "clean": int(stats["clean"]),
-        "duplicates": marked.where(F.col("is_duplicate")).count(),
+        "duplicates": marked.where(F.col("is_duplicate")).count() + duplicate_file_lines,
         "quarantined": sum(by_reason.values()),
     }
     marked.unpersist()
@@ -339,12 +443,27 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         "late_events": int(stats["late"] or 0),
         "event_dates": sorted(stats["event_dates"] or []),
         "files": manifest["file_count"],
+        "duplicate_files": int(manifest.get("duplicate_file_count", 0)),
+        "duplicate_file_lines": duplicate_file_lines,
+        "quarantined_files": int(manifest.get("quarantined_file_count", 0)),
     }
     write_json(lake, run_record_key("clean", "events", logical_date), record)
-    if counts["parsed_lines"] != counts["input"]:
-        raise ReconciliationError(
-            f"events {logical_date}: manifest says {counts['input']} lines but Spark read {counts['parsed_lines']}"
+    expected_by_file = {entry["key"]: int(entry["line_count"]) for entry in manifest["files"]}
+    problems = [
+        f"manifest says {expected_by_file.get(key, 0)} lines in {key} but Spark read {lines_by_file.get(key, 0)}"
+        for key in sorted(expected_by_file.keys() | lines_by_file.keys())
+        if expected_by_file.get(key, 0) != lines_by_file.get(key, 0)
+    ]
+    if counts["parsed_lines"] != int(manifest["line_count"]):
+        problems.append(
+            f"manifest says {manifest['line_count']} lines but Spark read {counts['parsed_lines']}"
         )
+    if problems:
+        message = f"events {logical_date}: {problems[0]}" + (
+            f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        )
+        record_stage(config, {**record, "error": message}, status="failed")
+        raise ReconciliationError(message)
     record_and_reconcile(config, record)
     log.info("clean events %s: %s", logical_date, counts)
     return record

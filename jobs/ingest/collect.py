@@ -6,6 +6,35 @@ copied byte for byte to ``raw/events/batch_date=D/`` with a manifest (file, size
 count). A file belongs to exactly one batch: re-running D collects the same files again and
 never a file another batch already holds.
 
+Each landing file is streamed once (in chunks, never whole in memory) into a local spool while
+its size and sha256 are computed; the spool is then verified (a ``.gz`` file is decompressed to
+its end, so a bad CRC or a truncated stream is found) and its lines counted the way the clean
+stage reads them: lines end at ``\n`` only (a ``\r`` is part of the line), and a last line without
+``\n`` counts. Then the file is one of three things, recorded per file in the manifest:
+
+- collected (``files``): copied to ``raw/events/batch_date=D/<landing key>``;
+- quarantined whole (``quarantined_files``), reason ``corrupt_gzip`` (not gzip although named
+  ``.gz``, truncated, corrupt or empty): copied byte for byte to
+  ``quarantine/event_files/batch_date=D/<landing key>`` with its sha256 and the reason's detail.
+  It adds no line to the event input (its lines cannot be known);
+- a duplicate file (``duplicate_files``): the same bytes (sha256) as a file already collected by
+  this batch or a batch within the lookback, delivered again under another name. Not copied;
+  its lines are counted as duplicates (``duplicate_line_count``), so the clean stage still
+  reconciles ``input lines = clean + quarantined + duplicates``.
+
+Files reconcile as well: ``found = collected + quarantined + duplicate`` (``ops_pipeline_runs``
+row ``collect`` / ``event_files``, reasons in ``ops_quarantine_daily``).
+
+The previous raw batch of D is never wiped first: new files are written next to it (an unchanged
+file is not rewritten at all), the manifest (one atomic write) then switches to the new batch,
+and only after that are files the new manifest does not name deleted. A failure part-way leaves
+the previous manifest and every file it names as they were.
+
+Files that arrived too late for any batch (in landing folders older than the lookback, up to
+``collect.late_scan_days`` before it, and held by no batch) are not ignored: their count and
+oldest date are in the summary and run record, and ``ops_data_quality`` gets a warning row
+(check ``late_files_beyond_lookback``).
+
 Source tables: rows with ``updated_at`` in ``(watermark - overlap, end of D]`` are extracted
 through SQLAlchemy into Parquet under ``raw/source/<table>/extract_date=D/``. The watermark is
 the upper bound of the latest earlier extract, read from its manifest, so a re-run of D extracts
@@ -14,83 +43,244 @@ the same window. ``collect.full_reload`` (or ``full_reload=True``) extracts ever
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
+import json
 import logging
+import tempfile
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
-from jobs.platform.errors import ConfigError
+from jobs.platform.errors import ConfigError, one_line
 from jobs.platform.lake import (
     SOURCE_TABLES,
     lake_storage,
     landing_hour_prefix,
     landing_storage,
+    quarantine_event_files_prefix,
     raw_events_prefix,
     raw_source_prefix,
     read_json,
+    run_record_key,
     window_for,
     write_json,
 )
-from jobs.platform.ops import record_stage, warehouse_engine
-from jobs.platform.storage import Storage, sha256_hex
+from jobs.platform.ops import (
+    COLLECT_CHECKS,
+    record_and_reconcile,
+    record_quality,
+    record_stage,
+    warehouse_engine,
+)
+from jobs.platform.storage import CHUNK_BYTES, Storage
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
+EVENT_FILE_SUFFIXES = (".jsonl.gz", ".jsonl")
+# Why collect sets a whole landing file aside (quarantine/event_files/...).
+FILE_REASONS = ("corrupt_gzip",)
+SPOOL_MEMORY_BYTES = 16 << 20  # a landing file larger than this is spooled to a local temp file
+LATE_CHECK = "late_files_beyond_lookback"
 
 
-def _count_lines(data: bytes, key: str) -> int:
-    payload = gzip.decompress(data) if key.endswith(".gz") else data
-    if not payload:
-        return 0
-    return payload.count(b"\n") + (0 if payload.endswith(b"\n") else 1)
+def count_lines(stream: BinaryIO) -> int:
+    """Lines of a stream read in chunks: ``\n``-terminated lines plus an unterminated last one
+    (what Spark's text reader with ``lineSep="\n"`` returns)."""
+    count, last = 0, b"\n"
+    while chunk := stream.read(CHUNK_BYTES):
+        count += chunk.count(b"\n")
+        last = chunk[-1:]
+    return count + (0 if last == b"\n" else 1)
 
 
-def _claimed_elsewhere(lake: Storage, day: date, lookback: int) -> set[str]:
-    """Landing keys already held by another batch that could have collected them."""
-    claimed: set[str] = set()
-    for offset in range(-lookback, lookback + 1):
+def inspect_event_file(stream: BinaryIO, key: str) -> tuple[int, str | None, str | None]:
+    """``(line count, None, None)`` for a readable landing file, or ``(0, reason, detail)``.
+
+    A ``.gz`` file is decompressed to its end in chunks, so the gzip trailer (CRC and length)
+    is checked; several concatenated gzip members are fine.
+    """
+    if not key.endswith(".gz"):
+        return count_lines(stream), None, None
+    head = stream.read(2)
+    if not head:
+        return 0, "corrupt_gzip", "empty file (0 bytes), not a gzip stream"
+    if head != b"\x1f\x8b":
+        return (
+            0,
+            "corrupt_gzip",
+            f"not gzip: the file starts with {head!r}, not the gzip magic bytes",
+        )
+    stream.seek(0)
+    try:
+        with gzip.GzipFile(fileobj=stream, mode="rb") as reader:
+            return count_lines(reader), None, None
+    except EOFError as exc:
+        return 0, "corrupt_gzip", f"truncated: {one_line(exc)}"
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        return 0, "corrupt_gzip", f"corrupt: {one_line(exc)}"
+
+
+@contextlib.contextmanager
+def _spooled(storage: Storage, key: str) -> Iterator[tuple[BinaryIO, int, str]]:
+    """The object streamed once into a local spool: ``(spool at position 0, size, sha256)``."""
+    digest, size = hashlib.sha256(), 0
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        with storage.open_read(key) as source:
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+                spool.write(chunk)
+                size += len(chunk)
+        spool.seek(0)
+        yield spool, size, digest.hexdigest()
+
+
+def _manifests_around(lake: Storage, day: date, before: int, after: int) -> dict[date, dict]:
+    """Event manifests of the batches ``day - before`` .. ``day + after`` (not ``day`` itself)."""
+    found = {}
+    for offset in range(-before, after + 1):
         other = day + timedelta(days=offset)
         key = raw_events_prefix(other) + MANIFEST
-        if offset == 0 or not lake.exists(key):
-            continue
-        claimed.update(entry["key"] for entry in read_json(lake, key)["files"])
-    return claimed
+        if offset != 0 and lake.exists(key):
+            found[other] = read_json(lake, key)
+    return found
+
+
+def _held_keys(manifest: dict) -> set[str]:
+    """Landing keys a batch holds: collected, quarantined whole, or counted as duplicates."""
+    entries = [
+        *manifest["files"],
+        *manifest.get("quarantined_files", []),
+        *manifest.get("duplicate_files", []),
+    ]
+    return {entry["key"] for entry in entries}
+
+
+def _hour_of(key: str) -> datetime | None:
+    """The UTC write hour of a landing key ``events/date=YYYY-MM-DD/hour=HH/...``."""
+    try:
+        _, day_part, hour_part, *_ = key.split("/")
+        return datetime.strptime(f"{day_part[5:]} {hour_part[5:]}", "%Y-%m-%d %H").replace(
+            tzinfo=UTC
+        )
+    except (ValueError, IndexError):
+        return None
+
+
+def _too_late_files(
+    config: PipelineConfig, landing: Storage, day: date, held: set[str]
+) -> list[tuple[str, date]]:
+    """Landing files in folders older than D's lookback (up to ``late_scan_days`` before it)
+    that no batch holds: they will never be collected. ``(key, logical date of its folder)``."""
+    lookback, scan = config.collect.lookback_days, config.collect.late_scan_days
+    if scan == 0:
+        return []
+    start = window_for(day - timedelta(days=lookback + scan), config.tz).start
+    end = window_for(day - timedelta(days=lookback), config.tz).start
+    found = []
+    folder = start.date()
+    while folder <= (end - timedelta(hours=1)).date():
+        for info in landing.list(f"events/date={folder.isoformat()}/"):
+            hour = _hour_of(info.key)
+            if hour is None or not (start <= hour < end) or info.key in held:
+                continue
+            if info.key.endswith(EVENT_FILE_SUFFIXES):
+                found.append((info.key, hour.astimezone(config.tz).date()))
+        folder += timedelta(days=1)
+    return found
+
+
+def _unchanged(
+    lake_sizes: dict[str, int], previous: dict[str, dict], key: str, size: int, sha: str
+) -> bool:
+    """The lake already holds exactly these bytes at ``key`` (named by the previous manifest)."""
+    entry = previous.get(key)
+    return entry is not None and entry["sha256"] == sha and lake_sizes.get(key) == size
 
 
 def collect_events(config: PipelineConfig, logical_date: date) -> dict:
     """Copy D's landing files (and late files of earlier days) into the raw zone."""
     landing, lake = landing_storage(config), lake_storage(config)
     lookback = config.collect.lookback_days
-    claimed = _claimed_elsewhere(lake, logical_date, lookback)
+    prefix = raw_events_prefix(logical_date)
+    quarantine = quarantine_event_files_prefix(logical_date)
+
+    neighbours = _manifests_around(
+        lake, logical_date, lookback + config.collect.late_scan_days, lookback
+    )
+    claimed = set().union(*(_held_keys(m) for m in neighbours.values()))
+    # sha256 -> (landing key, batch) of files collected by this batch or one within the lookback
+    collected_sha = {
+        entry["sha256"]: (entry["key"], other)
+        for other, manifest in sorted(neighbours.items(), reverse=True)
+        if logical_date - timedelta(days=lookback) <= other < logical_date
+        for entry in manifest["files"]
+    }
 
     candidates = []
     for offset in range(lookback, -1, -1):
         window = window_for(logical_date - timedelta(days=offset), config.tz)
         for hour in window.utc_hours():
             for info in landing.list(landing_hour_prefix(hour)):
-                if info.key.endswith((".jsonl.gz", ".jsonl")) and info.key not in claimed:
+                if info.key.endswith(EVENT_FILE_SUFFIXES) and info.key not in claimed:
                     candidates.append((offset, info))
 
-    prefix = raw_events_prefix(logical_date)
-    lake.delete_prefix(prefix)
-    files = []
+    old = read_json(lake, prefix + MANIFEST) if lake.exists(prefix + MANIFEST) else {"files": []}
+    previous = {e["raw_key"]: e for e in old["files"]}
+    previous.update({e["quarantine_key"]: e for e in old.get("quarantined_files", [])})
+    lake_sizes = {info.key: info.size for root in (prefix, quarantine) for info in lake.list(root)}
+
+    files, quarantined, duplicates = [], [], []
     for offset, info in candidates:
-        data = landing.read_bytes(info.key)
-        lake.write_bytes(prefix + info.key, data)
-        files.append(
-            {
+        with _spooled(landing, info.key) as (spool, size, sha):
+            lines, reason, detail = inspect_event_file(spool, info.key)
+            entry = {
                 "key": info.key,
-                "raw_key": prefix + info.key,
-                "size_bytes": len(data),
-                "sha256": sha256_hex(data),
-                "line_count": _count_lines(data, info.key),
+                "size_bytes": size,
+                "sha256": sha,
                 "is_late_arrival": offset > 0,
             }
-        )
+            if reason is not None:
+                target = quarantine + info.key
+                quarantined.append(
+                    {**entry, "quarantine_key": target, "reason": reason, "detail": detail}
+                )
+                log.warning("quarantined landing file %s (%s): %s", info.key, reason, detail)
+            elif sha in collected_sha:
+                original_key, original_batch = collected_sha[sha]
+                duplicates.append(
+                    {
+                        **entry,
+                        "line_count": lines,
+                        "duplicate_of": original_key,
+                        "duplicate_of_batch": original_batch.isoformat(),
+                    }
+                )
+                log.warning(
+                    "landing file %s duplicates %s (sha256 %s): not collected",
+                    info.key,
+                    original_key,
+                    sha,
+                )
+                continue
+            else:
+                target = prefix + info.key
+                files.append({**entry, "raw_key": target, "line_count": lines})
+                collected_sha[sha] = (info.key, logical_date)
+            if not _unchanged(lake_sizes, previous, target, size, sha):
+                spool.seek(0)
+                lake.write_file(target, spool)
+
+    landing_keys_held = {e["key"] for e in [*files, *quarantined, *duplicates]}
+    too_late = _too_late_files(config, landing, logical_date, claimed | landing_keys_held)
+    oldest_late = min((d for _, d in too_late), default=None)
     manifest = {
         "logical_date": logical_date.isoformat(),
         "collected_at": datetime.now(UTC).isoformat(),
@@ -99,23 +289,139 @@ def collect_events(config: PipelineConfig, logical_date: date) -> dict:
         "line_count": sum(f["line_count"] for f in files),
         "byte_count": sum(f["size_bytes"] for f in files),
         "late_file_count": sum(f["is_late_arrival"] for f in files),
+        "quarantined_file_count": len(quarantined),
+        "duplicate_file_count": len(duplicates),
+        "duplicate_line_count": sum(f["line_count"] for f in duplicates),
+        "too_late_file_count": len(too_late),
+        "too_late_oldest_date": oldest_late.isoformat() if oldest_late else None,
         "files": files,
+        "quarantined_files": quarantined,
+        "duplicate_files": duplicates,
+        "too_late_files": [key for key, _ in too_late[:100]],
     }
+    manifest["input_line_count"] = manifest["line_count"] + manifest["duplicate_line_count"]
     write_json(lake, prefix + MANIFEST, manifest)
-    record_stage(
-        config,
-        {
-            "stage": "collect",
-            "dataset": "events",
-            "logical_date": logical_date.isoformat(),
-            "counts": {"input": manifest["line_count"], "output": manifest["line_count"]},
-            "files": manifest["file_count"],
-            "late_files": manifest["late_file_count"],
-            "bytes": manifest["byte_count"],
-        },
+    # Only now that the new manifest names the batch: drop what it no longer names.
+    keep = (
+        {prefix + MANIFEST}
+        | {f["raw_key"] for f in files}
+        | {f["quarantine_key"] for f in quarantined}
     )
-    log.info("collected %d event files (%d lines) for %s", len(files), manifest["line_count"], logical_date)
-    return {k: v for k, v in manifest.items() if k != "files"}
+    for key in lake_sizes:
+        if key not in keep:
+            lake.delete_prefix(key)
+
+    _record_collect(config, logical_date, manifest)
+    log.info(
+        "collected %d event files (%d lines) for %s; %d quarantined, %d duplicate, %d too late to collect",
+        len(files),
+        manifest["line_count"],
+        logical_date,
+        len(quarantined),
+        len(duplicates),
+        len(too_late),
+    )
+    return {
+        k: v
+        for k, v in manifest.items()
+        if k not in ("files", "quarantined_files", "duplicate_files")
+    }
+
+
+def _record_collect(config: PipelineConfig, day: date, manifest: dict) -> None:
+    """Run records of the collect: lines (events) and files (event_files), and the late-file check."""
+    lake = lake_storage(config)
+    found = (
+        manifest["file_count"]
+        + manifest["quarantined_file_count"]
+        + manifest["duplicate_file_count"]
+    )
+    events = {
+        "stage": "collect",
+        "dataset": "events",
+        "logical_date": day.isoformat(),
+        "counts": {
+            "input": manifest["input_line_count"],
+            "clean": manifest["line_count"],
+            "quarantined": 0,
+            "duplicates": manifest["duplicate_line_count"],
+        },
+        "files": manifest["file_count"],
+        "late_files": manifest["late_file_count"],
+        "bytes": manifest["byte_count"],
+        "quarantined_files": manifest["quarantined_file_count"],
+        "duplicate_files": manifest["duplicate_file_count"],
+        "too_late_files": {
+            "count": manifest["too_late_file_count"],
+            "oldest_date": manifest["too_late_oldest_date"],
+        },
+    }
+    files = {
+        "stage": "collect",
+        "dataset": "event_files",
+        "logical_date": day.isoformat(),
+        "counts": {
+            "input": found,
+            "clean": manifest["file_count"],
+            "quarantined": manifest["quarantined_file_count"],
+            "duplicates": manifest["duplicate_file_count"],
+        },
+        "quarantined_by_reason": {
+            reason: sum(1 for f in manifest["quarantined_files"] if f["reason"] == reason)
+            for reason in FILE_REASONS
+        },
+        "quarantined_files": [
+            {k: f[k] for k in ("key", "quarantine_key", "sha256", "size_bytes", "reason", "detail")}
+            for f in manifest["quarantined_files"]
+        ],
+        "duplicate_files": [
+            {k: f[k] for k in ("key", "sha256", "line_count", "duplicate_of", "duplicate_of_batch")}
+            for f in manifest["duplicate_files"]
+        ],
+    }
+    write_json(lake, run_record_key("collect", "events", day), {**events, "event_files": files})
+    record_stage(config, events)
+    record_and_reconcile(config, files)
+    late = manifest["too_late_file_count"]
+    record_quality(
+        config,
+        day,
+        [
+            {
+                "logical_date": day,
+                "dataset": "events",
+                "contract_id": COLLECT_CHECKS,
+                "contract_version": "1",
+                "check_name": LATE_CHECK,
+                "expectation_type": "landing_files_collected_within_lookback",
+                "column_name": None,
+                "severity": "warning",
+                "is_success": late == 0,
+                "element_count": None,
+                "unexpected_count": late,
+                "observed_value": json.dumps(
+                    {
+                        "files": late,
+                        "oldest_date": manifest["too_late_oldest_date"],
+                        "lookback_days": config.collect.lookback_days,
+                        "examples": manifest["too_late_files"][:5],
+                    }
+                ),
+                "validated_at": datetime.now(UTC),
+            }
+        ],
+        [COLLECT_CHECKS],
+    )
+    if late:
+        log.warning(
+            "data-quality warning %s: %d landing file(s) arrived after the %d-day lookback and will never "
+            "be collected (oldest from %s), e.g. %s",
+            day,
+            late,
+            config.collect.lookback_days,
+            manifest["too_late_oldest_date"],
+            manifest["too_late_files"][0],
+        )
 
 
 def source_engine(config: PipelineConfig) -> sa.Engine:
@@ -128,7 +434,9 @@ def _previous_watermark(config: PipelineConfig, table: str, logical_date: date) 
     target = f"{config.warehouse.schema_name}.ops_source_watermarks"
     with engine.connect() as conn:
         value = conn.execute(
-            sa.text(f"select max(upper_bound_at) from {target} where table_name = :t and logical_date < :d"),
+            sa.text(
+                f"select max(upper_bound_at) from {target} where table_name = :t and logical_date < :d"
+            ),
             {"t": table, "d": logical_date},
         ).scalar_one()
     engine.dispose()
@@ -155,7 +463,9 @@ def _save_watermark(config: PipelineConfig, manifest: dict) -> None:
             {
                 "t": manifest["table"],
                 "d": date.fromisoformat(manifest["logical_date"]),
-                "lo": datetime.fromisoformat(manifest["lower_bound"]) if manifest["lower_bound"] else None,
+                "lo": datetime.fromisoformat(manifest["lower_bound"])
+                if manifest["lower_bound"]
+                else None,
                 "hi": datetime.fromisoformat(manifest["upper_bound"]),
                 "n": manifest["row_count"],
                 "full": manifest["full_reload"],
@@ -188,7 +498,11 @@ def collect_sources(
         if table_name not in existing:
             raise ConfigError(f"source.tables: table {table_name!r} not found in {engine.url!r}")
         previous = None if full_reload else _previous_watermark(config, table_name, logical_date)
-        lower = previous - timedelta(minutes=config.collect.source_overlap_minutes) if previous else None
+        lower = (
+            previous - timedelta(minutes=config.collect.source_overlap_minutes)
+            if previous
+            else None
+        )
         table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
         query = sa.select(table).where(table.c.updated_at <= _naive_utc(upper))
         if lower is not None:
@@ -227,7 +541,9 @@ def _extract_to_parquet(
             chunk = result.fetchmany(chunk_rows)
             if not chunk and part > 0:
                 break
-            table = pa.Table.from_pylist([dict(zip(columns, row, strict=True)) for row in chunk], schema=schema)
+            table = pa.Table.from_pylist(
+                [dict(zip(columns, row, strict=True)) for row in chunk], schema=schema
+            )
             buffer = io.BytesIO()
             pq.write_table(table, buffer)
             lake.write_bytes(f"{prefix}part-{part:05d}.parquet", buffer.getvalue())

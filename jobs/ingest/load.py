@@ -27,8 +27,9 @@ from jobs.platform.lake import (
     spark_uri,
 )
 from jobs.platform.ops import warehouse_engine
-from jobs.platform.published import published_batches
-from jobs.platform.warehouse import record_run, replace_where, stage_arrow, to_arrow, upsert
+from jobs.platform.publish import Output, publish
+from jobs.platform.published import check_no_gap, published_batches
+from jobs.platform.warehouse import to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -165,36 +166,21 @@ def load_warehouse(config: PipelineConfig, logical_date: date, require_validatio
         )
         daily = to_arrow(events_daily_rows(events, loaded_at))
 
-    arrow = {name: to_arrow(frame) for name, (frame, _) in frames.items()}
-    counts: dict[str, int] = {}
-    with engine.begin() as conn:
-        for name, (_, keys) in frames.items():
-            staged = stage_arrow(conn, f"stage_{name}", arrow[name], f"{schema}.{name}")
-            upsert(conn, schema, name, staged, keys, arrow[name].column_names)
-            counts[name] = arrow[name].num_rows
-        if daily is not None:
-            staged = stage_arrow(conn, "stage_fct_events_daily", daily, f"{schema}.fct_events_daily")
-            placeholders = ", ".join(f":d{i}" for i in range(len(event_dates)))
-            replace_where(
-                conn,
-                schema,
-                "fct_events_daily",
-                staged,
-                daily.column_names,
-                f"event_date in ({placeholders})",
-                {f"d{i}": d for i, d in enumerate(event_dates)},
-            )
-            counts["fct_events_daily"] = daily.num_rows
-        record_run(
-            conn,
-            schema,
-            logical_date,
-            "load",
-            "warehouse",
-            "success",
-            {"input": sum(counts.values()), "output": sum(counts.values())},
-            {"rows_by_table": counts, "event_dates": [d.isoformat() for d in event_dates]},
-        )
-    engine.dispose()
+    check_no_gap(published, logical_date)
+    outputs = [Output(name, to_arrow(frame), "upsert", keys) for name, (frame, keys) in frames.items()]
+    if daily is not None:  # recomputed whole for every event date the batch touched
+        placeholders = ", ".join(f":d{i}" for i in range(len(event_dates)))
+        params = {f"d{i}": d for i, d in enumerate(event_dates)}
+        outputs.append(Output("fct_events_daily", daily, where=f"event_date in ({placeholders})", params=params))
+    total = sum(output.rows for output in outputs)
+    counts = publish(
+        config,
+        logical_date,
+        "load",
+        "warehouse",
+        outputs,
+        counts={"input": total, "output": total},
+        details={"event_dates": [d.isoformat() for d in event_dates]},
+    )
     log.info("published %s: %s", logical_date, counts)
     return {"logical_date": logical_date.isoformat(), "rows_by_table": counts, "event_dates": event_record["event_dates"]}

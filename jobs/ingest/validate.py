@@ -5,8 +5,13 @@ For each contract, the clean Spark DataFrame of D is validated by a suite genera
 contract (:mod:`jobs.ingest.contracts`), with run-time bounds for volume (relative to the median of
 recent days in ``ops_pipeline_runs``) and freshness (relative to the end of D). Results are
 saved as JSON and as Data Docs (HTML) under ``reports_root``, every check is recorded in
-``ops_data_quality``, and an error-level failure raises :class:`ContractViolation` naming the
+``ops_data_quality`` (replacing the date's rows of these contracts only: collect records its own
+checks there too), and an error-level failure raises :class:`ContractViolation` naming the
 contract, the check, the column and the failing count. Warnings are recorded and shown only.
+
+An empty day (no clean rows, e.g. no landing files and no changed source rows) validates like
+any other: the volume check warns (it never fails with bounds that contradict each other; after
+empty days, whose median is 0, only the contract's minimum applies).
 """
 
 from __future__ import annotations
@@ -37,16 +42,13 @@ from jobs.platform.lake import (
     window_for,
     write_json,
 )
-from jobs.platform.ops import warehouse_engine
+from jobs.platform.ops import record_quality, warehouse_engine
 from jobs.platform.storage import LocalStorage
-from jobs.platform.warehouse import insert_rows
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 SITE = "marketing_quality"
 GX_SEVERITY = {"error": "critical", "warning": "warning"}
-
-
 
 
 def dataset_frame(spark, config: PipelineConfig, dataset: str, day: date) -> DataFrame | None:
@@ -87,10 +89,13 @@ def runtime_checks(contract: Contract, history: list[int], window_end: datetime)
     if contract.volume is not None:
         rule = contract.volume
         low, high = rule.minimum, None
-        if history:
-            median = statistics.median(history)
+        median = statistics.median(history) if history else 0
+        # Only a history with volume sets relative bounds: after empty days (median 0) the
+        # count is held to the contract's minimum only (a 0 upper bound would be below it).
+        if median > 0:
             low = max(low, int(median * rule.min_ratio))
             high = math.ceil(median * rule.max_ratio) if rule.max_ratio != float("inf") else None
+            high = max(high, low) if high is not None else None
         checks.append(
             Check(
                 rule.name,
@@ -107,7 +112,10 @@ def runtime_checks(contract: Contract, history: list[int], window_end: datetime)
             Check(
                 rule.name,
                 "expect_column_max_to_be_between",
-                {"column": rule.column, "min_value": newest_allowed_age.astimezone(timezone.utc).replace(tzinfo=None)},
+                {
+                    "column": rule.column,
+                    "min_value": newest_allowed_age.astimezone(timezone.utc).replace(tzinfo=None),
+                },
                 rule.severity,
                 rule.column,
                 f"newest {rule.column} at most {rule.max_age_days:g} days before the end of the date",
@@ -124,17 +132,27 @@ def build_suite(contract: Contract, checks: list[Check]):
     expectations = []
     for check in checks:
         cls = _expectation_class(gxe, check.expectation_type)
-        kwargs = {k: v for k, v in check.kwargs.items() if v is not None or k in ("min_value", "max_value")}
+        kwargs = {
+            k: v
+            for k, v in check.kwargs.items()
+            if v is not None or k in ("min_value", "max_value")
+        }
         expectations.append(
             cls(
                 **kwargs,
                 severity=GX_SEVERITY[check.severity],
-                meta={"check_name": check.name, "severity": check.severity, "contract": contract.id},
+                meta={
+                    "check_name": check.name,
+                    "severity": check.severity,
+                    "contract": contract.id,
+                },
                 notes=f"{check.severity} | {contract.id} v{contract.version} | {check.name}"
                 + (f" | {check.description}" if check.description else ""),
             )
         )
-    return gx.ExpectationSuite(name=f"{contract.dataset}_suite", expectations=expectations, meta={"contract": contract.id})
+    return gx.ExpectationSuite(
+        name=f"{contract.dataset}_suite", expectations=expectations, meta={"contract": contract.id}
+    )
 
 
 def _expectation_class(module, snake: str):
@@ -159,7 +177,9 @@ class _Validator:
 
         self.gx = gx
         self.build_docs = build_docs
-        self.context = gx.get_context(mode="file", project_root_dir=str(docs_dir.parent / "gx_project"))
+        self.context = gx.get_context(
+            mode="file", project_root_dir=str(docs_dir.parent / "gx_project")
+        )
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         sites = self.context.list_data_docs_sites()
         for site in [name for name in sites if name != SITE]:
@@ -169,7 +189,10 @@ class _Validator:
                 site_name=SITE,
                 site_config={
                     "class_name": "SiteBuilder",
-                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs_dir),
+                    },
                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                     "show_how_to_buttons": False,
                 },
@@ -195,13 +218,17 @@ class _Validator:
             self.gx.Checkpoint(
                 name=f"{dataset}_checkpoint",
                 validation_definitions=[definition],
-                actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])] if self.build_docs else [],
+                actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])]
+                if self.build_docs
+                else [],
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
             )
         )
         from great_expectations.core.run_identifier import RunIdentifier
 
-        run_id = RunIdentifier(run_name=f"{dataset}-{day.isoformat()}", run_time=datetime.now(timezone.utc))
+        run_id = RunIdentifier(
+            run_name=f"{dataset}-{day.isoformat()}", run_time=datetime.now(timezone.utc)
+        )
         result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
         ((_, validation),) = result.run_results.items()
         return validation
@@ -233,13 +260,19 @@ def summarise(contract: Contract, validation) -> list[dict]:
             {
                 "check_name": config.meta.get("check_name", config.type),
                 "expectation_type": config.type,
-                "column_name": config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or []) or None,
+                "column_name": config.kwargs.get("column")
+                or ",".join(config.kwargs.get("column_list") or [])
+                or None,
                 "severity": config.meta.get("severity", "error"),
                 "is_success": bool(result.success),
                 "element_count": details.get("element_count"),
                 "unexpected_count": details.get("unexpected_count"),
-                "observed_value": _observed(details.get("observed_value") if exception is None else exception),
-                "partial_unexpected_list": [str(v) for v in (details.get("partial_unexpected_list") or [])][:10],
+                "observed_value": _observed(
+                    details.get("observed_value") if exception is None else exception
+                ),
+                "partial_unexpected_list": [
+                    str(v) for v in (details.get("partial_unexpected_list") or [])
+                ][:10],
             }
         )
     return sorted(rows, key=lambda row: row["check_name"])
@@ -249,7 +282,11 @@ def describe_failure(contract: Contract, row: dict) -> str:
     where = f" on column {row['column_name']}" if row["column_name"] else ""
     if row["unexpected_count"] is not None:
         count = f"{row['unexpected_count']} of {row['element_count']} rows failed"
-        sample = f" (e.g. {', '.join(row['partial_unexpected_list'][:3])})" if row["partial_unexpected_list"] else ""
+        sample = (
+            f" (e.g. {', '.join(row['partial_unexpected_list'][:3])})"
+            if row["partial_unexpected_list"]
+            else ""
+        )
     else:
         count, sample = f"observed {row['observed_value']}", ""
     return (
@@ -267,7 +304,11 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     reports = reports_storage(config)
     window = window_for(logical_date, config.tz)
     local_docs = isinstance(reports, LocalStorage)
-    docs_dir = Path(reports.uri("data_docs")) if local_docs else Path(tempfile.mkdtemp(prefix="data-docs-"))
+    docs_dir = (
+        Path(reports.uri("data_docs"))
+        if local_docs
+        else Path(tempfile.mkdtemp(prefix="data-docs-"))
+    )
     validator = _Validator(docs_dir, build_docs=config.validation.build_data_docs)
     validated_at = datetime.now(timezone.utc)
 
@@ -278,8 +319,12 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     for dataset, contract in contracts.items():
         frame = dataset_frame(spark, config, dataset, logical_date)
         if frame is None:
-            raise UpstreamNotReadyError(f"no clean {dataset} for {logical_date}: run the clean stage first")
-        rule_days = contract.volume.days if contract.volume else config.validation.volume_history_days
+            raise UpstreamNotReadyError(
+                f"no clean {dataset} for {logical_date}: run the clean stage first"
+            )
+        rule_days = (
+            contract.volume.days if contract.volume else config.validation.volume_history_days
+        )
         checks = contract.checks + runtime_checks(
             contract, volume_history(config, dataset, logical_date, rule_days), window.end
         )
@@ -293,7 +338,9 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         )
         for row in rows:
             if not row["is_success"]:
-                (failures if row["severity"] == "error" else warnings).append(describe_failure(contract, row))
+                (failures if row["severity"] == "error" else warnings).append(
+                    describe_failure(contract, row)
+                )
             quality_rows.append(
                 {
                     "logical_date": logical_date,
@@ -307,8 +354,12 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         summary[dataset] = {
             "contract": contract.id,
             "checks": len(rows),
-            "failed_errors": sum(1 for r in rows if not r["is_success"] and r["severity"] == "error"),
-            "failed_warnings": sum(1 for r in rows if not r["is_success"] and r["severity"] == "warning"),
+            "failed_errors": sum(
+                1 for r in rows if not r["is_success"] and r["severity"] == "error"
+            ),
+            "failed_warnings": sum(
+                1 for r in rows if not r["is_success"] and r["severity"] == "warning"
+            ),
         }
 
     if config.validation.build_data_docs:
@@ -316,7 +367,9 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         if not local_docs:
             _upload_dir(docs_dir, reports, "data_docs")
 
-    _record_quality(config, logical_date, quality_rows)
+    record_quality(
+        config, logical_date, quality_rows, [contract.id for contract in contracts.values()]
+    )
     record = {
         "stage": "validate",
         "dataset": "all",
@@ -335,18 +388,13 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     if failures:
         raise ContractViolation(
             f"{logical_date}: {len(failures)} error-level check(s) failed, nothing published; first: {failures[0]}"
-            + (f" (+{len(failures) - 1} more, see {record['data_docs']})" if len(failures) > 1 else "")
+            + (
+                f" (+{len(failures) - 1} more, see {record['data_docs']})"
+                if len(failures) > 1
+                else ""
+            )
         )
     return {k: v for k, v in record.items() if k != "stage"}
-
-
-def _record_quality(config: PipelineConfig, day: date, rows: list[dict]) -> None:
-    engine = warehouse_engine(config)
-    schema = config.warehouse.schema_name
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"delete from {schema}.ops_data_quality where logical_date = :d"), {"d": day})
-        insert_rows(conn, schema, "ops_data_quality", rows)
-    engine.dispose()
 
 
 def _record_validation_run(config: PipelineConfig, day: date, record: dict, checks: int) -> None:
@@ -362,7 +410,11 @@ def _record_validation_run(config: PipelineConfig, day: date, record: dict, chec
             "all",
             "success" if record["passed"] else "failed",
             {"input": checks, "output": checks - len(record["errors"]) - len(record["warnings"])},
-            {"errors": record["errors"], "warnings": record["warnings"], "datasets": record["datasets"]},
+            {
+                "errors": record["errors"],
+                "warnings": record["warnings"],
+                "datasets": record["datasets"],
+            },
         )
     engine.dispose()
 

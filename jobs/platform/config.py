@@ -8,6 +8,7 @@ A wrong key, type or URL fails fast with :class:`ConfigError`, whose message is 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -16,8 +17,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.exceptions import SettingsError
+from pydantic_settings.sources.utils import parse_env_vars
 
-from jobs.platform.errors import ConfigError
+from jobs.platform.errors import ConfigError, one_line
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "pipeline.yaml"
@@ -75,6 +84,9 @@ class WarehouseConfig(_Section):
     url: str = "duckdb:///data/warehouse/marketing.duckdb"
     schema_name: str = Field("main", alias="schema")
     bi_role: str | None = Field(None, description="PostgreSQL role granted read-only, PII-free access")
+    lock_timeout_seconds: int = Field(
+        600, ge=0, description="how long a run waits for another run writing the warehouse before it gives up"
+    )
 
     @field_validator("url")
     @classmethod
@@ -100,6 +112,9 @@ class SparkConfig(_Section):
 
 class CollectConfig(_Section):
     lookback_days: int = Field(3, ge=0, description="earlier landing days scanned for late files")
+    late_scan_days: int = Field(
+        7, ge=0, description="days before the lookback checked for late files never collected"
+    )
     source_overlap_minutes: int = Field(60, ge=0)
     full_reload: bool = False
 
@@ -108,6 +123,9 @@ class CleanConfig(_Section):
     late_window_days: int = Field(3, ge=0, description="events older than this are quarantined")
     future_tolerance_minutes: int = Field(60, ge=0, description="clock skew accepted")
     bot_max_events_per_minute: int = Field(30, ge=1)
+    max_line_bytes: int = Field(
+        1 << 20, ge=1, description="longer event lines are quarantined as line_too_long"
+    )
     max_order_amount: float = Field(100_000, gt=0)
     max_item_quantity: int = Field(1_000, ge=1)
 
@@ -140,10 +158,16 @@ class AirflowConfig(_Section):
     start_date: str = "2026-01-01"
     retries: int = Field(2, ge=0)
     retry_delay_minutes: int = Field(5, ge=0)
-    alert_email: str | None = None
 
 
-class PipelineConfig(_Section):
+class PipelineConfig(BaseSettings):
+    """The whole configuration: the YAML file, then ``MKT_<SECTION>__<KEY>`` environment
+    variables over it (read by pydantic-settings), then explicit overrides over both."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_parse_none_str="", extra="forbid", frozen=True
+    )
+
     shop: ShopConfig = ShopConfig()
     storage: StorageConfig = StorageConfig()
     source: SourceConfig = SourceConfig()
@@ -161,6 +185,26 @@ class PipelineConfig(_Section):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.shop.timezone)
+
+
+def masked_url(url: str) -> str:
+    """A URL fit to print: any password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def printable(config: PipelineConfig) -> dict[str, Any]:
+    """The configuration as ``marketing config`` shows it: passwords in URLs masked."""
+    data = config.model_dump(by_alias=True)
+    for section, key in (("source", "url"), ("warehouse", "url"), ("storage", "s3_endpoint_url")):
+        if data[section].get(key):
+            data[section][key] = masked_url(data[section][key])
+    return data
 
 
 def _check_sqlalchemy_url(value: str) -> str:
@@ -190,31 +234,45 @@ def _resolve_sqlite_like(url: str, base: Path) -> str:
     return url
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """``MKT_SECTION__KEY=value`` -> ``{"section": {"key": value}}``; values are parsed as YAML."""
-    overrides: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        node = overrides
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        try:
-            node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            node[path[-1]] = raw
-    return overrides
+class _Environment(EnvSettingsSource):
+    """``MKT_SECTION__KEY`` variables from a given mapping (``os.environ`` by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+class _Values(PydanticBaseSettingsSource):
+    """Already-read settings (the YAML file's, or explicit overrides) as a settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+def _read_file(config_path: Path) -> dict[str, Any]:
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {config_path} is not UTF-8 text (byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {config_path}{where} is not valid YAML") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {config_path} must hold a mapping of sections")
+    return raw
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -226,6 +284,26 @@ def _describe(error: dict[str, Any]) -> str:
     return f"setting '{key}': {error['msg']} (got {error.get('input')!r})"
 
 
+def _variable_for(loc: tuple, environ: dict[str, str]) -> str | None:
+    """The ``MKT_...`` variable that set the setting at ``loc``, if one did."""
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    for depth in range(len(parts), 0, -1):
+        name = ENV_PREFIX + "__".join(parts[:depth]).upper()
+        if any(key.upper() == name for key in environ):
+            return name
+    return None
+
+
+def _unparsable_variable(environ: dict[str, str]) -> str | None:
+    for name, value in sorted(environ.items()):
+        if name.upper().startswith(ENV_PREFIX) and "__" in name and value.lstrip()[:1] in ("[", "{"):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                return f"{name}: not valid JSON for a list or mapping setting ({exc})"
+    return None
+
+
 def load_config(
     path: str | Path | None = None,
     environ: dict[str, str] | None = None,
@@ -234,23 +312,27 @@ def load_config(
     """Read, merge and validate the configuration; raise :class:`ConfigError` on any problem."""
     environ = dict(os.environ if environ is None else environ)
     config_path = Path(path or environ.get("MKT_CONFIG") or DEFAULT_CONFIG)
-    if not config_path.is_file():
-        raise ConfigError(f"config file not found: {config_path}")
+    raw = _read_file(config_path)
+
+    class _Loaded(PipelineConfig):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, **_defaults):
+            # first wins: explicit overrides, then the environment, then the file
+            return (
+                _Values(settings_cls, overrides or {}),
+                _Environment(settings_cls, environ),
+                _Values(settings_cls, raw),
+            )
+
     try:
-        raw = yaml.safe_load(config_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {config_path}{where} is not valid YAML") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {config_path} must hold a mapping of sections")
-    merged = _deep_merge(_deep_merge(raw, _env_overrides(environ)), overrides or {})
-    try:
-        config = PipelineConfig.model_validate(merged)
+        config = PipelineConfig.model_validate(_Loaded().model_dump(by_alias=True))
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{config_path}: {_describe(first)}{more}") from exc
+        variable = _variable_for(first["loc"], environ)
+        raise ConfigError(f"{variable or config_path}: {_describe(first)}{more}") from exc
+    except SettingsError as exc:  # an environment value that is not valid JSON for a list/dict setting
+        raise ConfigError(f"{_unparsable_variable(environ) or one_line(exc)}") from exc
 
     base = PROJECT_ROOT
     storage = config.storage.model_copy(

@@ -7,6 +7,7 @@ Zones (keys relative to ``storage.lake_root``)::
     clean/events/batch_date=D/event_date=E/           cleaned events (Parquet)
     clean/<table>/extract_date=D/                     cleaned source deltas (Parquet)
     quarantine/<dataset>/batch_date=D/                rejected rows: payload + stage + reason
+    quarantine/event_files/batch_date=D/<landing key> whole files collect rejected (corrupt gzip)
     restricted/users_pii/extract_date=D/              email/phone in clear, for consented exports
     _runs/<stage>/<dataset>/D.json                    counts of each stage run (reconciliation)
 
@@ -46,9 +47,7 @@ class Window:
 
 def window_for(logical_date: date, tz: ZoneInfo) -> Window:
     start = datetime.combine(logical_date, time.min, tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(logical_date + timedelta(days=1), time.min, tzinfo=tz).astimezone(
-        UTC
-    )
+    end = datetime.combine(logical_date + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
     return Window(logical_date, start, end)
 
 
@@ -100,6 +99,11 @@ def clean_source_prefix(table: str, day: date | None = None) -> str:
 
 def quarantine_prefix(dataset: str, day: date) -> str:
     return f"quarantine/{dataset}/batch_date={day.isoformat()}/"
+
+
+def quarantine_event_files_prefix(day: date) -> str:
+    """Whole landing files batch D set aside (byte for byte) because they cannot be read."""
+    return f"quarantine/event_files/batch_date={day.isoformat()}/"
 
 
 def restricted_prefix(dataset: str, day: date) -> str:

@@ -45,22 +45,28 @@ def business_date(context: dict, tz: str) -> date:
     return logical.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
 
 
-def business_date_from_assets(context: dict, tz: str) -> date:
-    """The date an asset-triggered run works on: the ``business_date`` param, else the date
-    the triggering load published (carried in the asset event's extra), else yesterday."""
+def business_dates_from_assets(context: dict, tz: str) -> list[date]:
+    """The dates an asset-triggered run works on, oldest first: the ``business_date`` param,
+    else every date the triggering events published (carried in each asset event's extra;
+    during a backfill several queue up for one run), else yesterday."""
     override = _business_date_param(context)
     if override:
-        return override
+        return [override]
     events = context.get("triggering_asset_events") or {}
-    dates = [
+    dates = {
         event.extra.get("business_date")
         for asset_events in events.values()
         for event in asset_events
         if getattr(event, "extra", None) and event.extra.get("business_date")
-    ]
+    }
     if dates:
-        return date.fromisoformat(max(dates))
-    return datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)
+        return sorted(date.fromisoformat(value) for value in dates)
+    return [datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)]
+
+
+def business_date_from_assets(context: dict, tz: str) -> date:
+    """The latest of :func:`business_dates_from_assets` (stages that only need the newest)."""
+    return business_dates_from_assets(context, tz)[-1]
 
 
 def alert_on_failure(context: dict) -> None:
@@ -113,14 +119,23 @@ def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from jobs.platform.errors import DeterministicError
+    from jobs.platform.locks import warehouse_lock
     from jobs.platform.stages import stage_function
 
     stage = stage_function(name)
     try:
-        summary = stage(config, day)
+        with warehouse_lock(config, f"{name} {day}"):
+            summary = stage(config, day)
     except DeterministicError as exc:  # TransientError propagates: Airflow retries it
         raise AirflowFailException(f"{name} {day}: {exc}") from exc
     return {"business_date": day.isoformat(), **summary}
+
+
+def run_stage_for_dates(config: PipelineConfig, name: str, days: list[date]) -> dict:
+    """Run stage ``name`` for each date in order (an asset-triggered run may carry several
+    dates, e.g. during a backfill); the summary is the last date's, listing all dates."""
+    summaries = [run_stage(config, name, day) for day in days]
+    return {**summaries[-1], "business_dates": [s["business_date"] for s in summaries]}
 
 
 def announce(assets, summary: dict) -> dict:

@@ -8,7 +8,7 @@ never seen downstream.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
 from pyspark.sql import DataFrame, Window
@@ -36,6 +36,23 @@ def published_batches(conn: sa.Connection, schema: str) -> set[date]:
     return {value if isinstance(value, date) else date.fromisoformat(str(value)) for value in rows}
 
 
+def check_no_gap(published: set[date], day: date) -> None:
+    """Refuse to publish ``day`` on top of a missing date: the latest published date before it
+    must be the day before (or nothing is published before it yet: the first night).
+
+    A failed date is not skipped over: later dates wait (Airflow retries this error) until
+    the missing date is published, e.g. re-run after a fix, or run as an empty day."""
+    earlier = [d for d in published if d < day]
+    if earlier and max(earlier) != day - timedelta(days=1):
+        missing = max(earlier) + timedelta(days=1)
+        last = day - timedelta(days=1)
+        span = str(missing) if missing == last else f"{missing} to {last}"
+        raise UpstreamNotReadyError(
+            f"{day} is not published: {span} not published yet (failed or not run), and a date never builds "
+            f"on a gap; publish {span} first (marketing run --date {missing}), then re-run {day}"
+        )
+
+
 def _current(spark, config: PipelineConfig, table: str, key: str | tuple[str, ...], as_of: date, batches: set[date]) -> DataFrame:
     """Latest clean version of every row of a source table, from published batches up to D."""
     from jobs.platform.lake import clean_source_prefix, lake_storage, spark_uri
@@ -57,7 +74,6 @@ def published_tables(config: PipelineConfig, as_of: date, keys: dict[str, str | 
     engine = warehouse_engine(config)
     with engine.connect() as conn:
         batches = published_batches(conn, config.warehouse.schema_name)
-    engine.dispose()
     if as_of not in batches:
         raise UpstreamNotReadyError(f"{as_of} is not published yet (no successful load of that date): this stage reads published data only")
     return batches, {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}

@@ -16,6 +16,7 @@ from datetime import date
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import ConfigError
+from jobs.platform.locks import warehouse_lock
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def run_pipeline(config: PipelineConfig, day: date, stages: list[str] | None = N
     for stage in resolve_stages(stages):
         started = time.monotonic()
         log.info("%s %s: starting", day, stage)
-        results[stage] = stage_function(stage)(config, day)
+        with warehouse_lock(config, f"{stage} {day}"):
+            results[stage] = stage_function(stage)(config, day)
         log.info("%s %s: done in %.1fs", day, stage, time.monotonic() - started)
     return results

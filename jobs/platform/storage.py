@@ -1,8 +1,9 @@
 """Object storage: a local directory or an S3 bucket/prefix behind one small interface.
 
 Keys are always ``/``-separated and relative to the root (``events/date=2026-01-01/...``).
-Writes are atomic: a local file is written to a temporary name and renamed; an S3 PUT is
-atomic by nature.
+Writes are atomic: a local file is written to a temporary name and renamed; an S3 PUT (or a
+multipart upload, completed at the end) is atomic by nature. Large objects are read and written
+as streams (:meth:`Storage.open_read`, :meth:`Storage.write_file`), never whole in memory.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from jobs.platform.errors import ConfigError
+
+CHUNK_BYTES = 1 << 20  # streaming copies move 1 MiB at a time
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
     def read_bytes(self, key: str) -> bytes: ...
     def write_bytes(self, key: str, data: bytes) -> None: ...
+    def open_read(self, key: str) -> BinaryIO: ...
+    def write_file(self, key: str, source: BinaryIO) -> None: ...
     def list(self, prefix: str = "") -> list[ObjectInfo]: ...
     def delete_prefix(self, prefix: str) -> int: ...
 
@@ -61,6 +66,23 @@ class LocalStorage:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A binary stream of the object (close it, or use it in a ``with``)."""
+        return self.path(key).open("rb")
+
+    def write_file(self, key: str, source: BinaryIO) -> None:
+        """Stream ``source`` (from its current position) to ``key``; atomic like write_bytes."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                shutil.copyfileobj(source, handle, CHUNK_BYTES)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         base = self.path(prefix)
@@ -123,6 +145,15 @@ class S3Storage:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def open_read(self, key: str) -> BinaryIO:
+        """The object's body as a stream (botocore's StreamingBody reads in chunks)."""
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+
+    def write_file(self, key: str, source: BinaryIO) -> None:
+        """Stream ``source`` to ``key`` (multipart above boto3's threshold; the object appears
+        only when the upload completes)."""
+        self.client.upload_fileobj(source, self.bucket, self._key(key))
 
     def _iter(self, prefix: str) -> Iterator[dict]:
         full = self._key(prefix)

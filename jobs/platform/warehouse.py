@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 from jobs.platform.config import PROJECT_ROOT, PipelineConfig
-from jobs.platform.errors import ConfigError
+from jobs.platform.errors import ConfigError, EndpointUnavailableError, one_line
 
 SQL_DIR = PROJECT_ROOT / "sql" / "warehouse"
+MARTS_SQL_DIR = PROJECT_ROOT / "sql" / "marts"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -40,7 +41,9 @@ def engine_for(config: PipelineConfig) -> sa.Engine:
     url = config.warehouse.url
     if url.startswith("duckdb:///") and ":memory:" not in url:
         Path(url[len("duckdb:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url)
+    if url.startswith("duckdb"):
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+    return sa.create_engine(url, pool_pre_ping=True)
 
 
 def is_duckdb(conn: sa.Connection | sa.Engine) -> bool:
@@ -94,8 +97,8 @@ def ensure_schema(engine: sa.Engine, schema: str, bi_role: str | None = None) ->
                 _comment(conn, "view", f"{schema}.{_ident(view)}", text)
             if bi_role and conn.dialect.name == "postgresql":
                 grant_bi_access(conn, schema, bi_role)
-    except sa.exc.OperationalError as exc:
-        raise ConfigError(f"warehouse.url: cannot use {engine.url!r}: {exc.orig}") from exc
+    except sa.exc.OperationalError as exc:  # not answering, refusing, or locked by another process
+        raise EndpointUnavailableError(f"warehouse.url: cannot use {engine.url!r}: {one_line(exc.orig)}") from exc
 
 
 def grant_bi_access(conn: sa.Connection, schema: str, role: str) -> None:
@@ -161,6 +164,16 @@ def add_profile_tag_columns(conn: sa.Connection, schema: str, tags: Sequence) ->
 def _statements(sql: str) -> list[str]:
     without_comments = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
     return [part.strip() for part in without_comments.split(";") if part.strip()]
+
+
+def read_sql(name: str, schema: str, **parts: str) -> list[str]:
+    """The statements of ``sql/marts/<name>`` with ``{schema}`` and the named ``parts``
+    (SQL fragments built from our own identifiers) filled in; values stay bind parameters
+    such as ``:d``."""
+    text = (MARTS_SQL_DIR / name).read_text()
+    for key, value in {"schema": _ident(schema), **parts}.items():
+        text = text.replace("{" + key + "}", value)
+    return _statements(text)
 
 
 def to_arrow(frame: DataFrame) -> pa.Table:
@@ -232,8 +245,13 @@ def replace_where(
     """Delete rows matching ``where`` (bound ``params``) and insert the staged rows."""
     target = f"{_ident(schema)}.{_ident(table)}"
     col_list = ", ".join(_ident(c) for c in columns)
-    conn.execute(sa.text(f"delete from {target} where {where}"), params)
+    delete_where(conn, schema, table, where, params)
     conn.exec_driver_sql(f"insert into {target} ({col_list}) select {col_list} from {_ident(staged)}")
+
+
+def delete_where(conn: sa.Connection, schema: str, table: str, where: str, params: dict) -> None:
+    """Delete the rows ``where`` selects; ``where`` is our own SQL, its values bound ``params``."""
+    conn.execute(sa.text(f"delete from {_ident(schema)}.{_ident(table)} where {where}"), params)
 
 
 def _now() -> datetime:

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.platform.errors import ConfigError, InputFileError
-from jobs.platform.files import read_table
+from jobs.platform.files import read_table, timestamp_column
 from jobs.recommender.interactions import (
     IdIndex,
     held_out,
@@ -57,14 +57,14 @@ def read_interactions(spark, path: Path, role: str) -> DataFrame:
     typed = frame.select(
         F.col("user_id").cast("string").alias("user_id"),
         F.col("item_id").cast("string").alias("item_id"),
-        (F.col("timestamp").cast("string").try_cast("timestamp") if "timestamp" in columns else F.lit(None).cast("timestamp")).alias("ts"),
+        (timestamp_column(F.col("timestamp")) if "timestamp" in columns else F.lit(None).cast("timestamp")).alias("ts"),
         (F.col("weight").cast("string").try_cast("double") if "weight" in columns else F.lit(1.0)).alias("weight"),
         *[F.col(c).cast("string").alias(f"raw_{c}") for c in ("timestamp", "weight") if c in columns],
     ).cache()
     checks = [("user_id", "user_id", F.col("user_id").isNull() | (F.trim("user_id") == ""), "empty")]
     checks.append(("item_id", "item_id", F.col("item_id").isNull() | (F.trim("item_id") == ""), "empty"))
     if "timestamp" in columns:
-        checks.append(("timestamp", "raw_timestamp", F.col("ts").isNull(), "not a timestamp"))
+        checks.append(("timestamp", "raw_timestamp", F.col("ts").isNull(), "not a timestamp (ISO-8601, or Unix epoch seconds or milliseconds)"))
     if "weight" in columns:
         checks.append(("weight", "raw_weight", F.col("weight").isNull() | (F.col("weight") < 0), "not a number >= 0"))
     bad = typed.agg(*[F.count(F.when(test, 1)).alias(name) for name, _, test, _ in checks]).first()

@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 from jobs.platform.config import PROJECT_ROOT
 from jobs.platform.errors import ConfigError, ModelGateError
 from jobs.platform.interface import PURCHASE_STATUSES
+from jobs.platform.publish import Output, publish, snapshot
 from jobs.platform.published import published_events, published_tables
 from jobs.platform.warehouse import to_arrow
 from jobs.recommender.interactions import (
@@ -109,7 +110,6 @@ def _lifecycle(config, as_of: date) -> pd.Series:
             ),
             {"d": as_of},
         ).all()
-    engine.dispose()
     return pd.Series({int(u): s for u, s in rows}, dtype="object")
 
 
@@ -250,20 +250,16 @@ def evaluate_holdout(
 
 def build_recommender(config, as_of: date, settings: RecommenderConfig | None = None) -> dict:
     """Run the nightly recommender for D; see the module docstring."""
-    from jobs.platform.ops import warehouse_engine
-    from jobs.platform.warehouse import record_run, replace_where, stage_arrow
     from models.recommenders import similar_items
 
     settings = settings or load_recommender(config.recommender.config_file)
     ev, ic = settings.evaluation, settings.interactions
-    schema = config.warehouse.schema_name
     registry = _registry(config)
     batches, current = published_tables(
         config, as_of, {"users": "user_id", "orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"}
     )
     events = published_events(config, batches, as_of, ic.lookback_days)
     signals = signals_up_to(current, events, settings, as_of).persist()
-    engine = warehouse_engine(config)
     first_seen = signals.groupBy("user_id").agg(F.min(F.to_date("ts")).alias("d")).toPandas().set_index("user_id")["d"]
     categories = current["products"].select("product_id", "category_l1").toPandas().set_index("product_id")["category_l1"]
     cutoff = as_of - timedelta(days=ev.holdout_days)
@@ -274,9 +270,7 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     )
     if isinstance(result, str):
         log.warning("recommender not trained for %s: %s", as_of, result)
-        with engine.begin() as conn:
-            record_run(conn, schema, as_of, "recommender", "recommendations", "skipped", {"input": 0, "output": 0}, {"reason": result})
-        engine.dispose()
+        publish(config, as_of, "recommender", "recommendations", [], counts={"input": 0, "output": 0}, details={"reason": result}, status="skipped")
         signals.unpersist(), owned.unpersist()
         return {"snapshot_date": as_of.isoformat(), "status": "skipped", "reason": result}
     production = registry.production()
@@ -337,25 +331,27 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     }
     registry.save(version, meta, artefacts)
 
-    tables = {"mart_model_evaluation": pd.DataFrame(evaluation_rows), **outputs}
-    with engine.begin() as conn:
-        for name, frame in tables.items():
-            data_table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-            staged = stage_arrow(conn, f"stage_{name}", data_table, f"{schema}.{name}")
-            where, params = ("model_version = :v", {"v": version}) if name == "mart_model_evaluation" else ("snapshot_date = :d", {"d": as_of})
-            replace_where(conn, schema, name, staged, data_table.column_names, where, params)
-        counts = {name: len(frame) for name, frame in tables.items()}
-        record_run(
-            conn, schema, as_of, "recommender", "recommendations", "success" if passed else "failed",
-            {"input": result.report["train"]["interactions"], "output": counts.get("mart_recommendations", 0)},
-            {"version": version, "gate": reason, "params": result.best.model_dump(), "rows_by_table": counts},
-        )  # fmt: skip
-    engine.dispose()
+    evaluation = Output("mart_model_evaluation", _arrow(pd.DataFrame(evaluation_rows)), where="model_version = :v", params={"v": version})
+    counts = publish(
+        config, as_of, "recommender", "recommendations",
+        [evaluation, *(snapshot(name, _arrow(frame)) for name, frame in outputs.items())],
+        counts={"input": result.report["train"]["interactions"], "output": len(outputs.get("mart_recommendations", ()))},
+        details={"version": version, "gate": reason, "params": result.best.model_dump()},
+        status="success" if passed else "failed",
+    )  # fmt: skip
     signals.unpersist(), owned.unpersist()
     if not passed:
         raise ModelGateError(f"{as_of}: model {version} not published: {reason}; the previous recommendations stay live")
     registry.promote(version, reason=f"nightly gate passed: {reason}")
     return {"snapshot_date": as_of.isoformat(), "version": version, "gate": reason, "params": result.best.model_dump(), "rows_by_table": counts}
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+
+
+def _as_date(value) -> date | None:
+    return value if value is None or isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _registry(config):
@@ -369,27 +365,22 @@ def republish(config, meta: dict) -> dict:
     """Put a registered version's published lists back live: they replace the rows of the
     latest published snapshot date (so the ``*_latest`` views serve them)."""
     from jobs.platform.ops import warehouse_engine
-    from jobs.platform.warehouse import record_run, replace_where, stage_arrow
 
     version, schema = meta["version"], config.warehouse.schema_name
     registry = _registry(config)
     missing = [name for name in PUBLISHED if name not in meta.get("artefacts", [])]
     if missing:
         raise ModelGateError(f"version {version} has no published outputs to restore ({', '.join(missing)}): it never passed the gate")
-    engine = warehouse_engine(config)
     loaded_at = datetime.now(timezone.utc)
-    counts = {}
-    with engine.begin() as conn:
-        ((latest,),) = conn.execute(sa.text(f"select max(snapshot_date) from {schema}.mart_recommendations")).all()
-        day = max(filter(None, [latest, date.fromisoformat(meta["snapshot_date"])]))
-        for name in PUBLISHED:
-            frame = registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            staged = stage_arrow(conn, f"stage_{name}", table, f"{schema}.{name}")
-            replace_where(conn, schema, name, staged, table.column_names, "snapshot_date = :d", {"d": day})
-            counts[name] = table.num_rows
-        record_run(conn, schema, day, "recommender_republish", "recommendations", "success", {"input": counts["mart_recommendations"], "output": counts["mart_recommendations"]}, {"version": version})
-    engine.dispose()
+    with warehouse_engine(config).connect() as conn:
+        latest = conn.execute(sa.text(f"select max(snapshot_date) from {schema}.mart_recommendations")).scalar_one()
+    day = max(filter(None, [_as_date(latest), date.fromisoformat(meta["snapshot_date"])]))
+    outputs = [snapshot(name, _arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at))) for name in PUBLISHED]
+    restored = outputs[0].rows
+    counts = publish(
+        config, day, "recommender_republish", "recommendations", outputs,
+        counts={"input": restored, "output": restored}, details={"version": version},
+    )  # fmt: skip
     return {"version": version, "snapshot_date": day.isoformat(), "rows_by_table": counts}
 
 

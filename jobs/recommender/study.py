@@ -1,8 +1,8 @@
 """The nightly recommender on a simulated shop, without the pipeline: how much better than
 its baselines it is, and whether it finds the tastes the simulator planted.
 
-:func:`study` simulates a shop (:mod:`jobs.simulator.core`), takes what the cleaned warehouse would
-hold of it (:func:`jobs.simulator.core.published_view`), builds the interaction signals and the
+:func:`study` simulates a shop (:mod:`jobs.simulator`), takes what the cleaned warehouse would
+hold of it (:func:`jobs.simulator.published_view`), builds the interaction signals and the
 owned items exactly as the nightly stage does and runs the nightly evaluation
 (:func:`jobs.recommender.stage.evaluate_holdout`). Used by ``benchmarks/bench_recommender_quality.py``
 and by the test that holds ALS to at least twice popularity's nDCG.
@@ -19,7 +19,7 @@ import pandas as pd
 from jobs.platform.errors import ConfigError
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.recommender.settings import RecommenderConfig
-from jobs.simulator.core import SimulationSpec, World, generate, published_view
+from jobs.simulator import SimulationSpec, World, generate, published_view
 
 
 def spark_tables(spark, world: World) -> dict:

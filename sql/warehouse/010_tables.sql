@@ -122,6 +122,13 @@ create table if not exists {schema}.ops_data_quality (
     primary key (logical_date, dataset, check_name)
 );
 
+-- Which PII hashing key made the warehouse's email/phone hashes: a keyed fingerprint of it
+-- (never the key). A run with another key stops instead of mixing hashes.
+create table if not exists {schema}.ops_pii_key (
+    key_fingerprint     varchar not null primary key,
+    first_used_at       timestamptz not null
+);
+
 create table if not exists {schema}.ops_source_watermarks (
     table_name          varchar not null,
     logical_date        date not null,

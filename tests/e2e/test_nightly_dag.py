@@ -29,7 +29,7 @@ from jobs.platform.lake import (
 )
 from jobs.platform.orchestration import PUBLISHED_TABLES
 from jobs.platform.stages import run_pipeline
-from jobs.simulator.core import SimulationSpec, World, generate, materialize
+from jobs.simulator import SimulationSpec, World, generate, materialize
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -103,7 +103,7 @@ def shop(tmp_path_factory) -> Shop:
         # duplicate is seen and nothing is too late: counts must then equal the truth.
         "MKT_COLLECT__LOOKBACK_DAYS": "30",
         "MKT_CLEAN__LATE_WINDOW_DAYS": "30",
-        "MKT_PII_HASH_KEY": "test-only-key",
+        "MKT_PII_HASH_KEY": "test-only-key-0123456789abcdef0123",
         "MKT_RECOMMENDER__REGISTRY_ROOT": str(root / "models"),
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith("MKT_")}

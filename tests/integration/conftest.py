@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.platform.config import PipelineConfig
-from jobs.simulator.core import SimulationSpec
+from jobs.simulator import SimulationSpec
 
 SMALL_SHOP = SimulationSpec(seed=3, days=25, users=400, products=80)
 
@@ -26,7 +26,7 @@ class SmallShop:
 def small_shop(tmp_path_factory, spark) -> SmallShop:
     from jobs.platform.lake import landing_storage
     from jobs.platform.stages import run_pipeline
-    from jobs.simulator.core import generate, materialize
+    from jobs.simulator import generate, materialize
     from tests.conftest import shop_config
 
     root = tmp_path_factory.mktemp("small_shop")

@@ -71,7 +71,7 @@ def config(make_config, s3_url):
 
 @pytest.fixture(scope="module")
 def world():
-    from jobs.simulator.core import SimulationSpec, generate
+    from jobs.simulator import SimulationSpec, generate
 
     return generate(SimulationSpec(start_date=START, days=5, users=80, products=40))
 
@@ -79,7 +79,7 @@ def world():
 @pytest.fixture
 def landed(config, world, tmp_path):
     """Materialise the world as known by the end of ``day`` into the S3 landing zone."""
-    from jobs.simulator.core import materialize
+    from jobs.simulator import materialize
 
     def land(day: date) -> dict:
         return materialize(world, landing_storage(config), config.source.url, day, tmp_path / "truth")

@@ -134,3 +134,21 @@ def test_bad_input_is_a_one_line_error(files, config, tmp_path):
     )
     assert_one_line_error(evaluate(files, tmp_path, "--train", str(files["csv"]), "--out-dir", str(tmp_path / "o")), "--test")
     assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--test-ratio", "1.5", "--out-dir", "o"), "--test-ratio")
+
+
+def test_interaction_timestamps_may_be_unix_epoch_seconds_or_milliseconds(spark, tmp_path):
+    """Public interaction datasets (MovieLens, Retailrocket, ...) export epoch seconds or ms."""
+    from jobs.recommender.evaluation import read_interactions
+
+    export = tmp_path / "ratings.csv"
+    export.write_text("user_id,item_id,timestamp\n1,10,964982703\n1,11,1433221332117\n2,10,2000-07-30T18:45:03Z\n")
+    rows = read_interactions(spark, export, "--interactions").selectExpr("item_id", "cast(ts as string) as ts").collect()
+    assert sorted((row["item_id"], row["ts"]) for row in rows) == [
+        ("10", "2000-07-30 18:45:03"),
+        ("10", "2000-07-30 18:45:03"),
+        ("11", "2015-06-02 05:02:12.117"),
+    ]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("user_id,item_id\n1,10\n2\n")
+    with pytest.raises(ValueError, match=r"ragged\.csv line 3: 1 field\(s\), the header has 2"):
+        read_interactions(spark, ragged, "--interactions")

@@ -10,7 +10,7 @@ tuning budget; ``benchmarks/bench_recommender_quality.py`` prints the same study
 
 from __future__ import annotations
 
-from jobs.simulator.core import SimulationSpec
+from jobs.simulator import SimulationSpec
 
 SPEC = SimulationSpec(seed=11, days=60, users=6000, products=400)
 

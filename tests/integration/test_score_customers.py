@@ -83,6 +83,9 @@ def test_orders_after_the_as_of_date_are_ignored(nightly, tmp_path):
         ("user_id,order_id,amount\n1,2,3.5\n", "missing column(s) order_ts"),
         ("user_id,order_id,order_ts,amount\n1,2,not-a-date,3.5\n", "column order_ts has 1 value(s) that are not a timestamp"),
         ("user_id,order_id,order_ts,amount\n1,2,2026-09-01,lots\n", "column amount has 1 value(s) that are not a number"),
+        ("user_id,order_id,order_ts,amount\n1,2,2026-09-01,3.5\n1,3,2026-09-02,4.5,extra\n", "orders.csv line 3: 5 field(s), the header has 4"),
+        ("user_id,order_id,order_ts,amount\n", "has no orders (only a header?): nothing to score"),
+        ("", "is empty (not even a header line)"),
     ],
 )
 def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message):
@@ -103,3 +106,23 @@ def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message)
 def test_unsupported_extensions_are_named(tmp_path):
     with pytest.raises(ValueError, match="--out file .*use a .csv or .parquet"):
         score_file(None, str(tmp_path / "orders.csv"), LAST, str(tmp_path / "out.xlsx"))
+
+
+def test_order_times_may_be_iso_8601_or_unix_epoch_seconds_or_milliseconds(tmp_path):
+    from datetime import UTC, datetime
+
+    from jobs.customers.score_file import read_orders
+    from jobs.platform.config import load_config
+    from jobs.platform.spark import get_spark
+
+    when = datetime(2026, 9, 1, 12, 30, tzinfo=UTC)
+    export = tmp_path / "orders.csv"
+    export.write_text(
+        "user_id,order_id,order_ts,amount\n"
+        f"1,10,{when.isoformat()},3.5\n"
+        f"2,11,{int(when.timestamp())},4.5\n"
+        f"3,12,{int(when.timestamp() * 1000)},5.5\n"
+    )
+    spark = get_spark(load_config(environ={}))  # the session's time zone is UTC
+    rows = read_orders(spark, export).selectExpr("user_id", "cast(order_ts as string) as order_ts").collect()
+    assert sorted((row["user_id"], row["order_ts"]) for row in rows) == [(u, "2026-09-01 12:30:00") for u in (1, 2, 3)]

@@ -684,7 +684,7 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     from jobs.ingest.pii import hash_key, keyed_hash, normalise_email, normalise_phone
     from jobs.platform.lake import landing_storage
     from jobs.platform.stages import run_pipeline
-    from jobs.simulator.core import SimulationSpec, generate, materialize
+    from jobs.simulator import SimulationSpec, generate, materialize
 
     # The schema-created cache is per process and keyed by URL only; start from a clean slate.
     monkeypatch.setattr(jobs.platform.ops, "_READY", set())

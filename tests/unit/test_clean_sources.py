@@ -26,7 +26,7 @@ from jobs.platform.published import latest_per_key
 
 DAY = date(2026, 10, 10)
 TZ = "Asia/Shanghai"
-HASH_KEY = "unit-test-pii-key"
+HASH_KEY = "unit-test-pii-key-0123456789abcdef"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 USER_COLUMNS = (

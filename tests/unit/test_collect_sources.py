@@ -56,7 +56,7 @@ def user(user_id: int, updated_at: datetime) -> dict:
 @pytest.fixture
 def shop(make_config):
     """A source DB with the simulator's table layout; users as above, one row elsewhere."""
-    from jobs.simulator.core import SOURCE_TABLES
+    from jobs.simulator.source_db import SOURCE_TABLES
 
     config = make_config(collect={"source_overlap_minutes": 60})
     engine = sa.create_engine(config.source.url)

@@ -47,3 +47,35 @@ def test_invalid_yaml_names_the_file_and_line(tmp_path):
     bad.write_text("shop:\n  timezone: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml line"):
         load_config(bad, environ={})
+
+
+def test_a_bad_environment_value_names_the_variable():
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"MKT_SPARK__SHUFFLE_PARTITIONS": "many"})
+    assert str(caught.value).startswith("MKT_SPARK__SHUFFLE_PARTITIONS: setting 'spark.shuffle_partitions'")
+    with pytest.raises(ConfigError, match=r"^MKT_SPARK__CONF: not valid JSON"):
+        load_config(environ={"MKT_SPARK__CONF": "{spark.x: 1"})
+
+
+def test_environment_values_win_over_the_file_and_mappings_merge(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("spark:\n  shuffle_partitions: 5\n  conf: {a: b}\nwarehouse:\n  schema: from_file\n")
+    config = load_config(path, environ={"MKT_SPARK__CONF": '{"c": "d"}', "MKT_WAREHOUSE__SCHEMA": "from_env"})
+    # a mapping setting is merged key by key
+    assert (config.spark.shuffle_partitions, config.spark.conf, config.warehouse.schema_name) == (5, {"a": "b", "c": "d"}, "from_env")
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("shop:\n  name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml is not UTF-8 text"):
+        load_config(path, environ={})
+
+
+def test_printed_configuration_masks_passwords():
+    from jobs.platform.config import printable
+
+    config = load_config(environ={"MKT_WAREHOUSE__URL": "postgresql+psycopg://owner:s3cret-pw@db:5432/marketing"})
+    shown = printable(config)
+    assert "s3cret-pw" not in str(shown)
+    assert shown["warehouse"]["url"] == "postgresql+psycopg://owner:***@db:5432/marketing"

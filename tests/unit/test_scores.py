@@ -44,7 +44,7 @@ def test_short_history_publishes_rule_based_fields_and_says_why(spark):
 
 
 def test_the_learned_churn_model_beats_recency_alone_on_the_simulated_shop(spark):
-    from jobs.simulator.core import SimulationSpec, generate
+    from jobs.simulator import SimulationSpec, generate
 
     spec = SimulationSpec(days=300, users=8000, seed=5, dirt_rate=0.0)
     world = generate(spec)

@@ -136,7 +136,7 @@ def test_lifecycle_stages_agree_with_the_simulators_true_states_well_beyond_chan
     import pandas as pd
     from sklearn.metrics import cohen_kappa_score
 
-    from jobs.simulator.core import SimulationSpec, generate
+    from jobs.simulator import SimulationSpec, generate
 
     spec = SimulationSpec(days=300, users=4000, seed=5, dirt_rate=0.0)
     world = generate(spec)

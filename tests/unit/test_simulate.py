@@ -17,14 +17,9 @@ import pandas as pd
 import pytest
 
 from jobs.platform.config import PipelineConfig, SourceConfig, StorageConfig
+from jobs.platform.interface import CHANNELS, EVENT_TYPES
 from jobs.platform.storage import open_storage
-from jobs.simulator.core import (
-    CHANNELS,
-    EVENT_KEYS,
-    EVENT_TYPES,
-    LIFECYCLE_STATES,
-    REJECT_KINDS,
-    REQUIRED_FIELDS,
+from jobs.simulator import (
     SimulationSpec,
     World,
     generate,
@@ -32,6 +27,7 @@ from jobs.simulator.core import (
     published_view,
     simulate,
 )
+from jobs.simulator.spec import EVENT_KEYS, LIFECYCLE_STATES, REJECT_KINDS, REQUIRED_FIELDS
 
 TZ = ZoneInfo("Asia/Shanghai")
 SMALL = SimulationSpec(seed=7, days=8, users=300, products=60, dirt_rate=0.06)

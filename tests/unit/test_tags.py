@@ -305,7 +305,7 @@ def test_interest_tags_recover_the_simulators_true_top_category(spark):
     """Stated margin: the rank-1 interest_category matches the simulator's true top category
     for at least 60% of users with enough signals, against ~30% for always guessing the most
     common category."""
-    from jobs.simulator.core import SimulationSpec, generate
+    from jobs.simulator import SimulationSpec, generate
 
     spec = SimulationSpec(days=60, users=1500, seed=11, dirt_rate=0.0)
     world = generate(spec)
