@@ -68,7 +68,9 @@ def main() -> None:
     memory.reset()
     started = time.perf_counter()
     raw = spark.read.parquet(str(root / "interactions.parquet"))
-    pairs = raw.groupBy("user_id", "item_id").agg(F.sum("weight").alias("weight"), F.lit(None).cast("date").alias("last_day"))
+    pairs = raw.groupBy("user_id", "item_id").agg(
+        F.sum("weight").alias("weight"), F.lit(None).cast("date").alias("last_day")
+    )
     index = IdIndex(pairs)
     data = index.interactions(pairs)
     n_pairs = data.frame.count()

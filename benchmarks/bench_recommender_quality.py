@@ -39,7 +39,9 @@ def main() -> None:
     config = load_config()
     settings = load_recommender(config.recommender.config_file)
     if args.trials:
-        settings = settings.model_copy(update={"tuning": settings.tuning.model_copy(update={"max_trials": args.trials})})
+        settings = settings.model_copy(
+            update={"tuning": settings.tuning.model_copy(update={"max_trials": args.trials})}
+        )
     spec = SimulationSpec(seed=args.seed, days=args.days, users=args.users, products=args.products)
     summary, _ = study(config, spec, settings)
     with pd.option_context("display.width", 160):

@@ -35,8 +35,14 @@ def synthetic_orders(n_orders: int, n_customers: int, seed: int = 0) -> pd.DataF
     user = rng.choice(n_customers, size=n_orders, p=weights / weights.sum())
     day = (rng.random(n_orders) * stop[user]).astype(int)
     start = datetime(2024, 11, 1)
-    ts = pd.to_datetime(start) + pd.to_timedelta(day, unit="D") + pd.to_timedelta(rng.integers(0, 86_400, n_orders), unit="s")
-    status = rng.choice(["completed", "paid", "shipped", "cancelled", "refunded"], size=n_orders, p=[0.8, 0.05, 0.05, 0.06, 0.04])
+    ts = (
+        pd.to_datetime(start)
+        + pd.to_timedelta(day, unit="D")
+        + pd.to_timedelta(rng.integers(0, 86_400, n_orders), unit="s")
+    )
+    status = rng.choice(
+        ["completed", "paid", "shipped", "cancelled", "refunded"], size=n_orders, p=[0.8, 0.05, 0.05, 0.06, 0.04]
+    )
     return pd.DataFrame(
         {
             "user_id": user.astype("int64") + 1,
@@ -86,4 +92,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

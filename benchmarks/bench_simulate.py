@@ -25,17 +25,13 @@ from jobs.simulator import world as sim  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--users", type=int, default=10_000, help="~100 events per user over 60 days"
-    )
+    parser.add_argument("--users", type=int, default=10_000, help="~100 events per user over 60 days")
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--products", type=int, default=400)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     load = os.getloadavg()
-    spec = sim.SimulationSpec(
-        seed=args.seed, days=args.days, users=args.users, products=args.products
-    )
+    spec = sim.SimulationSpec(seed=args.seed, days=args.days, users=args.users, products=args.products)
 
     started, cpu = time.perf_counter(), time.process_time()
     world = sim.generate(spec)
@@ -61,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         started = time.perf_counter()
-        summary = sim.materialize(
-            world, landing, f"sqlite:///{tmp}/source/shop.db", as_of, Path(tmp) / "truth"
-        )
+        summary = sim.materialize(world, landing, f"sqlite:///{tmp}/source/shop.db", as_of, Path(tmp) / "truth")
         rest_s = time.perf_counter() - started
         print(
             f"materialize (landing already there: {summary['files_written']} new files; "

@@ -42,7 +42,9 @@ SCORE_ASSETS = [
     Asset(asset_uri(CONFIG, table), group="marketing_marts")
     for table in ("mart_customer_scores", "mart_churn_model_quality", "mart_churn_calibration")
 ]
-TAG_ASSETS = [Asset(asset_uri(CONFIG, table), group="marketing_marts") for table in ("mart_user_tags", "mart_user_profile")]
+TAG_ASSETS = [
+    Asset(asset_uri(CONFIG, table), group="marketing_marts") for table in ("mart_user_tags", "mart_user_profile")
+]
 
 
 def _run(stage: str) -> dict:

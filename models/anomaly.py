@@ -14,9 +14,7 @@ def anomaly_scores(features: pd.DataFrame, settings) -> pd.DataFrame:
     columns = ["user_id", "anomaly_score", "is_anomaly"]
     if len(features) < settings.min_customers:
         return pd.DataFrame(columns=columns)
-    matrix = np.log1p(
-        features[list(settings.features)].astype("float").fillna(0.0).clip(lower=0).to_numpy()
-    )
+    matrix = np.log1p(features[list(settings.features)].astype("float").fillna(0.0).clip(lower=0).to_numpy())
     forest = IsolationForest(
         n_estimators=settings.n_estimators,
         contamination=settings.contamination,

@@ -162,12 +162,20 @@ def evaluate(
     }
     if categories is not None:
         beyond["diversity"] = intra_list_diversity(scored, categories, k)
-    rows += [{"group": "all", "metric": f"{name}@{k}", "value": value, "users": len(accuracy)} for name, value in beyond.items()]
+    rows += [
+        {"group": "all", "metric": f"{name}@{k}", "value": value, "users": len(accuracy)}
+        for name, value in beyond.items()
+    ]
     for breakdown, labels in (groups or {}).items():
         labelled = accuracy.assign(group=accuracy.index.map(labels).fillna("(unknown)"))
         for group, part in labelled.groupby("group"):
             rows += [
-                {"group": f"{breakdown}={group}", "metric": f"{name}@{k}", "value": float(part[name].mean()), "users": len(part)}
+                {
+                    "group": f"{breakdown}={group}",
+                    "metric": f"{name}@{k}",
+                    "value": float(part[name].mean()),
+                    "users": len(part),
+                }
                 for name in ACCURACY
             ]
     return rows

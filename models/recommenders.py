@@ -219,7 +219,9 @@ def top_n(
                 "score": top_scores.ravel(),
             }
         )
-        frame = frame[np.isfinite(frame["score"])].sort_values(["row", "score", "column"], ascending=[True, False, True])
+        frame = frame[np.isfinite(frame["score"])].sort_values(
+            ["row", "score", "column"], ascending=[True, False, True]
+        )
         if capped:
             frame = frame[frame.groupby(["row", categories[frame["column"].to_numpy()]]).cumcount() < per_category]
         frame = frame.assign(rank=frame.groupby("row").cumcount() + 1)
@@ -229,7 +231,9 @@ def top_n(
     return pd.concat(parts, ignore_index=True)[["row", "rank", "column", "score"]]
 
 
-def recommend(model, users: np.ndarray, data: Interactions, n: int, exclude: sp.csr_matrix | None = None, **filters) -> pd.DataFrame:
+def recommend(
+    model, users: np.ndarray, data: Interactions, n: int, exclude: sp.csr_matrix | None = None, **filters
+) -> pd.DataFrame:
     """``u, rank, i, score`` for ``users`` (indices); the non-zeros of ``exclude`` (users x
     items) are never recommended, by default every item the user has in ``data``."""
     exclude = data.to_csr() if exclude is None else exclude
@@ -272,7 +276,9 @@ class TuningResult:
     trials: list[dict]
 
 
-def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: int = 0, exclude: sp.csr_matrix | None = None) -> TuningResult:
+def tune(
+    train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: int = 0, exclude: sp.csr_matrix | None = None
+) -> TuningResult:
     """Pick the ALS parameters with the best nDCG@k on ``validation`` (``u, i`` held out from
     ``train``; seen only by this function, never by the test set). ``exclude``: as for
     :func:`recommend`."""
@@ -286,7 +292,9 @@ def tune(train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: in
         model = AlsRecommender(params, seed).fit(train)
         recs = recommend(model, users, train, k, exclude).rename(columns={"u": "user_id", "i": "item_id"})
         ndcg = float(ndcg_at_k(recs, truth, k).mean()) if len(truth) else 0.0
-        trials.append({**params.model_dump(), f"ndcg@{k}": round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)})
+        trials.append(
+            {**params.model_dump(), f"ndcg@{k}": round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)}
+        )
         log.info("tuning trial %s: ndcg@%d = %.4f", params.model_dump(), k, ndcg)
     best_index = max(range(len(trials)), key=lambda t: (trials[t][f"ndcg@{k}"], -t))
     return TuningResult(plan[best_index], trials)

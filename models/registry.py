@@ -44,7 +44,9 @@ class Registry:
             self.storage.write_bytes(self._key("versions", version, f"{name}.parquet"), buffer.getvalue())
         record = {**meta, "version": version, "model": self.model, "artefacts": sorted(artefacts)}
         record.setdefault("created_at", datetime.now(UTC).isoformat())
-        self.storage.write_bytes(self._key("versions", version, "meta.json"), json.dumps(record, indent=2, default=str).encode())
+        self.storage.write_bytes(
+            self._key("versions", version, "meta.json"), json.dumps(record, indent=2, default=str).encode()
+        )
 
     def meta(self, version: str) -> dict:
         key = self._key("versions", version, "meta.json")
@@ -89,7 +91,9 @@ class Registry:
         }
         history = self.history() + [entry]
         self.storage.write_bytes(self._key("history.jsonl"), "".join(json.dumps(h) + "\n" for h in history).encode())
-        self.storage.write_bytes(self._key("production.json"), json.dumps({"version": version, "since": entry["at"]}).encode())
+        self.storage.write_bytes(
+            self._key("production.json"), json.dumps({"version": version, "since": entry["at"]}).encode()
+        )
         return meta
 
     def promote(self, version: str, reason: str = "promoted by hand") -> dict:

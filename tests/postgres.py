@@ -101,9 +101,7 @@ def _bin_dirs() -> list[Path]:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10
-            )
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
             if out.returncode == 0 and out.stdout.strip():
                 candidates.append(Path(out.stdout.strip()))
         except (OSError, subprocess.SubprocessError):
@@ -113,9 +111,7 @@ def _bin_dirs() -> list[Path]:
         part = Path(path).parent.name
         return tuple(int(x) for x in part.split(".") if x.isdigit()) or (0,)
 
-    candidates += [
-        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
-    ]
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)]
     initdb = shutil.which("initdb")
     if initdb:
         candidates += [Path(initdb).parent, Path(os.path.realpath(initdb)).parent]
@@ -149,18 +145,14 @@ def _as_server_user(argv: list[str]) -> list[str]:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError as exc:
-        raise _Unavailable(
-            f"running as root and there is no {SERVER_USER!r} OS user to run initdb as"
-        ) from exc
+        raise _Unavailable(f"running as root and there is no {SERVER_USER!r} OS user to run initdb as") from exc
     runuser = shutil.which("runuser")
     if runuser:
         return [runuser, "-u", SERVER_USER, "--", *argv]
     su = shutil.which("su")
     if su:
         return [su, SERVER_USER, "-s", "/bin/sh", "-c", shlex.join(argv)]
-    raise _Unavailable(
-        "running as root and neither runuser nor su is available to run initdb as postgres"
-    )
+    raise _Unavailable("running as root and neither runuser nor su is available to run initdb as postgres")
 
 
 def _run(argv: list[str], what: str, timeout: float = 120) -> None:

@@ -53,9 +53,7 @@ def airflow_env(home: Path | None = None, base: dict[str, str] | None = None) ->
         host = env.get("AIRFLOW__API__HOST", "").strip()
         host = "localhost" if host in ("", "0.0.0.0", "::", "[::]") else host
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = (
-            f"http://{host}:{env['AIRFLOW__API__PORT']}/execution/"
-        )
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://{host}:{env['AIRFLOW__API__PORT']}/execution/"
     env["PATH"] = _path_with(str(Path(sys.executable).parent), env.get("PATH"))
     return env
 
@@ -77,9 +75,7 @@ def run_airflow(
     args: list[str], env: dict[str, str] | None = None, check: bool = True, **kwargs
 ) -> subprocess.CompletedProcess:
     """Run the airflow CLI with the project environment."""
-    return subprocess.run(
-        [airflow_executable(), *args], env=env or airflow_env(), check=check, **kwargs
-    )
+    return subprocess.run([airflow_executable(), *args], env=env or airflow_env(), check=check, **kwargs)
 
 
 def ensure_metadata_db(env: dict[str, str] | None = None) -> None:
@@ -87,9 +83,7 @@ def ensure_metadata_db(env: dict[str, str] | None = None) -> None:
     run_airflow(["db", "migrate"], env=env, stdout=subprocess.DEVNULL)
 
 
-def dags_test(
-    dag_id: str, business_date: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
+def dags_test(dag_id: str, business_date: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``airflow dags test`` for one business date (passed as the run's ``business_date`` param).
 
     The logical date is noon UTC of that date, so the run is unique per date; the DAG takes

@@ -24,7 +24,12 @@ from jobs.platform.errors import ConfigError, PipelineError
 
 def _reset_local_data(config: PipelineConfig) -> None:
     data_root = (PROJECT_ROOT / "data").resolve()
-    roots = [config.storage.landing_root, config.storage.lake_root, config.storage.reports_root, config.storage.state_root]
+    roots = [
+        config.storage.landing_root,
+        config.storage.lake_root,
+        config.storage.reports_root,
+        config.storage.state_root,
+    ]
     for url in (config.source.url, config.warehouse.url):
         if url.startswith(("sqlite:///", "duckdb:///")):
             roots.append(str(Path(url.split(":///", 1)[1]).parent))
@@ -102,7 +107,9 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
             )
         ).all()
         lists = conn.execute(
-            sa.text(f"select reason_code, count(distinct user_id) from {schema}.v_recommendations_latest group by 1 order by 1")
+            sa.text(
+                f"select reason_code, count(distinct user_id) from {schema}.v_recommendations_latest group by 1 order by 1"
+            )
         ).all()
         warnings = conn.execute(
             sa.text(
@@ -147,7 +154,9 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: PipelineConfig, nights: int = 3, days: int = 60, users: int = 2000, use_airflow: bool = True) -> int:
+def run_demo(
+    config: PipelineConfig, nights: int = 3, days: int = 60, users: int = 2000, use_airflow: bool = True
+) -> int:
     from jobs.cli.airflow_env import airflow_env, ensure_metadata_db
     from jobs.platform.errors import ModelGateError
     from jobs.platform.lake import landing_storage
@@ -186,4 +195,3 @@ def run_demo(config: PipelineConfig, nights: int = 3, days: int = 60, users: int
     print(summary(config, run_days))
     print(f"\nDemo finished in {time.monotonic() - started:.0f}s")
     return 0
-

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
             "later --until adds the new files and updates changed rows (incremental, idempotent)."
         ),
     )
-    sim.add_argument("--start-date", type=_date, default=date(2026, 9, 1), help="first simulated day (default 2026-09-01)")
+    sim.add_argument(
+        "--start-date", type=_date, default=date(2026, 9, 1), help="first simulated day (default 2026-09-01)"
+    )
     sim.add_argument("--days", type=_positive, default=60, help="number of simulated days (default 60)")
     sim.add_argument("--users", type=_positive, default=2000, help="registered users at the end (default 2000)")
     sim.add_argument("--products", type=_positive, default=400, help="catalogue size (default 400)")
@@ -167,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     air.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
 
-    sub.add_parser("config", help="print the effective configuration as JSON", description="Validate and print the configuration.")
+    sub.add_parser(
+        "config", help="print the effective configuration as JSON", description="Validate and print the configuration."
+    )
     sub.add_parser(
         "tags",
         help="check customers.tags_file and list the tags and the features a tag may use",

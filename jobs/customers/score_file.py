@@ -53,9 +53,15 @@ def read_orders(spark, path: Path) -> DataFrame:
         F.col("order_id").cast("string").alias("order_id"),
         timestamp_column(F.col("order_ts")).alias("order_ts"),
         F.col("amount").cast("string").try_cast("double").alias("amount"),
-        (F.lower(F.trim(F.col("status").cast("string"))) if "status" in columns else F.lit(None).cast("string")).alias("status"),
+        (F.lower(F.trim(F.col("status").cast("string"))) if "status" in columns else F.lit(None).cast("string")).alias(
+            "status"
+        ),
     ).cache()
-    checked = (("user_id", "raw_user_id", "a number"), ("order_ts", "raw_order_ts", "a timestamp (ISO-8601, or Unix epoch seconds or milliseconds)"), ("amount", "raw_amount", "a number"))
+    checked = (
+        ("user_id", "raw_user_id", "a number"),
+        ("order_ts", "raw_order_ts", "a timestamp (ISO-8601, or Unix epoch seconds or milliseconds)"),
+        ("amount", "raw_amount", "a number"),
+    )
     # one pass counts the bad values of every checked column; examples only when needed
     bad = typed.agg(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c, _, _ in checked]).first()
     for column, raw, kind in checked:
@@ -77,15 +83,21 @@ def score_orders(orders: DataFrame, as_of: date, segments_file: str | None = Non
 
     segments = load_segments(segments_file)
     counted = orders.where(F.col("status").isNull() | F.col("status").isin(*PURCHASE_STATUSES))
-    bought = counted.select(
-        "user_id", "order_id", F.to_date("order_ts").alias("order_date"), "amount"
-    ).where(F.col("order_date") <= F.lit(as_of)).persist()
+    bought = (
+        counted.select("user_id", "order_id", F.to_date("order_ts").alias("order_date"), "amount")
+        .where(F.col("order_date") <= F.lit(as_of))
+        .persist()
+    )
     users = orders.where(F.to_date("order_ts") <= F.lit(as_of)).select("user_id").distinct()
     rfm = score_rfm(rfm_metrics(bought, as_of, segments.rfm.lookback_days), segments.rfm).toPandas()
     stages = lifecycle_stages(users, bought, as_of, segments.lifecycle, segments.rfm.lookback_days).toPandas()
     scores = score_customers_frame(bought, as_of).scores
     bought.unpersist()
-    result = stages[["user_id", "lifecycle_stage"]].merge(rfm, on="user_id", how="left").merge(scores, on="user_id", how="left")
+    result = (
+        stages[["user_id", "lifecycle_stage"]]
+        .merge(rfm, on="user_id", how="left")
+        .merge(scores, on="user_id", how="left")
+    )
     return result[list(OUTPUT)].sort_values("user_id").reset_index(drop=True)
 
 

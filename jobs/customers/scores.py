@@ -85,7 +85,10 @@ def _to_pandas(features: DataFrame, default_gap: int) -> pd.DataFrame:
 def backtest_frame(bought: DataFrame, cutoff: date, horizon_days: int, default_gap: int) -> pd.DataFrame:
     """Features as of ``cutoff`` with ``churned`` = no purchase in (cutoff, cutoff + horizon]."""
     later = (
-        bought.where((F.col("order_date") > F.lit(cutoff)) & (F.col("order_date") <= F.lit(cutoff + timedelta(days=horizon_days))))
+        bought.where(
+            (F.col("order_date") > F.lit(cutoff))
+            & (F.col("order_date") <= F.lit(cutoff + timedelta(days=horizon_days)))
+        )
         .select("user_id")
         .distinct()
         .withColumn("bought_again", F.lit(1))
@@ -152,7 +155,15 @@ def score_customers_frame(bought: DataFrame, as_of: date, settings: ScoreSetting
         model.fit(fit_part, fit_part["churned"].to_numpy())
         predictions[name] = model.predict_proba(test_part)
         metrics = evaluate(test_part["churned"].to_numpy(), predictions[name])
-        quality.append({"model": name, **metrics, "n_train": len(fit_part), "n_test": len(test_part), "churn_rate": float(train["churned"].mean())})
+        quality.append(
+            {
+                "model": name,
+                **metrics,
+                "n_train": len(fit_part),
+                "n_test": len(test_part),
+                "churn_rate": float(train["churned"].mean()),
+            }
+        )
     best = max(quality, key=lambda row: row["auc"])["model"]
     for row in quality:
         row["is_selected"] = row["model"] == best
@@ -200,8 +211,17 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
         as_of,
         "scores",
         "customers",
-        [snapshot(name, pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)) for name, frame in tables.items()],
+        [
+            snapshot(name, pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False))
+            for name, frame in tables.items()
+        ],
         counts={"input": len(scores), "output": len(scores)},
         details={"method": result.method, "reason": result.reason, "quality": result.quality},
     )
-    return {"snapshot_date": as_of.isoformat(), "method": result.method, "reason": result.reason, "customers": len(scores), "quality": result.quality}
+    return {
+        "snapshot_date": as_of.isoformat(),
+        "method": result.method,
+        "reason": result.reason,
+        "customers": len(scores),
+        "quality": result.quality,
+    }

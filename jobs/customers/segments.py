@@ -42,15 +42,19 @@ def purchases(orders: DataFrame, statuses: tuple[str, ...], as_of: date) -> Data
 def rfm_metrics(bought: DataFrame, as_of: date, lookback_days: int) -> DataFrame:
     """Per customer with any purchase: recency (all time), frequency and monetary (lookback)."""
     in_window = F.col("order_date") > F.date_sub(F.lit(as_of), lookback_days)
-    return bought.groupBy("user_id").agg(
-        F.max("order_date").alias("last_order_date"),
-        F.min("order_date").alias("first_order_date"),
-        F.datediff(F.lit(as_of), F.max("order_date")).alias("recency_days"),
-        F.count(F.when(in_window, F.col("order_id"))).alias("frequency"),
-        F.round(F.coalesce(F.sum(F.when(in_window, F.col("amount"))), F.lit(0.0)), 2).alias("monetary"),
-    ).withColumn(
-        "avg_order_value",
-        F.when(F.col("frequency") > 0, F.round(F.col("monetary") / F.col("frequency"), 2)),
+    return (
+        bought.groupBy("user_id")
+        .agg(
+            F.max("order_date").alias("last_order_date"),
+            F.min("order_date").alias("first_order_date"),
+            F.datediff(F.lit(as_of), F.max("order_date")).alias("recency_days"),
+            F.count(F.when(in_window, F.col("order_id"))).alias("frequency"),
+            F.round(F.coalesce(F.sum(F.when(in_window, F.col("amount"))), F.lit(0.0)), 2).alias("monetary"),
+        )
+        .withColumn(
+            "avg_order_value",
+            F.when(F.col("frequency") > 0, F.round(F.col("monetary") / F.col("frequency"), 2)),
+        )
     )
 
 
@@ -127,7 +131,9 @@ def purchase_gaps(bought: DataFrame) -> DataFrame:
     )
 
 
-def lifecycle_stages(users: DataFrame, bought: DataFrame, as_of: date, rules: LifecycleConfig, lookback_days: int) -> DataFrame:
+def lifecycle_stages(
+    users: DataFrame, bought: DataFrame, as_of: date, rules: LifecycleConfig, lookback_days: int
+) -> DataFrame:
     """Stage of every registered user (``user_id``) as of the snapshot date; see segments.yaml."""
     per_user = purchase_gaps(bought)
     counts = bought.groupBy("user_id").agg(
@@ -196,7 +202,10 @@ def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig
         F.lit(loaded_at).alias("loaded_at"),
     )
     lifecycle = lifecycle_stages(users, bought, as_of, segments.lifecycle, segments.rfm.lookback_days).select(
-        F.lit(as_of).alias("snapshot_date"), "*", F.lit(None).cast("string").alias("previous_stage"), F.lit(loaded_at).alias("loaded_at")
+        F.lit(as_of).alias("snapshot_date"),
+        "*",
+        F.lit(None).cast("string").alias("previous_stage"),
+        F.lit(loaded_at).alias("loaded_at"),
     )
     outputs = [snapshot("mart_user_rfm", to_arrow(rfm)), snapshot("mart_user_lifecycle", to_arrow(lifecycle))]
     bought.unpersist()

@@ -70,7 +70,9 @@ class RfmConfig(_Strict):
 
     @model_validator(mode="after")
     def _covers_every_combination(self) -> RfmConfig:
-        missing = [(r, fm) for r, fm in product(range(1, 6), repeat=2) if not any(g.matches(r, fm) for g in self.groups)]
+        missing = [
+            (r, fm) for r, fm in product(range(1, 6), repeat=2) if not any(g.matches(r, fm) for g in self.groups)
+        ]
         if missing:
             raise ValueError(f"groups do not cover (R, FM) score combinations {missing[:5]}")
         return self

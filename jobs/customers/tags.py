@@ -72,9 +72,7 @@ def user_features(users: DataFrame, as_of: date, tz: str) -> DataFrame:
     )
 
 
-def order_features(
-    orders: DataFrame, statuses: tuple[str, ...], as_of: date, lookback_days: int
-) -> DataFrame:
+def order_features(orders: DataFrame, statuses: tuple[str, ...], as_of: date, lookback_days: int) -> DataFrame:
     """Per user with an order in the lookback; ``tenure_days`` counts from the first purchase ever."""
     known = orders.where(F.col("order_date") <= F.lit(as_of))
     bought = F.col("status").isin(*statuses)
@@ -85,12 +83,8 @@ def order_features(
         F.count(F.when(bought, 1)).alias("purchases"),
         F.round(F.coalesce(F.sum(F.when(bought, amount)), F.lit(0.0)), 2).alias("net_spend"),
         F.max(F.when(bought, amount)).alias("max_order_value"),
-        F.avg(F.when(bought, (F.col("discount_amount") > 0).cast("double"))).alias(
-            "discount_share"
-        ),
-        F.avg(F.when(bought, F.col("coupon_code").isNotNull().cast("double"))).alias(
-            "coupon_share"
-        ),
+        F.avg(F.when(bought, (F.col("discount_amount") > 0).cast("double"))).alias("discount_share"),
+        F.avg(F.when(bought, F.col("coupon_code").isNotNull().cast("double"))).alias("coupon_share"),
         F.avg(
             F.when(
                 bought,
@@ -102,9 +96,7 @@ def order_features(
         F.max("order_date").alias("orders_evidence_date"),
         F.mode("channel", True).alias("preferred_order_channel"),
     )
-    first = (
-        known.where(bought).groupBy("user_id").agg(F.min("order_date").alias("first_purchase_date"))
-    )
+    first = known.where(bought).groupBy("user_id").agg(F.min("order_date").alias("first_purchase_date"))
     return (
         per_user.join(first, "user_id", "left")
         .withColumn(
@@ -147,31 +139,23 @@ def interest_scores(
     start = F.date_sub(F.lit(as_of), settings.lookback_days)
     event_weight = F.lit(None).cast("double")
     for event_type, weight in weights.items():
-        event_weight = F.when(F.col("event_type") == event_type, F.lit(float(weight))).otherwise(
-            event_weight
-        )
+        event_weight = F.when(F.col("event_type") == event_type, F.lit(float(weight))).otherwise(event_weight)
     signals = events.where(F.col("product_id").isNotNull() & (F.col("event_date") > start)).select(
         "user_id", "product_id", F.col("event_date").alias("day"), event_weight.alias("weight")
     )
     if "purchase" in weights:
         signals = signals.unionByName(
-            items.where(
-                (F.col("order_date") > start) & (F.col("order_date") <= F.lit(as_of))
-            ).select(
+            items.where((F.col("order_date") > start) & (F.col("order_date") <= F.lit(as_of))).select(
                 "user_id",
                 "product_id",
                 F.col("order_date").alias("day"),
                 F.lit(float(weights["purchase"])).alias("weight"),
             )
         )
-    decay = F.pow(
-        F.lit(0.5), F.datediff(F.lit(as_of), "day") / F.lit(float(settings.half_life_days))
-    )
+    decay = F.pow(F.lit(0.5), F.datediff(F.lit(as_of), "day") / F.lit(float(settings.half_life_days)))
     catalog = products.select("product_id", F.col("category_l1").alias("category"), F.col("brand"))
     weighted = (
-        signals.where(F.col("weight").isNotNull())
-        .join(catalog, "product_id")
-        .withColumn("w", F.col("weight") * decay)
+        signals.where(F.col("weight").isNotNull()).join(catalog, "product_id").withColumn("w", F.col("weight") * decay)
     )
     long = weighted.select(
         "user_id", "day", "w", F.explode(F.array(
@@ -179,9 +163,7 @@ def interest_scores(
             F.struct(F.lit("brand").alias("dimension"), F.col("brand").alias("value")),
         )).alias("d")
     ).select("user_id", "day", "w", "d.dimension", "d.value").where(F.col("value").isNotNull())  # fmt: skip
-    summed = long.groupBy("user_id", "dimension", "value").agg(
-        F.sum("w").alias("w"), F.max("day").alias("last_day")
-    )
+    summed = long.groupBy("user_id", "dimension", "value").agg(F.sum("w").alias("w"), F.max("day").alias("last_day"))
     per_user = Window.partitionBy("user_id", "dimension")
     ranked = summed.select(
         "user_id",
@@ -227,15 +209,11 @@ def with_percentiles(features: DataFrame, tags: tuple[TagDef, ...]) -> DataFrame
         member = condition(tag.where)
         for name in tag.features:
             member = member & F.col(name).isNotNull()
-        ranks = [
-            F.percent_rank().over(Window.partitionBy(member).orderBy(name)) for name in tag.features
-        ]
+        ranks = [F.percent_rank().over(Window.partitionBy(member).orderBy(name)) for name in tag.features]
         mean = ranks[0]
         for rank in ranks[1:]:
             mean = mean + rank
-        features = features.withColumn(
-            _percentile_column(tag), F.when(member, F.round(mean / len(ranks), 4))
-        )
+        features = features.withColumn(_percentile_column(tag), F.when(member, F.round(mean / len(ranks), 4)))
     return features
 
 
@@ -273,9 +251,7 @@ def _fresh(evidence: Column, tag: TagDef, as_of: date) -> Column:
     return F.coalesce(F.datediff(F.lit(as_of), evidence) <= tag.freshness_days, F.lit(False))
 
 
-def compute_tags(
-    features: DataFrame, interest: DataFrame | None, config: TagsConfig, as_of: date
-) -> DataFrame:
+def compute_tags(features: DataFrame, interest: DataFrame | None, config: TagsConfig, as_of: date) -> DataFrame:
     """Long tag rows ``user_id, tag, value, score, rank, source, evidence_date`` for every tag."""
     plain = [t for t in config.tags if t.kind != "top_n"]
     frames = []
@@ -341,11 +317,7 @@ def user_feature_frame(
     order_columns = ["user_id", *dict.fromkeys(config.anomaly.features)]
     anomalies = anomaly_scores(ordered.select(*order_columns).toPandas(), config.anomaly)
     schema = "user_id long, anomaly_score double, is_anomaly boolean"
-    anomaly_frame = (
-        spark.createDataFrame(anomalies, schema)
-        if len(anomalies)
-        else spark.createDataFrame([], schema)
-    )
+    anomaly_frame = spark.createDataFrame(anomalies, schema) if len(anomalies) else spark.createDataFrame([], schema)
     behaved = event_features(events, as_of, config.events_lookback_days)
     frame = base.join(ordered.join(anomaly_frame, "user_id", "left"), "user_id", "left").join(
         behaved, "user_id", "left"
@@ -367,9 +339,7 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     with engine.connect() as conn:
         done = (
             conn.execute(
-                sa.text(
-                    f"select stage from {schema}.ops_pipeline_runs where logical_date = :d and status = 'success'"
-                ),
+                sa.text(f"select stage from {schema}.ops_pipeline_runs where logical_date = :d and status = 'success'"),
                 {"d": as_of},
             )
             .scalars()
@@ -377,9 +347,7 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
         )
     missing = [stage for stage in ("segments", "scores") if stage not in done]
     if missing:
-        raise UpstreamNotReadyError(
-            f"{as_of}: the profile needs {' and '.join(missing)} for that date; run them first"
-        )
+        raise UpstreamNotReadyError(f"{as_of}: the profile needs {' and '.join(missing)} for that date; run them first")
 
     batches, current = published_tables(
         config,
@@ -401,9 +369,7 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
         bought_ids = current["orders"].where(F.col("status").isin(*statuses)).select("order_id")
         items = current["order_items"].join(bought_ids, "order_id")
         max_rank = max(t.top for t in tags.tags if t.kind == "top_n")
-        interest = interest_scores(
-            events, items, current["products"], as_of, tags.interest, max_rank
-        )
+        interest = interest_scores(events, items, current["products"], as_of, tags.interest, max_rank)
     loaded_at = datetime.now(timezone.utc)
     long = compute_tags(features, interest, tags, as_of).select(
         F.lit(as_of).alias("snapshot_date"), "*", F.lit(loaded_at).alias("loaded_at")

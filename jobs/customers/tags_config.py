@@ -109,16 +109,12 @@ def _check_condition(when: Condition, source: str) -> None:
             raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
         feature_source, kind, _ = FEATURES[feature]
         if feature_source != source:
-            raise ValueError(
-                f"feature {feature!r} belongs to source {feature_source!r}, not {source!r}"
-            )
+            raise ValueError(f"feature {feature!r} belongs to source {feature_source!r}, not {source!r}")
         if not isinstance(tests, dict) or not tests:
             raise ValueError(f"{feature}: expected a mapping of operator to value, e.g. {{gte: 1}}")
         for op, value in tests.items():
             if op not in OPS[kind]:
-                raise ValueError(
-                    f"{feature}: operator {op!r} does not apply to a {kind}; use {sorted(OPS[kind])}"
-                )
+                raise ValueError(f"{feature}: operator {op!r} does not apply to a {kind}; use {sorted(OPS[kind])}")
             values = value if op in ("in", "not_in") else [value]
             if op in ("in", "not_in") and not isinstance(value, list):
                 raise ValueError(f"{feature}: {op} needs a list")
@@ -163,9 +159,7 @@ class TagDef(_Strict):
     @classmethod
     def _identifier(cls, name: str) -> str:
         if not _NAME.match(name):
-            raise ValueError(
-                "tag names are lower_snake_case, start with a letter, at most 40 characters"
-            )
+            raise ValueError("tag names are lower_snake_case, start with a letter, at most 40 characters")
         return name
 
     @model_validator(mode="after")
@@ -180,9 +174,7 @@ class TagDef(_Strict):
             if not getattr(self, key):
                 raise ValueError(f"kind {self.kind} needs '{key}'")
         if (self.kind == "top_n") != (self.source == "interest"):
-            raise ValueError(
-                "kind top_n reads source interest, and source interest is only for top_n"
-            )
+            raise ValueError("kind top_n reads source interest, and source interest is only for top_n")
         named = [self.feature] if self.feature else []
         named += list(self.features) + ([self.score] if self.score else [])
         _check_condition({name: {"is_null": False} for name in named}, self.source)
@@ -276,11 +268,7 @@ def describe_tags(config: TagsConfig) -> str:
     lines = ["features (use them in a tag of the same source):"]
     for source in SOURCES[:-1]:
         lines.append(f"  {source}:")
-        lines += [
-            f"    {name:<24} {kind:<8} {text}"
-            for name, (src, kind, text) in FEATURES.items()
-            if src == source
-        ]
+        lines += [f"    {name:<24} {kind:<8} {text}" for name, (src, kind, text) in FEATURES.items() if src == source]
     lines.append("  interest: top_n tags over dimension category or brand (no features)")
     lines.append(f"tags ({len(config.tags)}):")
     for tag in config.tags:

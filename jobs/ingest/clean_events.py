@@ -283,14 +283,10 @@ def mark_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> DataF
         seen_before = F.col("_seen_id").isNotNull()
     else:
         ranked, seen_before = ranked.withColumn("_seen_id", F.lit(None)), F.lit(False)
-    return ranked.withColumn("is_duplicate", (F.col("_occurrence") > 1) | seen_before).drop(
-        "_occurrence", "_seen_id"
-    )
+    return ranked.withColumn("is_duplicate", (F.col("_occurrence") > 1) | seen_before).drop("_occurrence", "_seen_id")
 
 
-def split_duplicates(
-    valid: DataFrame, seen_event_ids: DataFrame | None
-) -> tuple[DataFrame, DataFrame]:
+def split_duplicates(valid: DataFrame, seen_event_ids: DataFrame | None) -> tuple[DataFrame, DataFrame]:
     """``(unique, duplicates)``: see :func:`mark_duplicates`."""
     marked = mark_duplicates(valid, seen_event_ids)
     return (
@@ -301,9 +297,7 @@ def split_duplicates(
 
 def flag_bots(events: DataFrame, max_events_per_minute: int) -> DataFrame:
     """``is_bot`` is true for every event of a session that exceeds the per-minute rate."""
-    per_minute = events.groupBy(
-        "session_id", F.date_trunc("minute", "event_at").alias("_minute")
-    ).count()
+    per_minute = events.groupBy("session_id", F.date_trunc("minute", "event_at").alias("_minute")).count()
     bots = (
         per_minute.where(F.col("count") > max_events_per_minute)
         .select(F.col("session_id").alias("_bot_session"))
@@ -357,16 +351,11 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         first_day = logical_date - timedelta(days=config.clean.late_window_days + 1)
         seen = (
             spark.read.parquet(spark_uri(lake, earlier))
-            .where(
-                (F.col("batch_date") < F.lit(logical_date))
-                & (F.col("event_date") >= F.lit(first_day))
-            )
+            .where((F.col("batch_date") < F.lit(logical_date)) & (F.col("event_date") >= F.lit(first_day)))
             .select("event_id")
         )
     # Only the clean columns travel through the dedupe and bot shuffles (not the raw payload).
-    valid = classified.where(F.col("reason").isNull()).select(
-        *[c for c in CLEAN_COLUMNS if c != "is_bot"]
-    )
+    valid = classified.where(F.col("reason").isNull()).select(*[c for c in CLEAN_COLUMNS if c != "is_bot"])
     marked = mark_duplicates(valid, seen).persist()
     clean = flag_bots(marked.where(~F.col("is_duplicate")), config.clean.bot_max_events_per_minute)
 
@@ -390,21 +379,17 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     clean_rows = clean.select(*CLEAN_COLUMNS)
     # Static overwrite: the whole batch folder is replaced, so a re-run that no longer yields
     # some event date leaves no stale partition behind (the session default is dynamic).
-    clean_rows.write.mode("overwrite").option("partitionOverwriteMode", "static").partitionBy(
-        "event_date"
-    ).parquet(clean_path)
+    clean_rows.write.mode("overwrite").option("partitionOverwriteMode", "static").partitionBy("event_date").parquet(
+        clean_path
+    )
     if not has_parquet(lake, clean_events_prefix(logical_date)):
         # Nothing clean (no files, or every line rejected): Spark writes no partition at all,
         # and readers could not even infer the schema. Leave one empty file with it.
         empty = spark.createDataFrame([], clean_rows.drop("event_date").schema)
         empty.coalesce(1).write.mode("overwrite").parquet(
-            spark_uri(
-                lake, clean_events_prefix(logical_date) + f"event_date={logical_date.isoformat()}/"
-            )
+            spark_uri(lake, clean_events_prefix(logical_date) + f"event_date={logical_date.isoformat()}/")
         )
-    quarantine.coalesce(1).write.mode("overwrite").parquet(
-        spark_uri(lake, quarantine_prefix("events", logical_date))
-    )
+    quarantine.coalesce(1).write.mode("overwrite").parquet(spark_uri(lake, quarantine_prefix("events", logical_date)))
 
     written = spark.read.parquet(clean_path)
     stats = written.agg(
@@ -455,9 +440,7 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         if expected_by_file.get(key, 0) != lines_by_file.get(key, 0)
     ]
     if counts["parsed_lines"] != int(manifest["line_count"]):
-        problems.append(
-            f"manifest says {manifest['line_count']} lines but Spark read {counts['parsed_lines']}"
-        )
+        problems.append(f"manifest says {manifest['line_count']} lines but Spark read {counts['parsed_lines']}")
     if problems:
         message = f"events {logical_date}: {problems[0]}" + (
             f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""

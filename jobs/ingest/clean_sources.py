@@ -141,9 +141,7 @@ def _mark_unknown(frame: DataFrame, column: str, known: DataFrame | None, flag: 
         return frame.withColumn(flag, F.col(column).isNotNull())
     keys = known.select(F.col(column).alias(f"_{flag}_key")).distinct()
     joined = frame.join(keys, frame[column] == keys[f"_{flag}_key"], "left")
-    return joined.withColumn(flag, F.col(column).isNotNull() & F.col(f"_{flag}_key").isNull()).drop(
-        f"_{flag}_key"
-    )
+    return joined.withColumn(flag, F.col(column).isNotNull() & F.col(f"_{flag}_key").isNull()).drop(f"_{flag}_key")
 
 
 def _known_keys(spark: SparkSession, config: PipelineConfig, table: str, key: str, day: date):
@@ -231,18 +229,20 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
         "users",
         users,
         ["user_id"],
-        lambda df: df.withColumn("email_hash", hasher("email"))
-        .withColumn("phone_hash", hasher("phone"))
-        .withColumn("has_email", F.col("email").isNotNull())
-        .withColumn("has_phone", F.col("phone").isNotNull())
-        .drop("email", "phone"),
-        lambda df: df.select(
-            "user_id", "email", "phone", "consent_email", "consent_sms", "consent_push", "updated_at"
+        lambda df: (
+            df.withColumn("email_hash", hasher("email"))
+            .withColumn("phone_hash", hasher("phone"))
+            .withColumn("has_email", F.col("email").isNotNull())
+            .withColumn("has_phone", F.col("phone").isNotNull())
+            .drop("email", "phone")
         ),
+        lambda df: df.select("user_id", "email", "phone", "consent_email", "consent_sms", "consent_push", "updated_at"),
         # quarantine is not the restricted zone: rejected users keep email/phone only as hashes
-        lambda df: df.withColumn("email_hash", hasher("email"))
-        .withColumn("phone_hash", hasher("phone"))
-        .drop("email", "phone"),
+        lambda df: (
+            df.withColumn("email_hash", hasher("email"))
+            .withColumn("phone_hash", hasher("phone"))
+            .drop("email", "phone")
+        ),
     )
     results["users"] = _write(spark, config, "users", logical_date, users_split)
 
@@ -299,7 +299,9 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
             _missing("order_id", "line_no", "product_id", "quantity", "unit_price", "updated_at"),
             Check(
                 "invalid_value",
-                (F.col("quantity") <= 0) | (F.col("quantity") > config.clean.max_item_quantity) | (F.col("line_no") <= 0),
+                (F.col("quantity") <= 0)
+                | (F.col("quantity") > config.clean.max_item_quantity)
+                | (F.col("line_no") <= 0),
                 F.concat(F.lit("quantity="), F.col("quantity").cast("string")),
             ),
             Check("invalid_amount", F.col("unit_price") < 0, F.col("unit_price").cast("string")),

@@ -167,16 +167,12 @@ def _hour_of(key: str) -> datetime | None:
     """The UTC write hour of a landing key ``events/date=YYYY-MM-DD/hour=HH/...``."""
     try:
         _, day_part, hour_part, *_ = key.split("/")
-        return datetime.strptime(f"{day_part[5:]} {hour_part[5:]}", "%Y-%m-%d %H").replace(
-            tzinfo=UTC
-        )
+        return datetime.strptime(f"{day_part[5:]} {hour_part[5:]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
     except (ValueError, IndexError):
         return None
 
 
-def _too_late_files(
-    config: PipelineConfig, landing: Storage, day: date, held: set[str]
-) -> list[tuple[str, date]]:
+def _too_late_files(config: PipelineConfig, landing: Storage, day: date, held: set[str]) -> list[tuple[str, date]]:
     """Landing files in folders older than D's lookback (up to ``late_scan_days`` before it)
     that no batch holds: they will never be collected. ``(key, logical date of its folder)``."""
     lookback, scan = config.collect.lookback_days, config.collect.late_scan_days
@@ -197,9 +193,7 @@ def _too_late_files(
     return found
 
 
-def _unchanged(
-    lake_sizes: dict[str, int], previous: dict[str, dict], key: str, size: int, sha: str
-) -> bool:
+def _unchanged(lake_sizes: dict[str, int], previous: dict[str, dict], key: str, size: int, sha: str) -> bool:
     """The lake already holds exactly these bytes at ``key`` (named by the previous manifest)."""
     entry = previous.get(key)
     return entry is not None and entry["sha256"] == sha and lake_sizes.get(key) == size
@@ -212,9 +206,7 @@ def collect_events(config: PipelineConfig, logical_date: date) -> dict:
     prefix = raw_events_prefix(logical_date)
     quarantine = quarantine_event_files_prefix(logical_date)
 
-    neighbours = _manifests_around(
-        lake, logical_date, lookback + config.collect.late_scan_days, lookback
-    )
+    neighbours = _manifests_around(lake, logical_date, lookback + config.collect.late_scan_days, lookback)
     claimed = set().union(*(_held_keys(m) for m in neighbours.values()))
     # sha256 -> (landing key, batch) of files collected by this batch or one within the lookback
     collected_sha = {
@@ -249,9 +241,7 @@ def collect_events(config: PipelineConfig, logical_date: date) -> dict:
             }
             if reason is not None:
                 target = quarantine + info.key
-                quarantined.append(
-                    {**entry, "quarantine_key": target, "reason": reason, "detail": detail}
-                )
+                quarantined.append({**entry, "quarantine_key": target, "reason": reason, "detail": detail})
                 log.warning("quarantined landing file %s (%s): %s", info.key, reason, detail)
             elif sha in collected_sha:
                 original_key, original_batch = collected_sha[sha]
@@ -302,11 +292,7 @@ def collect_events(config: PipelineConfig, logical_date: date) -> dict:
     manifest["input_line_count"] = manifest["line_count"] + manifest["duplicate_line_count"]
     write_json(lake, prefix + MANIFEST, manifest)
     # Only now that the new manifest names the batch: drop what it no longer names.
-    keep = (
-        {prefix + MANIFEST}
-        | {f["raw_key"] for f in files}
-        | {f["quarantine_key"] for f in quarantined}
-    )
+    keep = {prefix + MANIFEST} | {f["raw_key"] for f in files} | {f["quarantine_key"] for f in quarantined}
     for key in lake_sizes:
         if key not in keep:
             lake.delete_prefix(key)
@@ -321,21 +307,13 @@ def collect_events(config: PipelineConfig, logical_date: date) -> dict:
         len(duplicates),
         len(too_late),
     )
-    return {
-        k: v
-        for k, v in manifest.items()
-        if k not in ("files", "quarantined_files", "duplicate_files")
-    }
+    return {k: v for k, v in manifest.items() if k not in ("files", "quarantined_files", "duplicate_files")}
 
 
 def _record_collect(config: PipelineConfig, day: date, manifest: dict) -> None:
     """Run records of the collect: lines (events) and files (event_files), and the late-file check."""
     lake = lake_storage(config)
-    found = (
-        manifest["file_count"]
-        + manifest["quarantined_file_count"]
-        + manifest["duplicate_file_count"]
-    )
+    found = manifest["file_count"] + manifest["quarantined_file_count"] + manifest["duplicate_file_count"]
     events = {
         "stage": "collect",
         "dataset": "events",
@@ -367,8 +345,7 @@ def _record_collect(config: PipelineConfig, day: date, manifest: dict) -> None:
             "duplicates": manifest["duplicate_file_count"],
         },
         "quarantined_by_reason": {
-            reason: sum(1 for f in manifest["quarantined_files"] if f["reason"] == reason)
-            for reason in FILE_REASONS
+            reason: sum(1 for f in manifest["quarantined_files"] if f["reason"] == reason) for reason in FILE_REASONS
         },
         "quarantined_files": [
             {k: f[k] for k in ("key", "quarantine_key", "sha256", "size_bytes", "reason", "detail")}
@@ -434,9 +411,7 @@ def _previous_watermark(config: PipelineConfig, table: str, logical_date: date) 
     target = f"{config.warehouse.schema_name}.ops_source_watermarks"
     with engine.connect() as conn:
         value = conn.execute(
-            sa.text(
-                f"select max(upper_bound_at) from {target} where table_name = :t and logical_date < :d"
-            ),
+            sa.text(f"select max(upper_bound_at) from {target} where table_name = :t and logical_date < :d"),
             {"t": table, "d": logical_date},
         ).scalar_one()
     engine.dispose()
@@ -463,9 +438,7 @@ def _save_watermark(config: PipelineConfig, manifest: dict) -> None:
             {
                 "t": manifest["table"],
                 "d": date.fromisoformat(manifest["logical_date"]),
-                "lo": datetime.fromisoformat(manifest["lower_bound"])
-                if manifest["lower_bound"]
-                else None,
+                "lo": datetime.fromisoformat(manifest["lower_bound"]) if manifest["lower_bound"] else None,
                 "hi": datetime.fromisoformat(manifest["upper_bound"]),
                 "n": manifest["row_count"],
                 "full": manifest["full_reload"],
@@ -479,9 +452,7 @@ def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None)
 
 
-def collect_sources(
-    config: PipelineConfig, logical_date: date, full_reload: bool | None = None
-) -> dict:
+def collect_sources(config: PipelineConfig, logical_date: date, full_reload: bool | None = None) -> dict:
     """Incrementally extract every source table changed in D's window into raw Parquet."""
     lake = lake_storage(config)
     full_reload = config.collect.full_reload if full_reload is None else full_reload
@@ -498,11 +469,7 @@ def collect_sources(
         if table_name not in existing:
             raise ConfigError(f"source.tables: table {table_name!r} not found in {engine.url!r}")
         previous = None if full_reload else _previous_watermark(config, table_name, logical_date)
-        lower = (
-            previous - timedelta(minutes=config.collect.source_overlap_minutes)
-            if previous
-            else None
-        )
+        lower = previous - timedelta(minutes=config.collect.source_overlap_minutes) if previous else None
         table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
         query = sa.select(table).where(table.c.updated_at <= _naive_utc(upper))
         if lower is not None:
@@ -541,9 +508,7 @@ def _extract_to_parquet(
             chunk = result.fetchmany(chunk_rows)
             if not chunk and part > 0:
                 break
-            table = pa.Table.from_pylist(
-                [dict(zip(columns, row, strict=True)) for row in chunk], schema=schema
-            )
+            table = pa.Table.from_pylist([dict(zip(columns, row, strict=True)) for row in chunk], schema=schema)
             buffer = io.BytesIO()
             pq.write_table(table, buffer)
             lake.write_bytes(f"{prefix}part-{part:05d}.parquet", buffer.getvalue())

@@ -38,8 +38,6 @@ CONTRACTS_DIR = PROJECT_ROOT / "data_contracts"
 SEVERITIES = ("error", "warning")
 
 
-
-
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -182,7 +180,9 @@ def parse_contract(path: Path) -> Contract:
             columns = (rule.get("arguments") or {}).get("properties")
             if not columns:
                 raise ContractError(f"{where}: duplicateValues needs arguments.properties")
-            expectation = "expect_compound_columns_to_be_unique" if len(columns) > 1 else "expect_column_values_to_be_unique"
+            expectation = (
+                "expect_compound_columns_to_be_unique" if len(columns) > 1 else "expect_column_values_to_be_unique"
+            )
             kwargs = {"column_list": list(columns)} if len(columns) > 1 else {"column": columns[0]}
             contract.checks.append(
                 Check(name, expectation, kwargs, _severity(rule, where), ",".join(columns), rule.get("description"))
@@ -193,8 +193,10 @@ def parse_contract(path: Path) -> Contract:
                 for prop in rule.get("customProperties") or []
                 if isinstance(prop, dict) and "property" in prop
             }.get("relativeToRecentDays")
-            minimum = int(rule.get("mustBeGreaterThan", -1)) + 1 if "mustBeGreaterThan" in rule else int(
-                rule.get("mustBeGreaterOrEqualTo", 0)
+            minimum = (
+                int(rule.get("mustBeGreaterThan", -1)) + 1
+                if "mustBeGreaterThan" in rule
+                else int(rule.get("mustBeGreaterOrEqualTo", 0))
             )
             contract.volume = VolumeRule(
                 name=name,

@@ -34,8 +34,6 @@ from jobs.platform.warehouse import to_arrow
 log = logging.getLogger(__name__)
 
 
-
-
 def dim_user_rows(users: DataFrame, tz: str, loaded_at: datetime) -> DataFrame:
     return users.select(
         "user_id",
@@ -79,9 +77,7 @@ def fct_order_rows(orders: DataFrame, loaded_at: datetime) -> DataFrame:
         "created_at",
         "paid_at",
         "status",
-        (F.col("paid_at").isNotNull() | F.col("status").isin(*PAID_STATUSES)).alias(
-            "is_paid"
-        ),
+        (F.col("paid_at").isNotNull() | F.col("status").isin(*PAID_STATUSES)).alias("is_paid"),
         (F.col("status") == "cancelled").alias("is_cancelled"),
         (F.col("status") == "refunded").alias("is_refunded"),
         (F.col("status") == "completed").alias("is_completed"),
@@ -183,4 +179,8 @@ def load_warehouse(config: PipelineConfig, logical_date: date, require_validatio
         details={"event_dates": [d.isoformat() for d in event_dates]},
     )
     log.info("published %s: %s", logical_date, counts)
-    return {"logical_date": logical_date.isoformat(), "rows_by_table": counts, "event_dates": event_record["event_dates"]}
+    return {
+        "logical_date": logical_date.isoformat(),
+        "rows_by_table": counts,
+        "event_dates": event_record["event_dates"],
+    }

@@ -132,11 +132,7 @@ def build_suite(contract: Contract, checks: list[Check]):
     expectations = []
     for check in checks:
         cls = _expectation_class(gxe, check.expectation_type)
-        kwargs = {
-            k: v
-            for k, v in check.kwargs.items()
-            if v is not None or k in ("min_value", "max_value")
-        }
+        kwargs = {k: v for k, v in check.kwargs.items() if v is not None or k in ("min_value", "max_value")}
         expectations.append(
             cls(
                 **kwargs,
@@ -177,9 +173,7 @@ class _Validator:
 
         self.gx = gx
         self.build_docs = build_docs
-        self.context = gx.get_context(
-            mode="file", project_root_dir=str(docs_dir.parent / "gx_project")
-        )
+        self.context = gx.get_context(mode="file", project_root_dir=str(docs_dir.parent / "gx_project"))
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         sites = self.context.list_data_docs_sites()
         for site in [name for name in sites if name != SITE]:
@@ -218,17 +212,13 @@ class _Validator:
             self.gx.Checkpoint(
                 name=f"{dataset}_checkpoint",
                 validation_definitions=[definition],
-                actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])]
-                if self.build_docs
-                else [],
+                actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])] if self.build_docs else [],
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
             )
         )
         from great_expectations.core.run_identifier import RunIdentifier
 
-        run_id = RunIdentifier(
-            run_name=f"{dataset}-{day.isoformat()}", run_time=datetime.now(timezone.utc)
-        )
+        run_id = RunIdentifier(run_name=f"{dataset}-{day.isoformat()}", run_time=datetime.now(timezone.utc))
         result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
         ((_, validation),) = result.run_results.items()
         return validation
@@ -260,19 +250,13 @@ def summarise(contract: Contract, validation) -> list[dict]:
             {
                 "check_name": config.meta.get("check_name", config.type),
                 "expectation_type": config.type,
-                "column_name": config.kwargs.get("column")
-                or ",".join(config.kwargs.get("column_list") or [])
-                or None,
+                "column_name": config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or []) or None,
                 "severity": config.meta.get("severity", "error"),
                 "is_success": bool(result.success),
                 "element_count": details.get("element_count"),
                 "unexpected_count": details.get("unexpected_count"),
-                "observed_value": _observed(
-                    details.get("observed_value") if exception is None else exception
-                ),
-                "partial_unexpected_list": [
-                    str(v) for v in (details.get("partial_unexpected_list") or [])
-                ][:10],
+                "observed_value": _observed(details.get("observed_value") if exception is None else exception),
+                "partial_unexpected_list": [str(v) for v in (details.get("partial_unexpected_list") or [])][:10],
             }
         )
     return sorted(rows, key=lambda row: row["check_name"])
@@ -282,11 +266,7 @@ def describe_failure(contract: Contract, row: dict) -> str:
     where = f" on column {row['column_name']}" if row["column_name"] else ""
     if row["unexpected_count"] is not None:
         count = f"{row['unexpected_count']} of {row['element_count']} rows failed"
-        sample = (
-            f" (e.g. {', '.join(row['partial_unexpected_list'][:3])})"
-            if row["partial_unexpected_list"]
-            else ""
-        )
+        sample = f" (e.g. {', '.join(row['partial_unexpected_list'][:3])})" if row["partial_unexpected_list"] else ""
     else:
         count, sample = f"observed {row['observed_value']}", ""
     return (
@@ -304,11 +284,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     reports = reports_storage(config)
     window = window_for(logical_date, config.tz)
     local_docs = isinstance(reports, LocalStorage)
-    docs_dir = (
-        Path(reports.uri("data_docs"))
-        if local_docs
-        else Path(tempfile.mkdtemp(prefix="data-docs-"))
-    )
+    docs_dir = Path(reports.uri("data_docs")) if local_docs else Path(tempfile.mkdtemp(prefix="data-docs-"))
     validator = _Validator(docs_dir, build_docs=config.validation.build_data_docs)
     validated_at = datetime.now(timezone.utc)
 
@@ -319,12 +295,8 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     for dataset, contract in contracts.items():
         frame = dataset_frame(spark, config, dataset, logical_date)
         if frame is None:
-            raise UpstreamNotReadyError(
-                f"no clean {dataset} for {logical_date}: run the clean stage first"
-            )
-        rule_days = (
-            contract.volume.days if contract.volume else config.validation.volume_history_days
-        )
+            raise UpstreamNotReadyError(f"no clean {dataset} for {logical_date}: run the clean stage first")
+        rule_days = contract.volume.days if contract.volume else config.validation.volume_history_days
         checks = contract.checks + runtime_checks(
             contract, volume_history(config, dataset, logical_date, rule_days), window.end
         )
@@ -338,9 +310,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         )
         for row in rows:
             if not row["is_success"]:
-                (failures if row["severity"] == "error" else warnings).append(
-                    describe_failure(contract, row)
-                )
+                (failures if row["severity"] == "error" else warnings).append(describe_failure(contract, row))
             quality_rows.append(
                 {
                     "logical_date": logical_date,
@@ -354,12 +324,8 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         summary[dataset] = {
             "contract": contract.id,
             "checks": len(rows),
-            "failed_errors": sum(
-                1 for r in rows if not r["is_success"] and r["severity"] == "error"
-            ),
-            "failed_warnings": sum(
-                1 for r in rows if not r["is_success"] and r["severity"] == "warning"
-            ),
+            "failed_errors": sum(1 for r in rows if not r["is_success"] and r["severity"] == "error"),
+            "failed_warnings": sum(1 for r in rows if not r["is_success"] and r["severity"] == "warning"),
         }
 
     if config.validation.build_data_docs:
@@ -367,9 +333,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         if not local_docs:
             _upload_dir(docs_dir, reports, "data_docs")
 
-    record_quality(
-        config, logical_date, quality_rows, [contract.id for contract in contracts.values()]
-    )
+    record_quality(config, logical_date, quality_rows, [contract.id for contract in contracts.values()])
     record = {
         "stage": "validate",
         "dataset": "all",
@@ -388,11 +352,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     if failures:
         raise ContractViolation(
             f"{logical_date}: {len(failures)} error-level check(s) failed, nothing published; first: {failures[0]}"
-            + (
-                f" (+{len(failures) - 1} more, see {record['data_docs']})"
-                if len(failures) > 1
-                else ""
-            )
+            + (f" (+{len(failures) - 1} more, see {record['data_docs']})" if len(failures) > 1 else "")
         )
     return {k: v for k, v in record.items() if k != "stage"}
 

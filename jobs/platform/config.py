@@ -33,8 +33,6 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config" / "pipeline.yaml"
 ENV_PREFIX = "MKT_"
 
 
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -112,9 +110,7 @@ class SparkConfig(_Section):
 
 class CollectConfig(_Section):
     lookback_days: int = Field(3, ge=0, description="earlier landing days scanned for late files")
-    late_scan_days: int = Field(
-        7, ge=0, description="days before the lookback checked for late files never collected"
-    )
+    late_scan_days: int = Field(7, ge=0, description="days before the lookback checked for late files never collected")
     source_overlap_minutes: int = Field(60, ge=0)
     full_reload: bool = False
 
@@ -123,9 +119,7 @@ class CleanConfig(_Section):
     late_window_days: int = Field(3, ge=0, description="events older than this are quarantined")
     future_tolerance_minutes: int = Field(60, ge=0, description="clock skew accepted")
     bot_max_events_per_minute: int = Field(30, ge=1)
-    max_line_bytes: int = Field(
-        1 << 20, ge=1, description="longer event lines are quarantined as line_too_long"
-    )
+    max_line_bytes: int = Field(1 << 20, ge=1, description="longer event lines are quarantined as line_too_long")
     max_order_amount: float = Field(100_000, gt=0)
     max_item_quantity: int = Field(1_000, ge=1)
 
@@ -353,14 +347,13 @@ def load_config(
             "validation": validation,
             "customers": customers,
             "recommender": config.recommender.model_copy(
-                update={name: _resolve_path(getattr(config.recommender, name), base) for name in ("config_file", "registry_root")}
+                update={
+                    name: _resolve_path(getattr(config.recommender, name), base)
+                    for name in ("config_file", "registry_root")
+                }
             ),
-            "source": config.source.model_copy(
-                update={"url": _resolve_sqlite_like(config.source.url, base)}
-            ),
-            "warehouse": config.warehouse.model_copy(
-                update={"url": _resolve_sqlite_like(config.warehouse.url, base)}
-            ),
+            "source": config.source.model_copy(update={"url": _resolve_sqlite_like(config.source.url, base)}),
+            "warehouse": config.warehouse.model_copy(update={"url": _resolve_sqlite_like(config.warehouse.url, base)}),
             "source_file": str(config_path),
         }
     )

@@ -61,7 +61,9 @@ def read_table(spark, path: Path, role: str, required: Sequence[str]) -> DataFra
         raise InputFileError(f"{role} file {path} cannot be read as {kind}: {str(exc).splitlines()[0][:200]}") from exc
     missing = [c for c in required if c not in columns]
     if missing:
-        raise InputFileError(f"{role} file {path}: missing column(s) {', '.join(missing)} (has: {', '.join(sorted(columns))})")
+        raise InputFileError(
+            f"{role} file {path}: missing column(s) {', '.join(missing)} (has: {', '.join(sorted(columns))})"
+        )
     return frame
 
 

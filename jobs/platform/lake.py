@@ -56,21 +56,15 @@ def landing_hour_prefix(hour: datetime) -> str:
 
 
 def lake_storage(config: PipelineConfig) -> Storage:
-    return open_storage(
-        config.storage.lake_root, config.storage.s3_endpoint_url, config.storage.s3_region
-    )
+    return open_storage(config.storage.lake_root, config.storage.s3_endpoint_url, config.storage.s3_region)
 
 
 def landing_storage(config: PipelineConfig) -> Storage:
-    return open_storage(
-        config.storage.landing_root, config.storage.s3_endpoint_url, config.storage.s3_region
-    )
+    return open_storage(config.storage.landing_root, config.storage.s3_endpoint_url, config.storage.s3_region)
 
 
 def reports_storage(config: PipelineConfig) -> Storage:
-    return open_storage(
-        config.storage.reports_root, config.storage.s3_endpoint_url, config.storage.s3_region
-    )
+    return open_storage(config.storage.reports_root, config.storage.s3_endpoint_url, config.storage.s3_region)
 
 
 def spark_uri(storage: Storage, key: str = "") -> str:

@@ -60,9 +60,7 @@ def record_and_reconcile(config: PipelineConfig, record: dict) -> None:
     record_stage(config, record)
 
 
-def record_quality(
-    config: PipelineConfig, day: date, rows: list[dict], contract_ids: list[str]
-) -> None:
+def record_quality(config: PipelineConfig, day: date, rows: list[dict], contract_ids: list[str]) -> None:
     """Replace the ``ops_data_quality`` rows of ``day`` that come from ``contract_ids`` with
     ``rows`` (one per check). Validate writes its contracts' checks; collect writes its own
     (``contract_id`` :data:`COLLECT_CHECKS`); neither erases the other's rows."""

@@ -53,7 +53,9 @@ def check_no_gap(published: set[date], day: date) -> None:
         )
 
 
-def _current(spark, config: PipelineConfig, table: str, key: str | tuple[str, ...], as_of: date, batches: set[date]) -> DataFrame:
+def _current(
+    spark, config: PipelineConfig, table: str, key: str | tuple[str, ...], as_of: date, batches: set[date]
+) -> DataFrame:
     """Latest clean version of every row of a source table, from published batches up to D."""
     from jobs.platform.lake import clean_source_prefix, lake_storage, spark_uri
 
@@ -64,7 +66,9 @@ def _current(spark, config: PipelineConfig, table: str, key: str | tuple[str, ..
     return latest
 
 
-def published_tables(config: PipelineConfig, as_of: date, keys: dict[str, str | tuple[str, ...]]) -> tuple[set[date], dict[str, DataFrame]]:
+def published_tables(
+    config: PipelineConfig, as_of: date, keys: dict[str, str | tuple[str, ...]]
+) -> tuple[set[date], dict[str, DataFrame]]:
     """Published batches and the current version (as of D) of each source table in ``keys``
     (table -> key column or columns); refuses a D that is not published."""
     from jobs.platform.ops import warehouse_engine
@@ -75,7 +79,9 @@ def published_tables(config: PipelineConfig, as_of: date, keys: dict[str, str | 
     with engine.connect() as conn:
         batches = published_batches(conn, config.warehouse.schema_name)
     if as_of not in batches:
-        raise UpstreamNotReadyError(f"{as_of} is not published yet (no successful load of that date): this stage reads published data only")
+        raise UpstreamNotReadyError(
+            f"{as_of} is not published yet (no successful load of that date): this stage reads published data only"
+        )
     return batches, {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}
 
 

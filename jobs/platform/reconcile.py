@@ -7,9 +7,7 @@ from datetime import date
 from jobs.platform.errors import ReconciliationError
 
 
-def reconcile(
-    dataset: str, logical_date: date, input_rows: int, clean: int, quarantined: int, duplicates: int
-) -> None:
+def reconcile(dataset: str, logical_date: date, input_rows: int, clean: int, quarantined: int, duplicates: int) -> None:
     """Raise :class:`ReconciliationError` unless input = clean + quarantined + duplicates."""
     accounted = clean + quarantined + duplicates
     if input_rows != accounted:

@@ -176,9 +176,7 @@ class S3Storage:
     def delete_prefix(self, prefix: str) -> int:
         keys = [{"Key": obj["Key"]} for obj in self._iter(prefix)]
         for start in range(0, len(keys), 1000):
-            self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]}
-            )
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]})
         return len(keys)
 
 

@@ -181,8 +181,7 @@ def to_arrow(frame: DataFrame) -> pa.Table:
     table = frame.toArrow()
     # Spark hands out naive UTC timestamps; mark them as UTC for the warehouse's timestamptz.
     fields = [
-        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
-        for f in table.schema
+        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f for f in table.schema
     ]
     return table.cast(pa.schema(fields))
 

@@ -64,14 +64,23 @@ def read_interactions(spark, path: Path, role: str) -> DataFrame:
     checks = [("user_id", "user_id", F.col("user_id").isNull() | (F.trim("user_id") == ""), "empty")]
     checks.append(("item_id", "item_id", F.col("item_id").isNull() | (F.trim("item_id") == ""), "empty"))
     if "timestamp" in columns:
-        checks.append(("timestamp", "raw_timestamp", F.col("ts").isNull(), "not a timestamp (ISO-8601, or Unix epoch seconds or milliseconds)"))
+        checks.append(
+            (
+                "timestamp",
+                "raw_timestamp",
+                F.col("ts").isNull(),
+                "not a timestamp (ISO-8601, or Unix epoch seconds or milliseconds)",
+            )
+        )
     if "weight" in columns:
         checks.append(("weight", "raw_weight", F.col("weight").isNull() | (F.col("weight") < 0), "not a number >= 0"))
     bad = typed.agg(*[F.count(F.when(test, 1)).alias(name) for name, _, test, _ in checks]).first()
     for name, raw, test, what in checks:
         if bad[name]:
             example = typed.where(test).select(raw).first()[0]
-            raise InputFileError(f"{role} file {path}: column {name} has {bad[name]} value(s) {what} (e.g. {example!r})")
+            raise InputFileError(
+                f"{role} file {path}: column {name} has {bad[name]} value(s) {what} (e.g. {example!r})"
+            )
     if typed.limit(1).count() == 0:
         raise InputFileError(f"{role} file {path} has no rows")
     return typed.select("user_id", "item_id", "ts", "weight")
@@ -81,7 +90,9 @@ def _split(signals: DataFrame, protocol: str, ratio: float, seed: int, role: str
     """(train, test) signals by protocol; temporal needs timestamps."""
     if protocol == "temporal":
         if signals.where(F.col("ts").isNull()).limit(1).count():
-            raise InputFileError(f"--protocol temporal needs a timestamp for every interaction ({role} has rows without one)")
+            raise InputFileError(
+                f"--protocol temporal needs a timestamp for every interaction ({role} has rows without one)"
+            )
         return temporal_split(signals, time_cutoff(signals, ratio))
     train, test = random_split(pairs(signals, None, None, None), ratio, seed)
     return train.drop("last_day"), test.drop("last_day")  # one signal per pair, with its last ts
@@ -94,7 +105,12 @@ def _pairs(signals: DataFrame) -> DataFrame:
 def _named(recs: pd.DataFrame, index: IdIndex) -> pd.DataFrame:
     users, items = index.user_ids(), index.item_ids()
     return pd.DataFrame(
-        {"user_id": users[recs["u"].to_numpy()], "rank": recs["rank"].to_numpy(), "item_id": items[recs["i"].to_numpy()], "score": recs["score"].to_numpy()}
+        {
+            "user_id": users[recs["u"].to_numpy()],
+            "rank": recs["rank"].to_numpy(),
+            "item_id": items[recs["i"].to_numpy()],
+            "score": recs["score"].to_numpy(),
+        }
     )
 
 
@@ -165,7 +181,13 @@ def tune_and_evaluate(
         fit_s = time.monotonic() - fit_started
         recs = recommend(model, users, data, k, exclude).rename(columns={"u": "user_id", "i": "item_id"})
         rows = rec_metrics.evaluate(
-            recs, truth_eval, train_eval, k, index.n_items, categories=item_categories, groups=groups(index, data) if groups else None
+            recs,
+            truth_eval,
+            train_eval,
+            k,
+            index.n_items,
+            categories=item_categories,
+            groups=groups(index, data) if groups else None,
         )
         results[name] = {
             "fit_seconds": round(fit_s, 2),
@@ -194,7 +216,13 @@ def _history_groups(index: IdIndex, data) -> dict[str, pd.Series]:
 
 
 def evaluate_models(
-    train_signals: DataFrame, test_signals: DataFrame, protocol: str, ratio: float, seed: int, k: int, settings: RecommenderConfig
+    train_signals: DataFrame,
+    test_signals: DataFrame,
+    protocol: str,
+    ratio: float,
+    seed: int,
+    k: int,
+    settings: RecommenderConfig,
 ) -> tuple[dict, pd.DataFrame]:
     """Tune on the training side, fit every model, score the test users; (report, ALS recs)."""
     fit_signals, valid_signals = _split(train_signals, protocol, ratio, seed, "the training data")
@@ -233,12 +261,17 @@ def evaluate_recommender(
         signals = read_interactions(spark, Path(interactions), "--interactions").persist()
         train_signals, test_signals = _split(signals, protocol, test_ratio, seed, "--interactions")
         for name, part in (("train", train_signals), ("test", test_signals)):
-            part.select("user_id", "item_id", F.col("ts").alias("timestamp"), "weight").toPandas().to_csv(out / f"{name}.csv", index=False)
+            part.select("user_id", "item_id", F.col("ts").alias("timestamp"), "weight").toPandas().to_csv(
+                out / f"{name}.csv", index=False
+            )
     else:
         train_signals = read_interactions(spark, Path(train), "--train")
         test_signals = read_interactions(spark, Path(test), "--test")
     report, recs = evaluate_models(train_signals, test_signals, protocol, test_ratio, seed, k, settings)
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     recs.to_csv(out / "recommendations.csv", index=False)
-    summary = {name: {m: v for m, v in r["metrics"].items() if m.startswith(("ndcg", "recall", "precision"))} for name, r in report["models"].items()}
+    summary = {
+        name: {m: v for m, v in r["metrics"].items() if m.startswith(("ndcg", "recall", "precision"))}
+        for name, r in report["models"].items()
+    }
     return {"out_dir": str(out), "als_params": report["als_params"], "metrics": summary}

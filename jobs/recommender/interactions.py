@@ -50,18 +50,24 @@ def purchase_signals(items: DataFrame, orders: DataFrame, weights: dict[str, flo
     weight = F.lit(0.0)
     for status, value in weights.items():
         weight = F.when(F.col("status") == status, F.lit(float(value))).otherwise(weight)
-    lines = items.select("order_id", "product_id").join(orders.select("order_id", "user_id", "status", "created_at"), "order_id")
+    lines = items.select("order_id", "product_id").join(
+        orders.select("order_id", "user_id", "status", "created_at"), "order_id"
+    )
     return lines.where(weight > 0).select(
         "user_id", F.col("product_id").alias("item_id"), F.col("created_at").alias("ts"), weight.alias("weight")
     )
 
 
-def pairs(signals: DataFrame, reference: date | None, half_life_days: float | None, max_weight: float | None) -> DataFrame:
+def pairs(
+    signals: DataFrame, reference: date | None, half_life_days: float | None, max_weight: float | None
+) -> DataFrame:
     """One row per ``user_id, item_id``: decayed weight sum (capped), the last day and time seen."""
     weight = F.col("weight")
     if reference is not None and half_life_days:
         age = F.greatest(F.datediff(F.lit(reference), F.to_date("ts")), F.lit(0))
-        weight = F.when(F.col("ts").isNull(), weight).otherwise(weight * F.pow(F.lit(0.5), age / F.lit(float(half_life_days))))
+        weight = F.when(F.col("ts").isNull(), weight).otherwise(
+            weight * F.pow(F.lit(0.5), age / F.lit(float(half_life_days)))
+        )
     summed = signals.groupBy("user_id", "item_id").agg(
         F.sum(weight).alias("weight"), F.max(F.to_date("ts")).alias("last_day"), F.max("ts").alias("ts")
     )

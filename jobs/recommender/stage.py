@@ -55,13 +55,16 @@ MODEL = "recommender"
 PUBLISHED = ("mart_recommendations", "mart_similar_items")
 
 
-
-
 def code_version() -> str:
     """The git commit when there is one, else a hash of the learning code."""
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         digest = hashlib.sha256()
@@ -77,7 +80,10 @@ def gate(candidate: dict, production: dict | None, settings: RecommenderConfig, 
     popular = candidate["popularity"]["metrics"][metric]
     needed = popular * (1 + settings.gate.min_lift_over_popularity)
     if als <= needed:
-        return False, f"ALS {metric} {als:.4f} does not beat popularity {popular:.4f} by {settings.gate.min_lift_over_popularity:.0%} (needs > {needed:.4f})"
+        return (
+            False,
+            f"ALS {metric} {als:.4f} does not beat popularity {popular:.4f} by {settings.gate.min_lift_over_popularity:.0%} (needs > {needed:.4f})",
+        )
     if production is not None:
         live = production.get("metrics", {}).get("als", {}).get("metrics", {}).get(metric)
         if live is not None and als < live * (1 - settings.gate.max_drop_vs_production):
@@ -85,10 +91,14 @@ def gate(candidate: dict, production: dict | None, settings: RecommenderConfig, 
                 f"ALS {metric} {als:.4f} is more than {settings.gate.max_drop_vs_production:.0%} below the live model "
                 f"{production['version']} ({live:.4f})"
             )
-    return True, f"ALS {metric} {als:.4f} vs popularity {popular:.4f}" + (f" and live {production['version']}" if production else "")
+    return True, f"ALS {metric} {als:.4f} vs popularity {popular:.4f}" + (
+        f" and live {production['version']}" if production else ""
+    )
 
 
-def signals_up_to(current: dict[str, DataFrame], events: DataFrame, settings: RecommenderConfig, as_of: date) -> DataFrame:
+def signals_up_to(
+    current: dict[str, DataFrame], events: DataFrame, settings: RecommenderConfig, as_of: date
+) -> DataFrame:
     ic = settings.interactions
     start = as_of - timedelta(days=ic.lookback_days)
     orders = current["orders"].where((F.col("order_date") > F.lit(start)) & (F.col("order_date") <= F.lit(as_of)))
@@ -157,7 +167,8 @@ def publish_lists(
     bought = index.indexed(purchased).select("user_id", "i").toPandas()
     bought = bought[~repurchasable[bought["i"].to_numpy()] & bought["user_id"].isin(position.index)]
     exclude = sp.csr_matrix(
-        (np.ones(len(bought), np.float32), (position[bought["user_id"]].to_numpy(), bought["i"].to_numpy())), shape=(len(users), n_items)
+        (np.ones(len(bought), np.float32), (position[bought["user_id"]].to_numpy(), bought["i"].to_numpy())),
+        shape=(len(users), n_items),
     )
     csr = data.to_csr()
     distinct_items = np.diff(csr.indptr)
@@ -167,7 +178,9 @@ def publish_lists(
     cap = {"categories": codes, "per_category": pub.max_per_category} if pub.max_per_category else {}
 
     u_of_row = user_u.fillna(-1).astype(int).to_numpy()
-    als = top_n(lambda rows: model.scores(u_of_row[rows]), np.flatnonzero(warm), n_items, pub.top_n, exclude, allowed, **cap)
+    als = top_n(
+        lambda rows: model.scores(u_of_row[rows]), np.flatnonzero(warm), n_items, pub.top_n, exclude, allowed, **cap
+    )
     als["reason_code"] = "als"
 
     popularity = np.asarray((csr > 0).sum(axis=0)).ravel().astype(np.float32)
@@ -176,7 +189,9 @@ def publish_lists(
     known = np.flatnonzero(user_u.notna().to_numpy() & ~warm)
     if len(known):
         rows = csr[user_u.to_numpy()[known].astype(int)]
-        per_category = rows @ sp.csr_matrix((np.ones(n_items), (np.arange(n_items), codes)), shape=(n_items, len(categories.categories)))
+        per_category = rows @ sp.csr_matrix(
+            (np.ones(n_items), (np.arange(n_items), codes)), shape=(n_items, len(categories.categories))
+        )
         favourite[known] = np.asarray(per_category.argmax(axis=1)).ravel()
     boost = popularity.max() + 1
 
@@ -185,7 +200,9 @@ def publish_lists(
 
     cold = np.flatnonzero(~warm)
     rest = top_n(fallback, cold, n_items, pub.top_n, exclude, allowed, **cap)
-    rest["reason_code"] = np.where(favourite[rest["row"].to_numpy()] >= 0, "fallback_category_popularity", "fallback_popularity")
+    rest["reason_code"] = np.where(
+        favourite[rest["row"].to_numpy()] >= 0, "fallback_category_popularity", "fallback_popularity"
+    )
     rest["score"] = rest["score"] % boost  # the popularity itself, without the category boost
     lists = pd.concat([als, rest], ignore_index=True)
     return pd.DataFrame(
@@ -202,7 +219,11 @@ def publish_lists(
 def owned_items(current: dict[str, DataFrame], statuses, settings: RecommenderConfig) -> DataFrame:
     """``user_id, item_id, ts`` (first bought): products each user bought (orders in
     ``statuses``) that may not be recommended again (not of a repurchasable category)."""
-    orders = current["orders"].where(F.col("status").isin(*statuses)).select("order_id", "user_id", F.col("created_at").alias("ts"))
+    orders = (
+        current["orders"]
+        .where(F.col("status").isin(*statuses))
+        .select("order_id", "user_id", F.col("created_at").alias("ts"))
+    )
     lines = current["order_items"].select("order_id", F.col("product_id").alias("item_id")).join(orders, "order_id")
     repurchasable = F.coalesce(F.col("category_l1").isin(*settings.publishing.repurchasable_categories), F.lit(False))
     once = current["products"].where(~repurchasable).select(F.col("product_id").alias("item_id"))
@@ -210,7 +231,12 @@ def owned_items(current: dict[str, DataFrame], statuses, settings: RecommenderCo
 
 
 def evaluate_holdout(
-    signals: DataFrame, as_of: date, settings: RecommenderConfig, groups=None, categories=None, owned: DataFrame | None = None
+    signals: DataFrame,
+    as_of: date,
+    settings: RecommenderConfig,
+    groups=None,
+    categories=None,
+    owned: DataFrame | None = None,
 ):
     """The nightly evaluation of signals up to ``as_of``: the last ``holdout_days`` are the
     test set, tuning validates on the ``validation_days`` before them. With ``owned``
@@ -232,7 +258,9 @@ def evaluate_holdout(
     users_fit = fit_pairs.select("user_id").distinct().count()
     if users_fit < ev.min_train_users:
         fit_pairs.unpersist()
-        return f"{users_fit} users with interactions before {valid_cutoff}; need {ev.min_train_users} to tune and evaluate"
+        return (
+            f"{users_fit} users with interactions before {valid_cutoff}; need {ev.min_train_users} to tune and evaluate"
+        )
     return tune_and_evaluate(
         fit_pairs,
         pairs(valid_signals, None, None, None),
@@ -256,21 +284,39 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     ev, ic = settings.evaluation, settings.interactions
     registry = _registry(config)
     batches, current = published_tables(
-        config, as_of, {"users": "user_id", "orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"}
+        config,
+        as_of,
+        {"users": "user_id", "orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"},
     )
     events = published_events(config, batches, as_of, ic.lookback_days)
     signals = signals_up_to(current, events, settings, as_of).persist()
     first_seen = signals.groupBy("user_id").agg(F.min(F.to_date("ts")).alias("d")).toPandas().set_index("user_id")["d"]
-    categories = current["products"].select("product_id", "category_l1").toPandas().set_index("product_id")["category_l1"]
+    categories = (
+        current["products"].select("product_id", "category_l1").toPandas().set_index("product_id")["category_l1"]
+    )
     cutoff = as_of - timedelta(days=ev.holdout_days)
     statuses = PURCHASE_STATUSES
     owned = owned_items(current, statuses, settings).persist()
     result = evaluate_holdout(
-        signals, as_of, settings, groups=_groups(_lifecycle(config, as_of), first_seen, cutoff), categories=categories, owned=owned
+        signals,
+        as_of,
+        settings,
+        groups=_groups(_lifecycle(config, as_of), first_seen, cutoff),
+        categories=categories,
+        owned=owned,
     )
     if isinstance(result, str):
         log.warning("recommender not trained for %s: %s", as_of, result)
-        publish(config, as_of, "recommender", "recommendations", [], counts={"input": 0, "output": 0}, details={"reason": result}, status="skipped")
+        publish(
+            config,
+            as_of,
+            "recommender",
+            "recommendations",
+            [],
+            counts={"input": 0, "output": 0},
+            details={"reason": result},
+            status="skipped",
+        )
         signals.unpersist(), owned.unpersist()
         return {"snapshot_date": as_of.isoformat(), "status": "skipped", "reason": result}
     production = registry.production()
@@ -293,7 +339,9 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         catalogue = _catalogue(current["products"], index)
         registered = current["users"].select("user_id").toPandas()["user_id"].sort_values().to_numpy()
         lists = publish_lists(model, index, data, registered, owned.select("user_id", "item_id"), catalogue, settings)
-        similar = similar_items(model.item_factors, settings.publishing.similar_n, allowed=catalogue["active"].to_numpy())
+        similar = similar_items(
+            model.item_factors, settings.publishing.similar_n, allowed=catalogue["active"].to_numpy()
+        )
         outputs = {
             "mart_recommendations": lists.assign(snapshot_date=as_of, model_version=version, loaded_at=loaded_at),
             "mart_similar_items": pd.DataFrame(
@@ -313,7 +361,10 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
             "item_factors": pa.table({"product_id": index.item_ids(), "factors": list(model.item_factors)}),
             "interactions": to_arrow(all_pairs.select("user_id", "item_id", "weight", "last_day")),
             # the published outputs, so promote/rollback can put exactly these back
-            **{name: pa.Table.from_pandas(frame.drop(columns=["loaded_at"]), preserve_index=False) for name, frame in outputs.items()},
+            **{
+                name: pa.Table.from_pandas(frame.drop(columns=["loaded_at"]), preserve_index=False)
+                for name, frame in outputs.items()
+            },
         }
     else:
         artefacts = {}
@@ -323,15 +374,24 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         "metrics": result.report["models"],
         "tuning_trials": result.report["tuning_trials"],
         "data": {
-            "train": result.report["train"], "test": result.report["test"], "k": ev.k,
-            "lookback_days": ic.lookback_days, "holdout_days": ev.holdout_days, "snapshot": "interactions.parquet",
+            "train": result.report["train"],
+            "test": result.report["test"],
+            "k": ev.k,
+            "lookback_days": ic.lookback_days,
+            "holdout_days": ev.holdout_days,
+            "snapshot": "interactions.parquet",
         },  # fmt: skip
         "gate": {"passed": passed, "reason": reason},
         "code_version": code_version(),
     }
     registry.save(version, meta, artefacts)
 
-    evaluation = Output("mart_model_evaluation", _arrow(pd.DataFrame(evaluation_rows)), where="model_version = :v", params={"v": version})
+    evaluation = Output(
+        "mart_model_evaluation",
+        _arrow(pd.DataFrame(evaluation_rows)),
+        where="model_version = :v",
+        params={"v": version},
+    )
     counts = publish(
         config, as_of, "recommender", "recommendations",
         [evaluation, *(snapshot(name, _arrow(frame)) for name, frame in outputs.items())],
@@ -341,9 +401,17 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     )  # fmt: skip
     signals.unpersist(), owned.unpersist()
     if not passed:
-        raise ModelGateError(f"{as_of}: model {version} not published: {reason}; the previous recommendations stay live")
+        raise ModelGateError(
+            f"{as_of}: model {version} not published: {reason}; the previous recommendations stay live"
+        )
     registry.promote(version, reason=f"nightly gate passed: {reason}")
-    return {"snapshot_date": as_of.isoformat(), "version": version, "gate": reason, "params": result.best.model_dump(), "rows_by_table": counts}
+    return {
+        "snapshot_date": as_of.isoformat(),
+        "version": version,
+        "gate": reason,
+        "params": result.best.model_dump(),
+        "rows_by_table": counts,
+    }
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
@@ -358,7 +426,9 @@ def _registry(config):
     from jobs.platform.storage import open_storage
     from models.registry import Registry
 
-    return Registry(open_storage(config.recommender.registry_root, config.storage.s3_endpoint_url, config.storage.s3_region), MODEL)
+    return Registry(
+        open_storage(config.recommender.registry_root, config.storage.s3_endpoint_url, config.storage.s3_region), MODEL
+    )
 
 
 def republish(config, meta: dict) -> dict:
@@ -370,12 +440,17 @@ def republish(config, meta: dict) -> dict:
     registry = _registry(config)
     missing = [name for name in PUBLISHED if name not in meta.get("artefacts", [])]
     if missing:
-        raise ModelGateError(f"version {version} has no published outputs to restore ({', '.join(missing)}): it never passed the gate")
+        raise ModelGateError(
+            f"version {version} has no published outputs to restore ({', '.join(missing)}): it never passed the gate"
+        )
     loaded_at = datetime.now(timezone.utc)
     with warehouse_engine(config).connect() as conn:
         latest = conn.execute(sa.text(f"select max(snapshot_date) from {schema}.mart_recommendations")).scalar_one()
     day = max(filter(None, [_as_date(latest), date.fromisoformat(meta["snapshot_date"])]))
-    outputs = [snapshot(name, _arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at))) for name in PUBLISHED]
+    outputs = [
+        snapshot(name, _arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)))
+        for name in PUBLISHED
+    ]
     restored = outputs[0].rows
     counts = publish(
         config, day, "recommender_republish", "recommendations", outputs,

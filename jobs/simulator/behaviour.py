@@ -73,9 +73,7 @@ UTM_BY_CHANNEL = np.array(
 )
 
 
-def _make_sessions(
-    spec: SimulationSpec, cal: _Calendar, users: dict, mult: np.ndarray, prod: dict
-) -> pd.DataFrame:
+def _make_sessions(spec: SimulationSpec, cal: _Calendar, users: dict, mult: np.ndarray, prod: dict) -> pd.DataFrame:
     rng = _rng(spec, "sessions")
     n_users, n_days = mult.shape
     lam = users["activity"][:, None] / 7.0 * mult * cal.traffic[None, :]
@@ -166,9 +164,7 @@ def _session_traffic_source(rng: np.random.Generator, sessions: pd.DataFrame, us
     sessions["utm"] = utm
 
 
-def _session_intent(
-    rng: np.random.Generator, sessions: pd.DataFrame, users: dict, prod: dict
-) -> None:
+def _session_intent(rng: np.random.Generator, sessions: pd.DataFrame, users: dict, prod: dict) -> None:
     """Focus category, add-to-cart and checkout propensity, number of events of each kind."""
     n = len(sessions)
     user = sessions["user_idx"].to_numpy()
@@ -192,9 +188,7 @@ def _session_intent(
     sessions["n_page_views"] = np.where(bot, 0, rng.poisson(1.0, n))
     searches = (rng.random(n) < np.where(logged, 0.28, 0.2)) * (1 + (rng.random(n) < 0.15))
     sessions["n_search"] = np.where(bot, 0, searches)
-    sessions["n_product_views"] = np.where(
-        bot, rng.integers(100, 301, n), rng.geometric(1 / 5.0, n)
-    )
+    sessions["n_product_views"] = np.where(bot, rng.integers(100, 301, n), rng.geometric(1 / 5.0, n))
     sessions["bot_rate"] = rng.uniform(1.3, 2.5, n)  # events per second
 
 
@@ -219,9 +213,7 @@ def _query_vocab() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(vocab, dtype=object), np.array(offsets), np.array(lengths)
 
 
-def _make_events(
-    spec: SimulationSpec, sessions: pd.DataFrame, users: dict, prod: dict
-) -> tuple[dict, dict]:
+def _make_events(spec: SimulationSpec, sessions: pd.DataFrame, users: dict, prod: dict) -> tuple[dict, dict]:
     """All events of all sessions, in session order, plus the carts (for orders)."""
     rng = _rng(spec, "events")
     n_s = len(sessions)
@@ -242,9 +234,7 @@ def _make_events(
     focus_cat = sessions["focus_cat"].to_numpy()[pv_s]
     product[focus_mode] = by_cat.sample(focus_cat[focus_mode], rng.random(int(focus_mode.sum())))
     by_brand = _GroupedSampler(prod["brand"], prod["weight"], N_BRAND)
-    brand = _RowSampler(users["brand_aff"]).sample(
-        s_user[pv_s[brand_mode]], rng.random(int(brand_mode.sum()))
-    )
+    brand = _RowSampler(users["brand_aff"]).sample(s_user[pv_s[brand_mode]], rng.random(int(brand_mode.sum())))
     product[brand_mode] = by_brand.sample(brand, rng.random(len(brand)))
     # most of a logged-in user's category and brand views follow their taste, where it exists
     taste_rng = _rng(spec, "event-tastes")
@@ -272,9 +262,7 @@ def _make_events(
 
     # follow-ups of a product view: favourite, add to cart (interest-driven), later removal
     favorite = ~bot_e & (rng.random(m) < 0.02)
-    affinity = np.where(
-        logged_e, users["cat_aff"][np.maximum(s_user[pv_s], 0), prod["cat"][product]], 0.125
-    )
+    affinity = np.where(logged_e, users["cat_aff"][np.maximum(s_user[pv_s], 0), prod["cat"][product]], 0.125)
     viewer = np.maximum(s_user[pv_s], 0)
     taste_of = users["taste_aff"]
     taste_fit = np.where(
@@ -333,9 +321,7 @@ def _make_events(
     quick = (etype == FAVORITE) | (etype == ADD_TO_CART)
     gap[quick] = np.clip(rng.lognormal(np.log(4), 0.5, int(quick.sum())), 1, 30)
     bot_ev = bot[sess]
-    gap[bot_ev] = (
-        rng.exponential(1.0, int(bot_ev.sum())) / sessions["bot_rate"].to_numpy()[sess[bot_ev]]
-    )
+    gap[bot_ev] = rng.exponential(1.0, int(bot_ev.sum())) / sessions["bot_rate"].to_numpy()[sess[bot_ev]]
     first = np.r_[True, sess[1:] != sess[:-1]] if n_e else np.zeros(0, bool)
     gap[first] = 0
     cum = np.cumsum(np.round(gap * 1000).astype(np.int64))
@@ -364,9 +350,7 @@ def _make_events(
     return events, carts
 
 
-def _revisits(
-    rng: np.random.Generator, user: np.ndarray, logged: np.ndarray, product: np.ndarray
-) -> np.ndarray:
+def _revisits(rng: np.random.Generator, user: np.ndarray, logged: np.ndarray, product: np.ndarray) -> np.ndarray:
     """Send a share (``REVISIT``) of logged-in product views back to a product the same user
     viewed earlier (``product`` is in session-start order); returns which views are revisits."""
     rows = np.flatnonzero(logged)
@@ -457,11 +441,7 @@ def _make_orders(
         k_items = min(len(rest), max(1, round(len(items) * spec.dirt_rate / 3)))
         dirty_orders = rest[:k_items]
         lines_of = items.groupby("o").indices
-        picked = [
-            lines_of[o][dirt_rng.integers(0, len(lines_of[o]))]
-            for o in dirty_orders
-            if o in lines_of
-        ]
+        picked = [lines_of[o][dirt_rng.integers(0, len(lines_of[o]))] for o in dirty_orders if o in lines_of]
         picked = np.array(sorted(picked), dtype=np.int64)
         item_product[picked] = UNKNOWN_PRODUCT_ID_BASE + dirt_rng.integers(1, 100_000, len(picked))
         item_dirt[picked] = "unknown_product_id"

@@ -73,9 +73,7 @@ def _make_products(spec: SimulationSpec, cal: _Calendar) -> tuple[pd.DataFrame, 
         changed = is_active & (rng.random(n) < 0.06)
         lo, hi = cal.day_start[0] + NS_PER_DAY, cal.day_start[-1] - NS_PER_DAY
         change[changed] = _ms(lo + rng.random(changed.sum()) * (hi - lo))
-        new_price[changed] = _shop_price(
-            rng, price[changed] * rng.uniform(0.75, 1.15, changed.sum())
-        )
+        new_price[changed] = _shop_price(rng, price[changed] * rng.uniform(0.75, 1.15, changed.sum()))
     base = pd.DataFrame(
         {
             "product_id": np.arange(1, n + 1),
@@ -109,6 +107,4 @@ def _make_products(spec: SimulationSpec, cal: _Calendar) -> tuple[pd.DataFrame, 
 
 
 def _price_at(prod: dict, product: np.ndarray, ns: np.ndarray) -> np.ndarray:
-    return np.where(
-        ns >= prod["change_ns"][product], prod["new_price"][product], prod["price"][product]
-    )
+    return np.where(ns >= prod["change_ns"][product], prod["new_price"][product], prod["price"][product])

@@ -114,13 +114,9 @@ def _plan_landing(
     extra = np.zeros(n, dtype=np.int8)
     if messy:
         other = rng.random(n) < min(0.3, spec.dirt_rate * 4 / 3)
-        ts_style[other] = rng.choice(
-            np.arange(1, 5), size=int(other.sum()), p=[0.4, 0.2, 0.25, 0.15]
-        )
+        ts_style[other] = rng.choice(np.arange(1, 5), size=int(other.sum()), p=[0.4, 0.2, 0.25, 0.15])
         has_extra = rng.random(n) < min(0.3, spec.dirt_rate * 2 / 3)
-        extra[has_extra] = np.where(
-            channel[has_extra] == 1, 1, 2 + (rng.random(int(has_extra.sum())) < 0.5)
-        )
+        extra[has_extra] = np.where(channel[has_extra] == 1, 1, 2 + (rng.random(int(has_extra.sum())) < 0.5))
     variant = rng.integers(0, 1 << 30, n)
 
     # duplicates: the same file, or a later one (client retries)
@@ -143,17 +139,13 @@ def _plan_landing(
             "session_idx": ev["sess"][event_row],
         }
     )
-    order = np.lexsort(
-        (np.arange(len(lines)), lines["order_key"].to_numpy(), lines["file_idx"].to_numpy())
-    )
+    order = np.lexsort((np.arange(len(lines)), lines["order_key"].to_numpy(), lines["file_idx"].to_numpy()))
     lines = lines.iloc[order].reset_index(drop=True)
     plan = {"write_ns": write_ns, "file_of_event": file_of_event, "kind": kind, "files": files}
     return lines, plan
 
 
-def _assign_dirt(
-    rng: np.random.Generator, rate: float, ev: dict, is_bot: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _assign_dirt(rng: np.random.Generator, rate: float, ev: dict, is_bot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One defect per chosen base event; duplicates copy other, valid events."""
     n = len(ev["ns"])
     kind = np.zeros(n, dtype=np.int8)
@@ -261,9 +253,7 @@ def _render_lines(world: World, lines: pd.DataFrame) -> pa.Array:
     ev = world.events
     rows = lines["event_row"].to_numpy()
     who, where = _session_segments(ev, rows, lines["session_idx"].to_numpy())
-    ts = _timestamps(
-        ev["event_ts"].array.asi8[rows], lines["ts_style"].to_numpy(), world.spec.timezone
-    )
+    ts = _timestamps(ev["event_ts"].array.asi8[rows], lines["ts_style"].to_numpy(), world.spec.timezone)
     product = pa.array(ev["product_id"].array[rows], type=pa.int64())
     price = pa.array(ev["price"].to_numpy()[rows], type=pa.float64(), from_pandas=True)
     tail = pa.array(EXTRA_FIELDS, pa.string()).take(pa.array(lines["extra"].to_numpy()))

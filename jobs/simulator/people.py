@@ -91,9 +91,7 @@ def _make_users(spec: SimulationSpec, cal: _Calendar, prod: dict) -> dict:
     return users
 
 
-def _signups(
-    rng: np.random.Generator, spec: SimulationSpec, cal: _Calendar
-) -> tuple[np.ndarray, np.ndarray]:
+def _signups(rng: np.random.Generator, spec: SimulationSpec, cal: _Calendar) -> tuple[np.ndarray, np.ndarray]:
     """Signup instants, sorted (user_id follows signup order), and whether in the period."""
     n = spec.users
     in_period = rng.random(n) < 0.35 * min(1.0, spec.days / 60)
@@ -116,10 +114,7 @@ def _user_profiles(rng: np.random.Generator, signup: np.ndarray) -> pd.DataFrame
     user_id = np.arange(1, n + 1)
     stems = rng.integers(0, len(NAME_STEMS), n)
     domains = rng.choice(len(EMAIL_DOMAINS), size=n, p=[0.4, 0.25, 0.15, 0.2])
-    email = [
-        f"{NAME_STEMS[s]}.{u}@{EMAIL_DOMAINS[d]}"
-        for s, u, d in zip(stems, user_id, domains, strict=True)
-    ]
+    email = [f"{NAME_STEMS[s]}.{u}@{EMAIL_DOMAINS[d]}" for s, u, d in zip(stems, user_id, domains, strict=True)]
     prefixes = np.array(["13", "15", "17", "18", "19"])[rng.integers(0, 5, n)]
     digits = rng.integers(0, 10**9, n)
     phone = np.array([f"+86{p}{d:09d}" for p, d in zip(prefixes, digits, strict=True)], object)
@@ -144,9 +139,7 @@ def _user_profiles(rng: np.random.Generator, signup: np.ndarray) -> pd.DataFrame
     return users
 
 
-def _user_interests(
-    rng: np.random.Generator, spec: SimulationSpec, prod: dict, n: int
-) -> dict[str, np.ndarray]:
+def _user_interests(rng: np.random.Generator, spec: SimulationSpec, prod: dict, n: int) -> dict[str, np.ndarray]:
     """Concentrated category interests, brand interests mostly within those categories, a
     heterogeneous visit rate and propensity to buy."""
     cat_weight = np.array([CATALOG[c][3] for c in CATEGORY_L1])
@@ -201,9 +194,7 @@ def _trajectories(
     return {"trajectory": traj, "t1": t1, "t2": t2, "t3": t3, "signup_rel": signup_rel}
 
 
-def _user_versions(
-    rng: np.random.Generator, cal: _Calendar, users: pd.DataFrame, signup: np.ndarray
-) -> pd.DataFrame:
+def _user_versions(rng: np.random.Generator, cal: _Calendar, users: pd.DataFrame, signup: np.ndarray) -> pd.DataFrame:
     """Some users later change their city or e-mail consent (a newer row version)."""
     n = len(users)
     lo = np.maximum(signup, cal.day_start[0]) + NS_PER_DAY

@@ -116,10 +116,7 @@ def _python_values(series: pd.Series) -> list[Any]:
         return series.tolist()
     if pd.api.types.is_float_dtype(series.dtype):
         return [None if np.isnan(v) else round(v, 2) for v in series.tolist()]
-    return [
-        None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
-        for v in series.tolist()
-    ]
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v for v in series.tolist()]
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -134,9 +131,7 @@ def _updated_ns(values: pd.Series) -> np.ndarray:
     return pd.to_datetime(values, utc=True).dt.as_unit("ns").array.asi8
 
 
-def _sync_table(
-    conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], desired: pd.DataFrame
-) -> tuple[int, int]:
+def _sync_table(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], desired: pd.DataFrame) -> tuple[int, int]:
     """Make ``table`` hold exactly ``desired``: rows compared by key and ``updated_at``."""
     result = conn.execute(sa.select(*[table.c[k] for k in keys], table.c.updated_at)).all()
     existing = pd.DataFrame(result, columns=[*keys, "updated_at"])

@@ -110,9 +110,7 @@ REVISIT = 0.25  # share of a logged-in user's product views that go back to one 
 REVISIT_CART_BOOST = 1.5  # a product looked at again is more likely to go into the cart
 # brand b is made mostly for category b % N_CAT; every third brand also sells in a second one
 BRAND_CATEGORIES: tuple[tuple[int, ...], ...] = tuple(
-    (b % N_CAT, (b * 3 + 1) % N_CAT)
-    if b % 3 == 0 and (b * 3 + 1) % N_CAT != b % N_CAT
-    else (b % N_CAT,)
+    (b % N_CAT, (b * 3 + 1) % N_CAT) if b % 3 == 0 and (b * 3 + 1) % N_CAT != b % N_CAT else (b % N_CAT,)
     for b in range(N_BRAND)
 )
 

@@ -74,9 +74,7 @@ def _landing_truth(
     truth = files[["key", "hour_start", "write_date", "local_logical_date", "is_late_batch"]].copy()
     truth["n_lines"] = np.bincount(f, minlength=n_files)
     for code, name in enumerate(LINE_KINDS):
-        truth[f"n_{name}"] = np.bincount(f, weights=kind == code, minlength=n_files).astype(
-            np.int64
-        )
+        truth[f"n_{name}"] = np.bincount(f, weights=kind == code, minlength=n_files).astype(np.int64)
     valid = kind == VALID
     truth["n_bot"] = np.bincount(f, weights=valid & is_bot[row], minlength=n_files).astype(np.int64)
     logical = np.array(files["local_logical_date"].to_numpy(), dtype="datetime64[D]")
@@ -234,9 +232,7 @@ def truth_as_of(world: World, as_of: date) -> dict[str, pd.DataFrame]:
         }
     ).reset_index(drop=True)
     dirty_items = truth["order_items_dirty"]
-    dirty_items = dirty_items[dirty_items["order_id"].isin(orders["order_id"])].reset_index(
-        drop=True
-    )
+    dirty_items = dirty_items[dirty_items["order_id"].isin(orders["order_id"])].reset_index(drop=True)
     return {
         "landing_files": landing,
         "events_daily": daily,
@@ -268,10 +264,7 @@ def _write_truth(world: World, as_of: date, truth_dir: str | Path | Storage) -> 
         storage.write_bytes(f"{name}.parquet", _parquet_bytes(frame, dates.get(name, ())))
         written.append(f"{name}.parquet")
     meta = {
-        "spec": {
-            k: str(v) if isinstance(v, date) else v
-            for k, v in dataclasses.asdict(world.spec).items()
-        },
+        "spec": {k: str(v) if isinstance(v, date) else v for k, v in dataclasses.asdict(world.spec).items()},
         "as_of": as_of.isoformat(),
         "promo_days": [d.isoformat() for d in world.promo_days],
         "brands": list(BRANDS),

@@ -67,9 +67,7 @@ def _validate(spec: SimulationSpec) -> None:
 
 
 def _nullable_int(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
-    return pd.arrays.IntegerArray(
-        np.where(missing, 0, values).astype(np.int64), missing.astype(bool)
-    )
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing.astype(bool))
 
 
 def generate(spec: SimulationSpec) -> World:
@@ -124,9 +122,7 @@ def generate(spec: SimulationSpec) -> World:
     user_versions = users["versions"]
     final_users = user_versions.drop_duplicates("user_id", keep="last").reset_index(drop=True)
     product_versions = prod["versions"]
-    final_products = product_versions.drop_duplicates("product_id", keep="last").reset_index(
-        drop=True
-    )
+    final_products = product_versions.drop_duplicates("product_id", keep="last").reset_index(drop=True)
     promo_days = tuple(cal.days[i] for i in np.flatnonzero(cal.promo))
     return World(
         spec=spec,

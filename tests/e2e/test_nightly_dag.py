@@ -187,7 +187,11 @@ def test_a_late_order_status_change_is_applied(two_nights: Shop):
     changed = history[(history["changed_at"] >= pd.Timestamp(start)) & (history["changed_at"] < pd.Timestamp(end))]
     orders = two_nights.world.orders.set_index("order_id")
     late = changed[changed["order_id"].map(orders["created_at"]) < pd.Timestamp(start)]
-    late = late[~late["order_id"].isin(pd.read_parquet(two_nights.root / "truth" / "orders.parquet").query("is_dirty")["order_id"])]
+    late = late[
+        ~late["order_id"].isin(
+            pd.read_parquet(two_nights.root / "truth" / "orders.parquet").query("is_dirty")["order_id"]
+        )
+    ]
     assert len(late) > 0, "the simulated shop should have orders whose status changed a day later"
     latest = late.sort_values("changed_at").groupby("order_id").last()
     for order_id, row in latest.head(20).iterrows():
@@ -214,11 +218,19 @@ def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_
         d=NIGHT2,
     )
     ((users,),) = two_nights.query("select count(*) from dim_user")
-    groups = dict(two_nights.query("select rfm_group, count(*) from mart_user_rfm where snapshot_date = :d group by 1", d=NIGHT2))
+    groups = dict(
+        two_nights.query("select rfm_group, count(*) from mart_user_rfm where snapshot_date = :d group by 1", d=NIGHT2)
+    )
     assert sum(groups.values()) == buyers > 0
-    stages = dict(two_nights.query("select lifecycle_stage, count(*) from mart_user_lifecycle where snapshot_date = :d group by 1", d=NIGHT2))
+    stages = dict(
+        two_nights.query(
+            "select lifecycle_stage, count(*) from mart_user_lifecycle where snapshot_date = :d group by 1", d=NIGHT2
+        )
+    )
     assert sum(stages.values()) == users and stages.get("prospect", 0) > 0
-    moved = two_nights.query("select from_stage, to_stage, user_count from mart_lifecycle_transitions where snapshot_date = :d", d=NIGHT2)
+    moved = two_nights.query(
+        "select from_stage, to_stage, user_count from mart_lifecycle_transitions where snapshot_date = :d", d=NIGHT2
+    )
     assert sum(n for _, _, n in moved) == users
     ((new_users,),) = two_nights.query(
         "select count(*) from mart_user_lifecycle c where snapshot_date = :d2 and not exists "
@@ -228,7 +240,9 @@ def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_
     )
     assert sum(n for source, _, n in moved if source == "(none)") == new_users
 
-    profiles = two_nights.query("select count(*), count(distinct user_id) from mart_user_profile where snapshot_date = :d", d=NIGHT2)
+    profiles = two_nights.query(
+        "select count(*), count(distinct user_id) from mart_user_profile where snapshot_date = :d", d=NIGHT2
+    )
     assert profiles == [(users, users)]
     ((mismatched,),) = two_nights.query(
         "select count(*) from mart_user_profile p join mart_user_lifecycle l using (snapshot_date, user_id) "
@@ -236,8 +250,16 @@ def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_
         d=NIGHT2,
     )
     assert mismatched == 0
-    tagged = dict(two_nights.query("select tag, count(distinct user_id) from mart_user_tags where snapshot_date = :d group by 1", d=NIGHT2))
-    assert tagged["gender"] == users and tagged["interest_category"] > 0 and tagged["spending_power"] == sum(groups.values())
+    tagged = dict(
+        two_nights.query(
+            "select tag, count(distinct user_id) from mart_user_tags where snapshot_date = :d group by 1", d=NIGHT2
+        )
+    )
+    assert (
+        tagged["gender"] == users
+        and tagged["interest_category"] > 0
+        and tagged["spending_power"] == sum(groups.values())
+    )
 
     snapshot = "select * exclude (loaded_at) from {} order by all"
     before = {t: two_nights.query(snapshot.format(t)) for t in ("mart_user_rfm", "mart_user_tags", "mart_user_profile")}
@@ -278,10 +300,23 @@ def test_a_tag_added_only_in_config_appears_in_both_published_tables(two_nights:
     )
     run_pipeline(config, NIGHT2, ["customers"])
 
-    long = dict(two_nights.query("select user_id, value from mart_user_tags where snapshot_date = :d and tag = 'mobile_first'", d=NIGHT2))
-    wide = dict(two_nights.query("select user_id, tag_mobile_first from v_user_profile_latest where tag_mobile_first is not null"))
+    long = dict(
+        two_nights.query(
+            "select user_id, value from mart_user_tags where snapshot_date = :d and tag = 'mobile_first'", d=NIGHT2
+        )
+    )
+    wide = dict(
+        two_nights.query(
+            "select user_id, tag_mobile_first from v_user_profile_latest where tag_mobile_first is not null"
+        )
+    )
     assert long and long == wide and set(long.values()) == {"yes", "no"}
-    active = dict(two_nights.query("select user_id, count(*) from fct_events_daily where event_date > :d - 90 and event_date <= :d group by 1", d=NIGHT2))
+    active = dict(
+        two_nights.query(
+            "select user_id, count(*) from fct_events_daily where event_date > :d - 90 and event_date <= :d group by 1",
+            d=NIGHT2,
+        )
+    )
     assert set(long) == set(active)
 
 

@@ -178,9 +178,7 @@ def query(config, sql: str, **params) -> list[tuple]:
 
     schema = config.warehouse.schema_name
     with warehouse_engine(config).connect() as conn:
-        return [
-            tuple(row) for row in conn.execute(sa.text(sql.replace("{schema}", schema)), params)
-        ]
+        return [tuple(row) for row in conn.execute(sa.text(sql.replace("{schema}", schema)), params)]
 
 
 def manifest(config, day: date) -> dict:
@@ -244,13 +242,9 @@ def _bad_deflate(data: bytes) -> bytes:
     ("data", "expected"),
     [
         pytest.param(gzip.compress(GOOD), (2, None), id="valid gzip"),
-        pytest.param(
-            gzip.compress(GOOD) + gzip.compress(b'{"a": 3}'), (3, None), id="two gzip members"
-        ),
+        pytest.param(gzip.compress(GOOD) + gzip.compress(b'{"a": 3}'), (3, None), id="two gzip members"),
         pytest.param(gzip.compress(b""), (0, None), id="valid gzip of nothing"),
-        pytest.param(
-            gzip.compress(b'{"a": 1}\n{"a": 2}'), (2, None), id="last line without newline"
-        ),
+        pytest.param(gzip.compress(b'{"a": 1}\n{"a": 2}'), (2, None), id="last line without newline"),
         pytest.param(
             gzip.compress(b'{"a":\r1}\r\n{"a": 2}\n\r\n'),
             (3, None),
@@ -260,9 +254,7 @@ def _bad_deflate(data: bytes) -> bytes:
         pytest.param(GOOD, (0, "corrupt_gzip"), id="not gzip"),
         pytest.param(gzip.compress(GOOD * 50)[:-20], (0, "corrupt_gzip"), id="truncated"),
         pytest.param(_bad_crc(gzip.compress(GOOD)), (0, "corrupt_gzip"), id="bad CRC"),
-        pytest.param(
-            _bad_deflate(gzip.compress(GOOD * 50)), (0, "corrupt_gzip"), id="corrupt deflate data"
-        ),
+        pytest.param(_bad_deflate(gzip.compress(GOOD * 50)), (0, "corrupt_gzip"), id="corrupt deflate data"),
     ],
 )
 def test_collect_verifies_and_counts_each_file_as_a_stream(tmp_path: Path, data, expected):
@@ -271,9 +263,7 @@ def test_collect_verifies_and_counts_each_file_as_a_stream(tmp_path: Path, data,
     path = tmp_path / "f.jsonl.gz"
     path.write_bytes(data)
     with path.open("rb") as stream:
-        lines, reason, detail = inspect_event_file(
-            stream, "events/date=2026-10-10/hour=03/f.jsonl.gz"
-        )
+        lines, reason, detail = inspect_event_file(stream, "events/date=2026-10-10/hour=03/f.jsonl.gz")
     assert (lines, reason) == expected
     assert (detail is None) == (reason is None)
     if reason:
@@ -308,9 +298,7 @@ def _raw_snapshot(config, day: date) -> dict[str, bytes]:
     return {info.key: lake.read_bytes(info.key) for info in lake.list(raw_events_prefix(day))}
 
 
-def test_a_failure_mid_copy_leaves_the_previous_raw_batch_and_manifest_as_they_were(
-    collect_config, monkeypatch
-):
+def test_a_failure_mid_copy_leaves_the_previous_raw_batch_and_manifest_as_they_were(collect_config, monkeypatch):
     from jobs.ingest.collect import collect_events
 
     config = collect_config
@@ -347,10 +335,7 @@ def test_a_failure_mid_copy_leaves_the_previous_raw_batch_and_manifest_as_they_w
     for entry in first["files"]:
         assert after[entry["raw_key"]] == before[entry["raw_key"]]
         assert sha256_hex(after[entry["raw_key"]]) == entry["sha256"]
-    assert (
-        after[raw_events_prefix(D) + "_manifest.json"]
-        == before[raw_events_prefix(D) + "_manifest.json"]
-    )
+    assert after[raw_events_prefix(D) + "_manifest.json"] == before[raw_events_prefix(D) + "_manifest.json"]
 
     # The next try completes the batch and leaves nothing but what its manifest names.
     monkeypatch.setattr(LocalStorage, "write_file", original_write)
@@ -358,9 +343,7 @@ def test_a_failure_mid_copy_leaves_the_previous_raw_batch_and_manifest_as_they_w
     assert summary["file_count"] == 4 and summary["line_count"] == 6
     final = manifest(config, D)
     raw_keys = {info.key for info in lake_storage(config).list(raw_events_prefix(D))}
-    assert raw_keys == {f["raw_key"] for f in final["files"]} | {
-        raw_events_prefix(D) + "_manifest.json"
-    }
+    assert raw_keys == {f["raw_key"] for f in final["files"]} | {raw_events_prefix(D) + "_manifest.json"}
 
     # Re-running with nothing new writes no event file at all (so it cannot damage the batch).
     def no_write(self, key, source):
@@ -441,9 +424,7 @@ def dirty_day(shop) -> Night:
 
     config = shop
     night = Night(config, D)
-    earlier = gz(
-        [line(event("p1", D - timedelta(days=1))), line(event("p2", D - timedelta(days=1)))]
-    )
+    earlier = gz([line(event("p1", D - timedelta(days=1))), line(event("p2", D - timedelta(days=1)))])
     land(config, D - timedelta(days=1), "earlier.jsonl.gz", earlier)
     land(
         config,
@@ -498,14 +479,10 @@ def test_dirty_day_publishes_and_both_levels_reconcile(dirty_day: Night):
     record = read_json(lake_storage(config), run_record_key("clean", "events", D))
     assert (
         record["counts"]["input"]
-        == record["counts"]["clean"]
-        + record["counts"]["quarantined"]
-        + record["counts"]["duplicates"]
+        == record["counts"]["clean"] + record["counts"]["quarantined"] + record["counts"]["duplicates"]
     )
     assert record["duplicate_file_lines"] == 11
-    ((published,),) = query(
-        config, "select sum(event_count) from {schema}.fct_events_daily where event_date = :d", d=D
-    )
+    ((published,),) = query(config, "select sum(event_count) from {schema}.fct_events_daily where event_date = :d", d=D)
     assert published == 5  # e1, e2, e3, e4, e10: identified, not bots
 
 
@@ -532,9 +509,7 @@ def test_corrupt_gzip_files_are_quarantined_whole_and_counted(dirty_day: Night):
     details = json.loads(run_row(config, D, "collect", "events")[5])
     assert details["quarantined_files"] == 4
     files_details = json.loads(run_row(config, D, "collect", "event_files")[5])
-    assert {f["sha256"] for f in files_details["quarantined_files"]} == {
-        e["sha256"] for e in entries.values()
-    }
+    assert {f["sha256"] for f in files_details["quarantined_files"]} == {e["sha256"] for e in entries.values()}
     assert read_json(lake, run_record_key("collect", "events", D))["quarantined_files"] == 4
 
 
@@ -550,9 +525,7 @@ def test_cr_and_crlf_stay_inside_lines_as_collect_counts_them(dirty_day: Night, 
     assert by_line[9]["payload"].encode() == GOOD_LINES[8]
 
 
-def test_invalid_utf8_is_quarantined_and_a_real_replacement_character_is_not(
-    dirty_day: Night, spark
-):
+def test_invalid_utf8_is_quarantined_and_a_real_replacement_character_is_not(dirty_day: Night, spark):
     import base64
 
     config = dirty_day.config
@@ -568,9 +541,7 @@ def test_invalid_utf8_is_quarantined_and_a_real_replacement_character_is_not(
     assert quarantined_reasons(config, D, "events")["invalid_encoding"] == 1
 
 
-def test_a_line_over_max_line_bytes_is_quarantined_with_a_truncated_payload(
-    dirty_day: Night, spark
-):
+def test_a_line_over_max_line_bytes_is_quarantined_with_a_truncated_payload(dirty_day: Night, spark):
     from jobs.ingest.clean_events import TRUNCATED_PAYLOAD_CHARS
 
     config = dirty_day.config
@@ -596,10 +567,7 @@ def test_a_file_delivered_again_under_another_name_is_a_duplicate_file(dirty_day
         duplicates["good-resent.jsonl.gz"],
         duplicates["earlier-resent.jsonl.gz"],
     )
-    assert (
-        same_batch["duplicate_of"].endswith("good.jsonl.gz")
-        and same_batch["duplicate_of_batch"] == D.isoformat()
-    )
+    assert same_batch["duplicate_of"].endswith("good.jsonl.gz") and same_batch["duplicate_of_batch"] == D.isoformat()
     assert earlier_batch["duplicate_of"].endswith("earlier.jsonl.gz")
     assert earlier_batch["duplicate_of_batch"] == (D - timedelta(days=1)).isoformat()
     assert (same_batch["line_count"], earlier_batch["line_count"]) == (9, 2)
@@ -608,10 +576,7 @@ def test_a_file_delivered_again_under_another_name_is_a_duplicate_file(dirty_day
     assert not any(key.endswith("resent.jsonl.gz") for key in raw), "duplicate files are not copied"
     details = json.loads(run_row(config, D, "collect", "event_files")[5])
     assert {f["key"] for f in details["duplicate_files"]} == {f["key"] for f in duplicates.values()}
-    assert (
-        read_json(lake_storage(config), run_record_key("clean", "events", D))["duplicate_files"]
-        == 2
-    )
+    assert read_json(lake_storage(config), run_record_key("clean", "events", D))["duplicate_files"] == 2
 
 
 def test_files_too_late_for_any_batch_are_reported_with_a_quality_warning(dirty_day: Night):
@@ -619,9 +584,7 @@ def test_files_too_late_for_any_batch_are_reported_with_a_quality_warning(dirty_
     summary = dirty_day.results["collect_events"]
     assert summary["too_late_file_count"] == 2  # 3 and 5 days back; 9 is beyond the scan
     assert summary["too_late_oldest_date"] == (D - timedelta(days=5)).isoformat()
-    assert not any("late-for-d-1" in key for key in summary["too_late_files"]), (
-        "held by D-1's batch"
-    )
+    assert not any("late-for-d-1" in key for key in summary["too_late_files"]), "held by D-1's batch"
     details = json.loads(run_row(config, D, "collect", "events")[5])
     assert details["too_late_files"] == {
         "count": 2,
@@ -762,9 +725,7 @@ def test_rerunning_collect_for_a_date_keeps_its_quarantined_and_duplicate_files(
     held_by_d = {f["key"] for part in parts for f in before[part]}
     assert len(held_by_d) == 8
     for later in (D + timedelta(days=1), D + timedelta(days=2)):
-        assert held_by_d.isdisjoint(
-            f["key"] for part in parts for f in manifest(config, later)[part]
-        )
+        assert held_by_d.isdisjoint(f["key"] for part in parts for f in manifest(config, later)[part])
 
 
 def test_a_line_count_that_differs_for_one_file_fails_the_clean_stage_naming_it(
@@ -785,9 +746,7 @@ def test_a_line_count_that_differs_for_one_file_fails_the_clean_stage_naming_it(
     tampered["line_count"] += 1
     write_json(lake, key, tampered)
     try:
-        with pytest.raises(
-            ReconciliationError, match=r"5 lines in events/.*/bad\.jsonl\.gz but Spark read 4"
-        ):
+        with pytest.raises(ReconciliationError, match=r"5 lines in events/.*/bad\.jsonl\.gz but Spark read 4"):
             clean_events(config, day)
         assert run_row(config, day, "clean", "events")[0] == "failed"
     finally:

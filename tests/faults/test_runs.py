@@ -84,9 +84,7 @@ def test_the_lock_is_reentrant_within_a_process(make_config):
 def test_a_date_is_not_published_over_a_missing_earlier_date():
     check_no_gap(set(), D)  # the first night
     check_no_gap({D - timedelta(days=1)}, D)
-    check_no_gap(
-        {D - timedelta(days=2), D - timedelta(days=1), D + timedelta(days=1)}, D
-    )  # re-running D
+    check_no_gap({D - timedelta(days=2), D - timedelta(days=1), D + timedelta(days=1)}, D)  # re-running D
     with pytest.raises(
         UpstreamNotReadyError,
         match=r"2026-10-09 not published yet .*marketing run --date 2026-10-09",
@@ -112,6 +110,6 @@ def test_an_asset_triggered_run_works_on_every_queued_date_in_order():
         date(2026, 10, 3),
     ]
     assert business_date_from_assets(context, "UTC") == date(2026, 10, 3)
-    assert business_dates_from_assets(
-        {**context, "params": {"business_date": "2026-09-30"}}, "UTC"
-    ) == [date(2026, 9, 30)]
+    assert business_dates_from_assets({**context, "params": {"business_date": "2026-09-30"}}, "UTC") == [
+        date(2026, 9, 30)
+    ]

@@ -32,9 +32,7 @@ from jobs.platform.config import PROJECT_ROOT
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not Path("/proc/self/stat").exists(), reason="process cleanup reads /proc (Linux)"
-    ),
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process cleanup reads /proc (Linux)"),
 ]
 
 VENV_BIN = Path(sys.executable).parent
@@ -59,22 +57,16 @@ class Standalone:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_for(
-        self, what: str, check: Callable[[], tuple[bool, object]], within: float
-    ) -> object:
+    def wait_for(self, what: str, check: Callable[[], tuple[bool, object]], within: float) -> object:
         """Poll ``check`` (returns done, detail) until done; fail with the log if Airflow exits or time runs out."""
         deadline = time.monotonic() + within
         detail: object = None
         while True:
             if self.process.poll() is not None:
-                pytest.fail(
-                    f"standalone exited ({self.process.returncode}) waiting for {what}\n{self.log_tail()}"
-                )
+                pytest.fail(f"standalone exited ({self.process.returncode}) waiting for {what}\n{self.log_tail()}")
             if "Exception in thread" in self.log.read_text(errors="replace"):
                 # standalone keeps running when a component could not even be started
-                pytest.fail(
-                    f"an Airflow component failed to start, waiting for {what}\n{self.log_tail()}"
-                )
+                pytest.fail(f"an Airflow component failed to start, waiting for {what}\n{self.log_tail()}")
             try:
                 done, detail = check()
             except (OSError, ValueError) as exc:  # not listening yet, HTTP errors, incomplete JSON
@@ -94,9 +86,7 @@ def _request(url: str, *, body: dict | None = None, token: str | None = None) ->
         headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        url, data=data, headers=headers, method="GET" if data is None else "POST"
-    )
+    request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
     with OPENER.open(request, timeout=15) as response:
         return response.status, json.loads(response.read() or b"null")
 
@@ -112,9 +102,7 @@ def _path_without_airflow() -> str:
     kept = [
         entry
         for entry in os.environ.get("PATH", os.defpath).split(os.pathsep)
-        if entry
-        and Path(entry).resolve() != VENV_BIN.resolve()
-        and not (Path(entry) / "airflow").exists()
+        if entry and Path(entry).resolve() != VENV_BIN.resolve() and not (Path(entry) / "airflow").exists()
     ]
     return os.pathsep.join(kept)
 
@@ -185,9 +173,7 @@ def standalone(tmp_path: Path) -> Iterator[Standalone]:
         if not key.startswith(("AIRFLOW", "_AIRFLOW", "MKT_", "VIRTUAL_ENV"))
     }
     env = {**inherited, **settings}
-    assert shutil.which("airflow", path=env["PATH"]) is None, (
-        "an airflow executable is still on PATH"
-    )
+    assert shutil.which("airflow", path=env["PATH"]) is None, "an airflow executable is still on PATH"
 
     log = tmp_path / "standalone.log"
     with log.open("wb") as out:
@@ -239,9 +225,7 @@ def test_make_airflow_serves_the_projects_dags_without_an_activated_venv(standal
     standalone.wait_for("every component healthy", healthy, HEALTHY_WITHIN)
     healthy_after = time.monotonic() - started
 
-    passwords = json.loads(
-        (standalone.home / "simple_auth_manager_passwords.json.generated").read_text()
-    )
+    passwords = json.loads((standalone.home / "simple_auth_manager_passwords.json.generated").read_text())
     status, login = _request(
         f"{standalone.base_url}/auth/token",
         body={"username": "admin", "password": passwords["admin"]},
@@ -257,9 +241,7 @@ def test_make_airflow_serves_the_projects_dags_without_an_activated_venv(standal
         _, errors = _request(f"{standalone.base_url}/api/v2/importErrors", token=token)
         return False, {"dags": sorted(dag_ids), "import_errors": errors["import_errors"]}
 
-    dag_ids = standalone.wait_for(
-        "the project's DAGs in the REST API", project_dags_listed, DAGS_WITHIN
-    )
+    dag_ids = standalone.wait_for("the project's DAGs in the REST API", project_dags_listed, DAGS_WITHIN)
     assert PROJECT_DAGS <= dag_ids
     _, errors = _request(f"{standalone.base_url}/api/v2/importErrors", token=token)
     assert errors["total_entries"] == 0, errors["import_errors"]
@@ -277,6 +259,4 @@ def test_make_airflow_serves_the_projects_dags_without_an_activated_venv(standal
     assert execution_api == f"{standalone.base_url}/execution/", resolved.stderr[-2000:]
     status, health = _request(f"{execution_api}health")
     assert (status, health) == (200, {"status": "healthy"})
-    print(
-        f"healthy after {healthy_after:.0f}s, DAGs listed after {time.monotonic() - started:.0f}s"
-    )
+    print(f"healthy after {healthy_after:.0f}s, DAGs listed after {time.monotonic() - started:.0f}s")

@@ -99,9 +99,7 @@ def s3_object(url: str, landing_key: str) -> bytes:
 def keys_in_window(config, day: date) -> set[str]:
     landing = landing_storage(config)
     return {
-        info.key
-        for hour in window_for(day, config.tz).utc_hours()
-        for info in landing.list(landing_hour_prefix(hour))
+        info.key for hour in window_for(day, config.tz).utc_hours() for info in landing.list(landing_hour_prefix(hour))
     }
 
 
@@ -171,9 +169,7 @@ def test_rerunning_a_date_collects_the_same_files_without_duplicates(config, lan
     keys = [f["key"] for f in second["files"]]
     assert len(keys) == len(set(keys))
     assert sorted(keys) == sorted(f["key"] for f in first["files"])
-    assert [(f["key"], f["sha256"]) for f in second["files"]] == [
-        (f["key"], f["sha256"]) for f in first["files"]
-    ]
+    assert [(f["key"], f["sha256"]) for f in second["files"]] == [(f["key"], f["sha256"]) for f in first["files"]]
     raw_files = [i.key for i in lake_storage(config).list(raw_events_prefix(D)) if not i.key.endswith("_manifest.json")]
     assert sorted(raw_files) == sorted(f["raw_key"] for f in second["files"])
 
@@ -204,7 +200,9 @@ def test_a_late_file_in_a_collected_folder_is_picked_up_by_the_next_date(config,
     assert entries[late_key]["is_late_arrival"] is True
     assert entries[late_key]["line_count"] == 2
     assert summary["late_file_count"] >= 1
-    assert all(not f["is_late_arrival"] for k, f in entries.items() if k in keys_in_window(config, D + timedelta(days=1)))
+    assert all(
+        not f["is_late_arrival"] for k, f in entries.items() if k in keys_in_window(config, D + timedelta(days=1))
+    )
     assert lake_storage(config).read_bytes(entries[late_key]["raw_key"]) == s3_object(s3_url, late_key)
 
     # re-running D afterwards does not take the late file back from D+1

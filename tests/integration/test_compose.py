@@ -58,9 +58,7 @@ def _compose_cli_available() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        result = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, text=True, timeout=60
-        )
+        result = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
@@ -107,11 +105,7 @@ def _run_compose_config(env_file: str) -> subprocess.CompletedProcess[str]:
     # The caller's environment would override .env.example, so the stack's variables and
     # COMPOSE_* settings are removed from it.
     stack_vars = set(_referenced_variables())
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in stack_vars and not key.startswith("COMPOSE_")
-    }
+    env = {key: value for key, value in os.environ.items() if key not in stack_vars and not key.startswith("COMPOSE_")}
     return subprocess.run(
         [
             "docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", env_file,
@@ -221,10 +215,6 @@ def test_env_example_holds_placeholders_not_secrets():
 def test_services_named_in_readme_exist_in_the_compose_file():
     if not README.is_file():
         pytest.skip("README.md does not exist yet")
-    named = {
-        token
-        for token in re.findall(r"`([^`\s]+)`", README.read_text())
-        if SERVICE_NAME.match(token)
-    }
+    named = {token for token in re.findall(r"`([^`\s]+)`", README.read_text()) if SERVICE_NAME.match(token)}
     unknown = named - set(_raw_compose()["services"])
     assert not unknown, f"README.md names services that docker-compose.yaml lacks: {unknown}"

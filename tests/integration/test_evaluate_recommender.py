@@ -42,10 +42,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
     data[["user_id", "item_id"]].to_parquet(root / "no_time.parquet", index=False)
     settings = yaml.safe_load((Path(__file__).parents[2] / "config" / "recommender.yaml").read_text())
     # a small search keeps the test quick; it still tunes: the default and one other point
-    settings["tuning"].update(max_trials=2, default={"rank": 16, "reg_param": 0.1, "alpha": 10.0, "max_iter": 5, "confidence": "log"})
+    settings["tuning"].update(
+        max_trials=2, default={"rank": 16, "reg_param": 0.1, "alpha": 10.0, "max_iter": 5, "confidence": "log"}
+    )
     settings["tuning"]["space"].update(rank=[8, 16], max_iter=[5])
     (root / "recommender.yaml").write_text(yaml.safe_dump(settings))
-    return {"root": root, "csv": root / "interactions.csv", "no_time": root / "no_time.parquet", "settings": root / "recommender.yaml"}
+    return {
+        "root": root,
+        "csv": root / "interactions.csv",
+        "no_time": root / "no_time.parquet",
+        "settings": root / "recommender.yaml",
+    }
 
 
 def evaluate(files, cwd, *args):
@@ -57,7 +64,9 @@ def evaluate(files, cwd, *args):
 def config(files, spark):
     from tests.conftest import shop_config
 
-    return shop_config(files["root"], recommender={"config_file": str(files["settings"])}, spark={"shuffle_partitions": 4})
+    return shop_config(
+        files["root"], recommender={"config_file": str(files["settings"])}, spark={"shuffle_partitions": 4}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +103,17 @@ def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs,
     else:  # one row per user and item on both sides, no pair on both
         pairs = original.groupby(["user_id", "item_id"]).size()
         assert len(train) + len(test) == len(pairs)
-        assert not set(zip(train.user_id, train.item_id, strict=True)) & set(zip(test.user_id, test.item_id, strict=True))
+        assert not set(zip(train.user_id, train.item_id, strict=True)) & set(
+            zip(test.user_id, test.item_id, strict=True)
+        )
     recs = pd.read_csv(out / "recommendations.csv")
     assert list(recs.columns) == ["user_id", "rank", "item_id", "score"]
     assert recs.groupby("user_id")["rank"].max().max() <= 5
     assert recs["user_id"].nunique() == report["test"]["users_evaluated"] > 0
     seen = set(zip(train.user_id, train.item_id, strict=True))
-    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True)), "recommended a training item"
+    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True)), (
+        "recommended a training item"
+    )
 
 
 def test_train_and_test_files_are_taken_as_given(config, runs, tmp_path):
@@ -129,11 +142,25 @@ def test_bad_input_is_a_one_line_error(files, config, tmp_path):
         evaluate_recommender(config, str(tmp_path / "o"), interactions=str(bad_weight))
     # through the command: one line on stderr, exit 2
     assert_one_line_error(
-        evaluate(files, tmp_path, "--interactions", str(files["no_time"]), "--protocol", "temporal", "--out-dir", str(tmp_path / "o")),
+        evaluate(
+            files,
+            tmp_path,
+            "--interactions",
+            str(files["no_time"]),
+            "--protocol",
+            "temporal",
+            "--out-dir",
+            str(tmp_path / "o"),
+        ),
         "--protocol temporal needs a timestamp",
     )
-    assert_one_line_error(evaluate(files, tmp_path, "--train", str(files["csv"]), "--out-dir", str(tmp_path / "o")), "--test")
-    assert_one_line_error(evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--test-ratio", "1.5", "--out-dir", "o"), "--test-ratio")
+    assert_one_line_error(
+        evaluate(files, tmp_path, "--train", str(files["csv"]), "--out-dir", str(tmp_path / "o")), "--test"
+    )
+    assert_one_line_error(
+        evaluate(files, tmp_path, "--interactions", str(files["csv"]), "--test-ratio", "1.5", "--out-dir", "o"),
+        "--test-ratio",
+    )
 
 
 def test_interaction_timestamps_may_be_unix_epoch_seconds_or_milliseconds(spark, tmp_path):
@@ -142,7 +169,9 @@ def test_interaction_timestamps_may_be_unix_epoch_seconds_or_milliseconds(spark,
 
     export = tmp_path / "ratings.csv"
     export.write_text("user_id,item_id,timestamp\n1,10,964982703\n1,11,1433221332117\n2,10,2000-07-30T18:45:03Z\n")
-    rows = read_interactions(spark, export, "--interactions").selectExpr("item_id", "cast(ts as string) as ts").collect()
+    rows = (
+        read_interactions(spark, export, "--interactions").selectExpr("item_id", "cast(ts as string) as ts").collect()
+    )
     assert sorted((row["item_id"], row["ts"]) for row in rows) == [
         ("10", "2000-07-30 18:45:03"),
         ("10", "2000-07-30 18:45:03"),

@@ -65,7 +65,11 @@ def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes
 
     users = query(shop, "select user_id from dim_user")
     lists = pd.DataFrame(
-        query(shop, "select user_id, rank, product_id, reason_code from mart_recommendations where snapshot_date = :d", d=LAST),
+        query(
+            shop,
+            "select user_id, rank, product_id, reason_code from mart_recommendations where snapshot_date = :d",
+            d=LAST,
+        ),
         columns=["user_id", "rank", "product_id", "reason_code"],
     )
     assert set(lists["user_id"]) == {u for (u,) in users}  # every registered customer has a list

@@ -25,7 +25,9 @@ def nightly(small_shop):
     config, root = small_shop.config, small_shop.root
     engine = sa.create_engine(config.warehouse.url)
     with engine.connect() as conn:
-        orders = pd.read_sql(sa.text("select order_id, user_id, created_at, total_amount, status from fct_orders"), conn)
+        orders = pd.read_sql(
+            sa.text("select order_id, user_id, created_at, total_amount, status from fct_orders"), conn
+        )
         marts = pd.read_sql(
             sa.text(
                 "select r.user_id, r.recency_days, r.frequency, r.monetary, r.r_score, r.f_score, r.m_score, "
@@ -59,10 +61,22 @@ def test_scoring_an_export_reproduces_the_nightly_marts(nightly, tmp_path):
     assert summary["customers"] == len(scored)
     buyers = scored[scored["rfm_group"].notna()]
     assert set(buyers.index) == set(marts.index) and len(marts) > 20
-    columns = ["recency_days", "frequency", "r_score", "f_score", "m_score", "rfm_group", "lifecycle_stage", "churn_risk_band"]
+    columns = [
+        "recency_days",
+        "frequency",
+        "r_score",
+        "f_score",
+        "m_score",
+        "rfm_group",
+        "lifecycle_stage",
+        "churn_risk_band",
+    ]
     pd.testing.assert_frame_equal(buyers.loc[marts.index, columns], marts[columns], check_dtype=False)
     assert (buyers.loc[marts.index, "monetary"] - marts["monetary"]).abs().max() < 0.01
-    assert (pd.to_datetime(buyers.loc[marts.index, "expected_next_order_date"]) == pd.to_datetime(marts["expected_next_order_date"])).all()
+    assert (
+        pd.to_datetime(buyers.loc[marts.index, "expected_next_order_date"])
+        == pd.to_datetime(marts["expected_next_order_date"])
+    ).all()
     assert (buyers.loc[marts.index, "predicted_value_12m"] - marts["predicted_value_12m"]).abs().max() < 0.01
 
 
@@ -81,9 +95,18 @@ def test_orders_after_the_as_of_date_are_ignored(nightly, tmp_path):
     ("content", "message"),
     [
         ("user_id,order_id,amount\n1,2,3.5\n", "missing column(s) order_ts"),
-        ("user_id,order_id,order_ts,amount\n1,2,not-a-date,3.5\n", "column order_ts has 1 value(s) that are not a timestamp"),
-        ("user_id,order_id,order_ts,amount\n1,2,2026-09-01,lots\n", "column amount has 1 value(s) that are not a number"),
-        ("user_id,order_id,order_ts,amount\n1,2,2026-09-01,3.5\n1,3,2026-09-02,4.5,extra\n", "orders.csv line 3: 5 field(s), the header has 4"),
+        (
+            "user_id,order_id,order_ts,amount\n1,2,not-a-date,3.5\n",
+            "column order_ts has 1 value(s) that are not a timestamp",
+        ),
+        (
+            "user_id,order_id,order_ts,amount\n1,2,2026-09-01,lots\n",
+            "column amount has 1 value(s) that are not a number",
+        ),
+        (
+            "user_id,order_id,order_ts,amount\n1,2,2026-09-01,3.5\n1,3,2026-09-02,4.5,extra\n",
+            "orders.csv line 3: 5 field(s), the header has 4",
+        ),
         ("user_id,order_id,order_ts,amount\n", "has no orders (only a header?): nothing to score"),
         ("", "is empty (not even a header line)"),
     ],
@@ -92,7 +115,18 @@ def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message)
     bad = tmp_path / "orders.csv"
     bad.write_text(content)
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli.main", "score-customers", "--orders", str(bad), "--as-of", "2026-10-01", "--out", str(tmp_path / "o.csv")],
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli.main",
+            "score-customers",
+            "--orders",
+            str(bad),
+            "--as-of",
+            "2026-10-01",
+            "--out",
+            str(tmp_path / "o.csv"),
+        ],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,

@@ -79,9 +79,7 @@ def ddl_tables() -> dict[str, list[str]]:
     tables: dict[str, list[str]] = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         text = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
-        for match in re.finditer(
-            r"create table if not exists \{schema\}\.(\w+)\s*\((.*?)\);", text, re.S | re.I
-        ):
+        for match in re.finditer(r"create table if not exists \{schema\}\.(\w+)\s*\((.*?)\);", text, re.S | re.I):
             columns = []
             for line in match.group(2).splitlines():
                 words = line.strip().split()
@@ -167,25 +165,17 @@ def replace_event_dates(conn: sa.Connection, schema: str, data: pa.Table, days: 
 
 def product_state(conn: sa.Connection, schema: str) -> dict[int, tuple]:
     rows = conn.execute(
-        sa.text(
-            f"select product_id, product_name, updated_at, category_l2, brand from {schema}.dim_product"
-        )
+        sa.text(f"select product_id, product_name, updated_at, category_l2, brand from {schema}.dim_product")
     )
     return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
 
 
 def event_state(conn: sa.Connection, schema: str) -> dict[tuple, int]:
-    rows = conn.execute(
-        sa.text(
-            f"select event_date, user_id, event_type, event_count from {schema}.fct_events_daily"
-        )
-    )
+    rows = conn.execute(sa.text(f"select event_date, user_id, event_type, event_count from {schema}.fct_events_daily"))
     return {(row[0], row[1], row[2]): row[3] for row in rows}
 
 
-def snapshot(
-    conn: sa.Connection, schema: str, tables=None, skip=frozenset()
-) -> dict[str, list[tuple]]:
+def snapshot(conn: sa.Connection, schema: str, tables=None, skip=frozenset()) -> dict[str, list[tuple]]:
     """Every row of every warehouse table (sorted), without the ``skip`` columns."""
     result = {}
     for table in tables or schema_docs():
@@ -203,9 +193,7 @@ def snapshot(
         order = ", ".join(str(i + 1) for i in range(len(columns)))
         result[table] = [
             tuple(row)
-            for row in conn.exec_driver_sql(
-                f"select {', '.join(columns)} from {schema}.{table} order by {order}"
-            )
+            for row in conn.exec_driver_sql(f"select {', '.join(columns)} from {schema}.{table} order by {order}")
         ]
     return result
 
@@ -249,11 +237,7 @@ def test_ensure_schema_creates_every_table_with_comments_and_is_idempotent(engin
             ),
             {"s": pg_schema},
         ).all()
-        runs = (
-            conn.execute(sa.text(f"select rows_in from {pg_schema}.ops_pipeline_runs"))
-            .scalars()
-            .all()
-        )
+        runs = conn.execute(sa.text(f"select rows_in from {pg_schema}.ops_pipeline_runs")).scalars().all()
 
     assert set(tables) == set(ddl) == set(docs)
     for table, comment in tables.items():
@@ -262,9 +246,7 @@ def test_ensure_schema_creates_every_table_with_comments_and_is_idempotent(engin
     for table, column, comment in columns:
         by_table.setdefault(table, []).append(column)
         assert comment, f"column {table}.{column} has no comment"
-        assert comment == docs[table]["columns"][column], (
-            f"column {table}.{column}: comment {comment!r}"
-        )
+        assert comment == docs[table]["columns"][column], f"column {table}.{column}: comment {comment!r}"
     assert by_table == ddl  # same columns, in DDL order
     assert runs == [3], "running ensure_schema again must keep the data"
 
@@ -341,9 +323,7 @@ def test_schema_yml_documents_exactly_the_ddl_columns_on_duckdb(make_config):
     columns = [(t, c, comment) for t, c, comment in columns if t not in view_docs()]
     created = {(t, c) for t, c, _ in columns}
     documented = {(t, c) for t, cols in docs.items() for c in cols["columns"]}
-    assert sorted(created - documented) == [], (
-        "columns in the DDL without documentation in schema.yml"
-    )
+    assert sorted(created - documented) == [], "columns in the DDL without documentation in schema.yml"
     assert sorted(documented - created) == [], "columns documented in schema.yml but not in the DDL"
     assert {(t, c) for t, cols in ddl_tables().items() for c in cols} == created
     assert [(t, c) for t, c, comment in columns if not comment] == [], "columns without a comment"
@@ -379,18 +359,13 @@ def test_upsert_newer_wins_older_never_overwrites_and_reruns_insert_once(engine,
             load_products(conn, schema, batch)
         with engine.connect() as conn:
             assert product_state(conn, schema) == expected
-            assert (
-                conn.execute(sa.text(f"select count(*) from {schema}.dim_product")).scalar_one()
-                == 3
-            )
+            assert conn.execute(sa.text(f"select count(*) from {schema}.dim_product")).scalar_one() == 3
 
     # Same updated_at (a re-run of the same version) refreshes the row, e.g. its loaded_at.
     with engine.begin() as conn:
         load_products(conn, schema, products((3, "three v1", T0), loaded_at=T0 + 5 * HOUR))
     with engine.connect() as conn:
-        loaded = conn.execute(
-            sa.text(f"select loaded_at from {schema}.dim_product where product_id = 3")
-        ).scalar_one()
+        loaded = conn.execute(sa.text(f"select loaded_at from {schema}.dim_product where product_id = 3")).scalar_one()
     assert loaded == T0 + 5 * HOUR
 
 
@@ -405,9 +380,7 @@ def test_upsert_with_composite_key(engine, schema):
                 "product_id": pa.array([7] * len(rows), pa.int64()),
                 "quantity": pa.array([r[2] for r in rows], pa.int32()),
                 "unit_price": pa.array([Decimal("2.50")] * len(rows), pa.decimal128(12, 2)),
-                "line_amount": pa.array(
-                    [Decimal("2.50") * r[2] for r in rows], pa.decimal128(14, 2)
-                ),
+                "line_amount": pa.array([Decimal("2.50") * r[2] for r in rows], pa.decimal128(14, 2)),
                 "updated_at": pa.array([r[3] for r in rows], TS),
                 "loaded_at": pa.array([T0] * len(rows), TS),
             }
@@ -416,14 +389,10 @@ def test_upsert_with_composite_key(engine, schema):
     def load(data):
         with engine.begin() as conn:
             staged = stage_arrow(conn, "stage_fct_order_items", data, f"{schema}.fct_order_items")
-            upsert(
-                conn, schema, "fct_order_items", staged, ["order_id", "line_no"], data.column_names
-            )
+            upsert(conn, schema, "fct_order_items", staged, ["order_id", "line_no"], data.column_names)
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.text(
-                    f"select order_id, line_no, quantity, line_amount from {schema}.fct_order_items"
-                )
+                sa.text(f"select order_id, line_no, quantity, line_amount from {schema}.fct_order_items")
             )
             return sorted(tuple(r) for r in rows)
 
@@ -446,9 +415,7 @@ def test_replace_where_replaces_only_matching_rows(engine, schema):
         )  # fmt: skip
     with engine.begin() as conn:
         # d2 recomputed: one row changed, one gone, one new; d1 and d3 untouched.
-        replace_event_dates(
-            conn, schema, events((d2, 1, "page_view", 60), (d2, 4, "add_to_cart", 1)), [d2]
-        )
+        replace_event_dates(conn, schema, events((d2, 1, "page_view", 60), (d2, 4, "add_to_cart", 1)), [d2])
     expected = {
         (d1, 1, "page_view"): 5,
         (d2, 1, "page_view"): 60,
@@ -458,9 +425,7 @@ def test_replace_where_replaces_only_matching_rows(engine, schema):
     with engine.connect() as conn:
         assert event_state(conn, schema) == expected
     with engine.begin() as conn:  # re-run: same result, no duplicates
-        replace_event_dates(
-            conn, schema, events((d2, 1, "page_view", 60), (d2, 4, "add_to_cart", 1)), [d2]
-        )
+        replace_event_dates(conn, schema, events((d2, 1, "page_view", 60), (d2, 4, "add_to_cart", 1)), [d2])
     with engine.connect() as conn:
         assert event_state(conn, schema) == expected
 
@@ -473,12 +438,8 @@ def _publish_v1(engine: sa.Engine, schema: str) -> None:
 
 def _load_v2(conn: sa.Connection, schema: str) -> None:
     load_products(conn, schema, products((1, "one v2", T0 + HOUR), (3, "three v2", T0 + HOUR)))
-    replace_event_dates(
-        conn, schema, events((date(2026, 9, 2), 9, "favorite", 9)), [date(2026, 9, 2)]
-    )
-    record_run(
-        conn, schema, date(2026, 9, 2), "load", "warehouse", "success", {"input": 3, "output": 3}
-    )
+    replace_event_dates(conn, schema, events((date(2026, 9, 2), 9, "favorite", 9)), [date(2026, 9, 2)])
+    record_run(conn, schema, date(2026, 9, 2), "load", "warehouse", "success", {"input": 3, "output": 3})
 
 
 def test_readers_see_the_old_complete_version_until_the_load_commits(engine, schema, postgres_url):
@@ -486,9 +447,7 @@ def test_readers_see_the_old_complete_version_until_the_load_commits(engine, sch
     reader_engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     try:
         with reader_engine.connect() as reader:
-            reader.exec_driver_sql(
-                "set statement_timeout = '10s'"
-            )  # a blocked read fails, not hangs
+            reader.exec_driver_sql("set statement_timeout = '10s'")  # a blocked read fails, not hangs
             old = snapshot(reader, schema, ["dim_product", "fct_events_daily", "ops_pipeline_runs"])
             reader.rollback()
             assert len(old["dim_product"]) == 2 and len(old["fct_events_daily"]) == 2
@@ -500,9 +459,7 @@ def test_readers_see_the_old_complete_version_until_the_load_commits(engine, sch
                 # The loading transaction sees its own new version ...
                 assert set(product_state(writer, schema)) == {1, 2, 3}
                 # ... while another connection still sees the old complete one, without waiting.
-                during = snapshot(
-                    reader, schema, ["dim_product", "fct_events_daily", "ops_pipeline_runs"]
-                )
+                during = snapshot(reader, schema, ["dim_product", "fct_events_daily", "ops_pipeline_runs"])
                 reader.rollback()
                 assert during == old
                 tx.commit()
@@ -600,20 +557,14 @@ def test_values_with_quotes_and_sql_metacharacters_round_trip(engine, schema):
         load_products(conn, schema, products(*rows))
     with engine.connect() as conn:
         stored = product_state(conn, schema)
-        assert conn.execute(
-            sa.text(f"select count(*) from {schema}.dim_product")
-        ).scalar_one() == len(NASTY)
+        assert conn.execute(sa.text(f"select count(*) from {schema}.dim_product")).scalar_one() == len(NASTY)
     assert stored == {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
-    assert stored[6][0] == "" and stored[1][3] is None, (
-        "empty string and NULL stay distinct through COPY"
-    )
+    assert stored[6][0] == "" and stored[1][3] is None, "empty string and NULL stay distinct through COPY"
 
     # Bind parameters: replace_where's predicate, ops records, insert_rows.
     day = date(2026, 9, 1)
     with engine.begin() as conn:
-        replace_event_dates(
-            conn, schema, events(*[(day, 1, text, i) for i, text in enumerate(NASTY)]), [day]
-        )
+        replace_event_dates(conn, schema, events(*[(day, 1, text, i) for i, text in enumerate(NASTY)]), [day])
     with engine.begin() as conn:
         staged = stage_arrow(
             conn,
@@ -625,24 +576,16 @@ def test_values_with_quotes_and_sql_metacharacters_round_trip(engine, schema):
             conn, schema, "fct_events_daily", staged, list(EVENT_COLUMNS),
             "event_type = :t and event_date = :d", {"t": NASTY[1], "d": day},
         )  # fmt: skip
-        record_run(
-            conn, schema, day, "clean", NASTY[0], "success", {"input": 1}, {"note": list(NASTY)}
-        )
+        record_run(conn, schema, day, "clean", NASTY[0], "success", {"input": 1}, {"note": list(NASTY)})
         insert_rows(
             conn, schema, "ops_quarantine_daily",
             [{"logical_date": day, "dataset": text, "reason": text + "!", "row_count": 1, "recorded_at": T0} for text in NASTY],
         )  # fmt: skip
     with engine.connect() as conn:
         counts = event_state(conn, schema)
-        run = conn.execute(
-            sa.text(f"select dataset, details_json from {schema}.ops_pipeline_runs")
-        ).one()
-        quarantine = conn.execute(
-            sa.text(f"select dataset, reason from {schema}.ops_quarantine_daily")
-        ).all()
-    assert counts == {
-        (day, 1, text): (100 if text == NASTY[1] else i) for i, text in enumerate(NASTY)
-    }
+        run = conn.execute(sa.text(f"select dataset, details_json from {schema}.ops_pipeline_runs")).one()
+        quarantine = conn.execute(sa.text(f"select dataset, reason from {schema}.ops_quarantine_daily")).all()
+    assert counts == {(day, 1, text): (100 if text == NASTY[1] else i) for i, text in enumerate(NASTY)}
     assert run[0] == NASTY[0] and list(NASTY) == json.loads(run[1])["note"]
     assert sorted(quarantine) == sorted((text, text + "!") for text in NASTY)
 
@@ -659,9 +602,7 @@ def test_values_with_quotes_and_sql_metacharacters_round_trip(engine, schema):
             ["product_id", "name) --"],
         )
     with engine.connect() as conn:
-        assert conn.execute(
-            sa.text(f"select count(*) from {schema}.dim_product")
-        ).scalar_one() == len(NASTY)
+        assert conn.execute(sa.text(f"select count(*) from {schema}.dim_product")).scalar_one() == len(NASTY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,9 +637,7 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     config = make_config(
         warehouse={"url": postgres_url, "schema": pg_schema, "bi_role": role},
         clean={"late_window_days": 30},
-        validation={
-            "build_data_docs": False
-        },  # HTML Data Docs cost ~15 s and are not under test here
+        validation={"build_data_docs": False},  # HTML Data Docs cost ~15 s and are not under test here
     )
     spec = SimulationSpec(days=6, users=150, products=60, timezone=config.shop.timezone)
     last_day = spec.start_date + timedelta(days=spec.days - 1)
@@ -727,21 +666,15 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
                 ).all()
             )
             published = {
-                table: conn.execute(
-                    sa.text(f"select count(*) from {pg_schema}.{table}")
-                ).scalar_one()
+                table: conn.execute(sa.text(f"select count(*) from {pg_schema}.{table}")).scalar_one()
                 for table in schema_docs()
             }
             load_status = conn.execute(
-                sa.text(
-                    f"select status from {pg_schema}.ops_pipeline_runs where stage = 'load' and logical_date = :d"
-                ),
+                sa.text(f"select status from {pg_schema}.ops_pipeline_runs where stage = 'load' and logical_date = :d"),
                 {"d": last_day},
             ).scalar_one()
             users = conn.execute(
-                sa.text(
-                    f"select user_id, email_hash, phone_hash, has_email, has_phone from {pg_schema}.dim_user"
-                )
+                sa.text(f"select user_id, email_hash, phone_hash, has_email, has_phone from {pg_schema}.dim_user")
             ).all()
             text_columns = conn.execute(
                 sa.text(
@@ -782,9 +715,7 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
         assert user.has_email == (user.email_hash is not None)
         assert user.has_phone == (user.phone_hash is not None)
         for value in (user.email_hash, user.phone_hash):
-            assert value is None or hex64.match(value), (
-                f"user {user.user_id}: {value!r} is not a 64-hex hash"
-            )
+            assert value is None or hex64.match(value), f"user {user.user_id}: {value!r} is not a 64-hex hash"
         assert user.email_hash == keyed_hash(key, normalise_email(by_id[user.user_id].email))
         assert user.phone_hash == keyed_hash(key, normalise_phone(by_id[user.user_id].phone))
     clear = {
@@ -827,9 +758,7 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
             second = snapshot(conn, pg_schema, skip=RUN_TIME_COLUMNS)
     finally:
         engine.dispose()
-    assert {t: len(rows) for t, rows in second.items()} == {
-        t: len(rows) for t, rows in first.items()
-    }
+    assert {t: len(rows) for t, rows in second.items()} == {t: len(rows) for t, rows in first.items()}
     for table in first:
         assert second[table] == first[table], f"{table} changed on re-running {last_day}"
 

@@ -63,7 +63,9 @@ def test_valid_event_is_normalised(spark):
 
 
 def test_mixed_offsets_land_on_the_same_instant_and_local_date(spark):
-    rows = classify(spark, [event(event_ts="2026-10-10T04:00:00Z"), event(event_id="e2", event_ts="2026-10-09T22:00:00-06:00")]).collect()
+    rows = classify(
+        spark, [event(event_ts="2026-10-10T04:00:00Z"), event(event_id="e2", event_ts="2026-10-09T22:00:00-06:00")]
+    ).collect()
     assert {r["event_at"] for r in rows} == {datetime(2026, 10, 10, 4, 0)}
     assert {r["event_date"] for r in rows} == {DAY}
 
@@ -80,11 +82,16 @@ def test_missing_required_field_is_rejected(spark, field):
 
 
 def test_wrong_types_are_rejected_but_numeric_strings_are_fine(spark):
-    got = reasons(spark, [event(price="free"), event(event_id="e2", user_id="abc"), event(event_id="e3", price="9.90", user_id="8")])
+    got = reasons(
+        spark,
+        [event(price="free"), event(event_id="e2", user_id="abc"), event(event_id="e3", price="9.90", user_id="8")],
+    )
     assert got == ["wrong_type", "wrong_type", None]
 
 
-@pytest.mark.parametrize("ts", ["yesterday", "1970-01-01T00:00:00Z", "2099-01-01T00:00:00+08:00", "2026-10-11T03:00:00+08:00"])
+@pytest.mark.parametrize(
+    "ts", ["yesterday", "1970-01-01T00:00:00Z", "2099-01-01T00:00:00+08:00", "2026-10-11T03:00:00+08:00"]
+)
 def test_unparsable_or_out_of_range_timestamps_are_rejected(spark, ts):
     assert reasons(spark, [event(event_ts=ts)]) == ["invalid_timestamp"]
 
@@ -94,7 +101,9 @@ def test_unknown_enum_values_are_rejected(spark):
 
 
 def test_events_older_than_the_late_window_are_too_late(spark):
-    got = reasons(spark, [event(event_ts="2026-10-06T12:00:00+08:00"), event(event_id="e2", event_ts="2026-10-08T12:00:00+08:00")])
+    got = reasons(
+        spark, [event(event_ts="2026-10-06T12:00:00+08:00"), event(event_id="e2", event_ts="2026-10-08T12:00:00+08:00")]
+    )
     assert got == ["too_late", None]
 
 

@@ -76,17 +76,13 @@ def test_user_gender_is_one_upper_case_letter_and_unknown_values_become_u(spark)
 
 
 def test_user_email_is_trimmed_lower_case_and_blank_becomes_null(spark):
-    frame = users_frame(
-        spark, raw_user(user_id=1, email="  Alice@Example.COM "), raw_user(user_id=2, email="  ")
-    )
+    frame = users_frame(spark, raw_user(user_id=1, email="  Alice@Example.COM "), raw_user(user_id=2, email="  "))
     got = {r["user_id"]: r["email"] for r in normalise_users(frame).collect()}
     assert got == {1: "alice@example.com", 2: None}
 
 
 def test_user_phone_keeps_only_digits_and_plus_and_blank_becomes_null(spark):
-    frame = users_frame(
-        spark, raw_user(user_id=1, phone="+86 (138) 0000-0001"), raw_user(user_id=2, phone=" - ")
-    )
+    frame = users_frame(spark, raw_user(user_id=1, phone="+86 (138) 0000-0001"), raw_user(user_id=2, phone=" - "))
     got = {r["user_id"]: r["phone"] for r in normalise_users(frame).collect()}
     assert got == {1: "+8613800000001", 2: None}
 
@@ -142,7 +138,18 @@ def test_order_date_is_the_shop_local_date_of_creation(spark):
 def test_order_text_fields_are_normalised_and_missing_discount_is_zero(spark):
     frame = order_frame(
         spark,
-        (1, 7, " PAID ", "2026-10-10 01:00:00", "2026-10-10 01:05:00", "99.999", None, " autumn10 ", " App ", "2026-10-10 01:05:00"),
+        (
+            1,
+            7,
+            " PAID ",
+            "2026-10-10 01:00:00",
+            "2026-10-10 01:05:00",
+            "99.999",
+            None,
+            " autumn10 ",
+            " App ",
+            "2026-10-10 01:05:00",
+        ),
         (2, 7, "created", "2026-10-10 01:00:00", None, "5", "1.5", "", "web", "2026-10-10 01:00:00"),
     )
     rows = {r["order_id"]: r for r in normalise_orders(frame, TZ).collect()}
@@ -189,8 +196,15 @@ def test_missing_required_field_names_every_blank_column(spark):
     from jobs.ingest.clean_sources import _missing
 
     frame = spark.createDataFrame([(1, "x", "y"), (2, " ", None), (None, "x", "y")], "id int, a string, b string")
-    got = {r["a"] + str(r["id"]): (r["reason"], r["detail"]) for r in apply_checks(frame, [_missing("id", "a", "b")]).collect()}
-    assert got == {"x1": (None, None), " 2": ("missing_required_field", "a,b"), "xNone": ("missing_required_field", "id")}
+    got = {
+        r["a"] + str(r["id"]): (r["reason"], r["detail"])
+        for r in apply_checks(frame, [_missing("id", "a", "b")]).collect()
+    }
+    assert got == {
+        "x1": (None, None),
+        " 2": ("missing_required_field", "a,b"),
+        "xNone": ("missing_required_field", "id"),
+    }
 
 
 def test_latest_updated_at_per_key_wins_and_superseded_rows_are_duplicates(spark):
@@ -229,41 +243,101 @@ T = datetime(2026, 10, 10, 2, 0)
 TS = pa.timestamp("us")
 SCHEMAS = {
     "users": pa.schema(
-        [("user_id", pa.int64()), ("signup_at", TS), ("gender", pa.string()), ("birth_year", pa.int64()),
-         ("region", pa.string()), ("city", pa.string()), ("email", pa.string()), ("phone", pa.string()),
-         ("consent_email", pa.bool_()), ("consent_sms", pa.bool_()), ("consent_push", pa.bool_()), ("updated_at", TS)]
+        [
+            ("user_id", pa.int64()),
+            ("signup_at", TS),
+            ("gender", pa.string()),
+            ("birth_year", pa.int64()),
+            ("region", pa.string()),
+            ("city", pa.string()),
+            ("email", pa.string()),
+            ("phone", pa.string()),
+            ("consent_email", pa.bool_()),
+            ("consent_sms", pa.bool_()),
+            ("consent_push", pa.bool_()),
+            ("updated_at", TS),
+        ]
     ),
     "products": pa.schema(
-        [("product_id", pa.int64()), ("name", pa.string()), ("category_l1", pa.string()), ("category_l2", pa.string()),
-         ("brand", pa.string()), ("price", pa.decimal128(12, 2)), ("is_active", pa.bool_()), ("updated_at", TS)]
+        [
+            ("product_id", pa.int64()),
+            ("name", pa.string()),
+            ("category_l1", pa.string()),
+            ("category_l2", pa.string()),
+            ("brand", pa.string()),
+            ("price", pa.decimal128(12, 2)),
+            ("is_active", pa.bool_()),
+            ("updated_at", TS),
+        ]
     ),
     "orders": pa.schema(
-        [("order_id", pa.int64()), ("user_id", pa.int64()), ("status", pa.string()), ("created_at", TS),
-         ("paid_at", TS), ("total_amount", pa.decimal128(12, 2)), ("discount_amount", pa.decimal128(12, 2)),
-         ("coupon_code", pa.string()), ("channel", pa.string()), ("updated_at", TS)]
+        [
+            ("order_id", pa.int64()),
+            ("user_id", pa.int64()),
+            ("status", pa.string()),
+            ("created_at", TS),
+            ("paid_at", TS),
+            ("total_amount", pa.decimal128(12, 2)),
+            ("discount_amount", pa.decimal128(12, 2)),
+            ("coupon_code", pa.string()),
+            ("channel", pa.string()),
+            ("updated_at", TS),
+        ]
     ),
     "order_items": pa.schema(
-        [("order_id", pa.int64()), ("line_no", pa.int64()), ("product_id", pa.int64()), ("quantity", pa.int64()),
-         ("unit_price", pa.decimal128(12, 2)), ("updated_at", TS)]
+        [
+            ("order_id", pa.int64()),
+            ("line_no", pa.int64()),
+            ("product_id", pa.int64()),
+            ("quantity", pa.int64()),
+            ("unit_price", pa.decimal128(12, 2)),
+            ("updated_at", TS),
+        ]
     ),
 }
 
 
 def _user(user_id, email=None, phone=None, birth_year=1990, updated_at=T):
-    return {"user_id": user_id, "signup_at": datetime(2026, 9, 1), "gender": "f", "birth_year": birth_year,
-            "region": "east", "city": "hangzhou", "email": email, "phone": phone, "consent_email": True,
-            "consent_sms": None, "consent_push": False, "updated_at": updated_at}
+    return {
+        "user_id": user_id,
+        "signup_at": datetime(2026, 9, 1),
+        "gender": "f",
+        "birth_year": birth_year,
+        "region": "east",
+        "city": "hangzhou",
+        "email": email,
+        "phone": phone,
+        "consent_email": True,
+        "consent_sms": None,
+        "consent_push": False,
+        "updated_at": updated_at,
+    }
 
 
 def _order(order_id, user_id=1, status="paid", total="39.80", channel="web"):
-    return {"order_id": order_id, "user_id": user_id, "status": status, "created_at": T, "paid_at": T,
-            "total_amount": Decimal(total), "discount_amount": Decimal("0"), "coupon_code": None,
-            "channel": channel, "updated_at": T}
+    return {
+        "order_id": order_id,
+        "user_id": user_id,
+        "status": status,
+        "created_at": T,
+        "paid_at": T,
+        "total_amount": Decimal(total),
+        "discount_amount": Decimal("0"),
+        "coupon_code": None,
+        "channel": channel,
+        "updated_at": T,
+    }
 
 
 def _item(order_id, line_no, product_id, quantity=1, price="19.90"):
-    return {"order_id": order_id, "line_no": line_no, "product_id": product_id, "quantity": quantity,
-            "unit_price": Decimal(price), "updated_at": T}
+    return {
+        "order_id": order_id,
+        "line_no": line_no,
+        "product_id": product_id,
+        "quantity": quantity,
+        "unit_price": Decimal(price),
+        "updated_at": T,
+    }
 
 
 RAW = {
@@ -275,10 +349,26 @@ RAW = {
         _user(None),  # missing_required_field
     ],
     "products": [
-        {"product_id": 10, "name": "Tea", "category_l1": "Food", "category_l2": "Tea", "brand": "Koi",
-         "price": Decimal("19.90"), "is_active": True, "updated_at": T},
-        {"product_id": 11, "name": "Pot", "category_l1": "Home", "category_l2": "Cookware", "brand": "Koi",
-         "price": Decimal("-1.00"), "is_active": True, "updated_at": T},  # invalid_amount
+        {
+            "product_id": 10,
+            "name": "Tea",
+            "category_l1": "Food",
+            "category_l2": "Tea",
+            "brand": "Koi",
+            "price": Decimal("19.90"),
+            "is_active": True,
+            "updated_at": T,
+        },
+        {
+            "product_id": 11,
+            "name": "Pot",
+            "category_l1": "Home",
+            "category_l2": "Cookware",
+            "brand": "Koi",
+            "price": Decimal("-1.00"),
+            "is_active": True,
+            "updated_at": T,
+        },  # invalid_amount
     ],
     "orders": [
         _order(100),
@@ -306,7 +396,9 @@ def write_raw(config, day: date) -> None:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), buffer)
         prefix = raw_source_prefix(table, day)
         lake.write_bytes(prefix + "part-00000.parquet", buffer.getvalue())
-        write_json(lake, prefix + "_manifest.json", {"table": table, "logical_date": day.isoformat(), "row_count": len(rows)})
+        write_json(
+            lake, prefix + "_manifest.json", {"table": table, "logical_date": day.isoformat(), "row_count": len(rows)}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -321,8 +413,12 @@ def cleaned(spark, tmp_path_factory):
     config = load_config(
         environ={},
         overrides={
-            "storage": {"landing_root": str(root / "landing"), "lake_root": str(root / "lake"),
-                        "reports_root": str(root / "reports"), "state_root": str(root / "state")},
+            "storage": {
+                "landing_root": str(root / "landing"),
+                "lake_root": str(root / "lake"),
+                "reports_root": str(root / "reports"),
+                "state_root": str(root / "state"),
+            },
             "source": {"url": f"sqlite:///{root / 'source.db'}"},
             "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
             "spark": {"master": "local[2]", "shuffle_partitions": 2},
@@ -349,8 +445,12 @@ def lake_rows(spark, config, prefix: str) -> list[dict]:
 
 def quarantined(spark, config, table: str) -> dict:
     """{(key...): reason} of the quarantined rows of ``table``."""
-    keys = {"users": ("user_id",), "products": ("product_id",), "orders": ("order_id",),
-            "order_items": ("order_id", "line_no")}[table]
+    keys = {
+        "users": ("user_id",),
+        "products": ("product_id",),
+        "orders": ("order_id",),
+        "order_items": ("order_id", "line_no"),
+    }[table]
     rows = lake_rows(spark, config, f"quarantine/{table}/batch_date={DAY}/")
     out = {}
     for row in rows:
@@ -406,7 +506,12 @@ def test_clean_users_hold_only_keyed_hashes_of_email_and_phone(spark, cleaned):
     assert alice["email_hash"] == keyed_hash(HASH_KEY.encode(), "alice@example.com")  # latest version, normalised
     assert alice["phone_hash"] == keyed_hash(HASH_KEY.encode(), "+8613800000001")
     assert (alice["has_email"], alice["has_phone"]) == (True, True)
-    assert (rows[2]["email_hash"], rows[2]["phone_hash"], rows[2]["has_email"], rows[2]["has_phone"]) == (None, None, False, False)
+    assert (rows[2]["email_hash"], rows[2]["phone_hash"], rows[2]["has_email"], rows[2]["has_phone"]) == (
+        None,
+        None,
+        False,
+        False,
+    )
 
 
 def test_quarantined_users_keep_their_values_but_email_and_phone_only_as_hashes(spark, cleaned):
@@ -446,7 +551,10 @@ def test_counts_reconcile_for_every_table(cleaned):
         assert record["counts"] == counts, table
         assert sum(record["quarantined_by_reason"].values()) == counts["quarantined"]
     assert result["tables"]["order_items"]["quarantined_by_reason"] == {
-        "parent_quarantined": 2, "unknown_product_id": 1, "unknown_order_id": 1, "invalid_value": 1
+        "parent_quarantined": 2,
+        "unknown_product_id": 1,
+        "unknown_order_id": 1,
+        "invalid_value": 1,
     }
 
 
@@ -459,8 +567,10 @@ def test_clean_run_is_recorded_in_ops_tables(cleaned):
     engine = warehouse_engine(config)
     with engine.connect() as conn:
         runs = conn.execute(
-            sa.text("select dataset, status, rows_in, rows_out, rows_quarantined, rows_duplicate "
-                    "from main.ops_pipeline_runs where stage = 'clean' order by dataset")
+            sa.text(
+                "select dataset, status, rows_in, rows_out, rows_quarantined, rows_duplicate "
+                "from main.ops_pipeline_runs where stage = 'clean' order by dataset"
+            )
         ).all()
         reasons = dict(
             conn.execute(

@@ -18,16 +18,24 @@ import pytest
 from jobs.platform.config import PROJECT_ROOT
 
 SCRIPT = Path(sys.executable).with_name("marketing")
-SUBCOMMANDS = ("simulate", "run", "demo", "score-customers", "evaluate-recommender", "models", "airflow", "config", "tags")
+SUBCOMMANDS = (
+    "simulate",
+    "run",
+    "demo",
+    "score-customers",
+    "evaluate-recommender",
+    "models",
+    "airflow",
+    "config",
+    "tags",
+)
 
 
 def marketing(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "jobs.cli.main"]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MKT_")}
     environ.update(env)
-    return subprocess.run(
-        [*command, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*command, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120)
 
 
 def sandbox(tmp_path: Path) -> dict[str, str]:
@@ -77,7 +85,10 @@ def test_top_level_help_lists_every_subcommand_and_the_configuration(tmp_path):
         ("airflow", ["airflow", "dags test"]),
         ("config", ["configuration"]),
         ("tags", ["tags.yaml", "features", "one-line error"]),
-        ("evaluate-recommender", ["--interactions", "--train", "--protocol", "temporal", "--test-ratio", "--seed", "--k", "--out-dir"]),
+        (
+            "evaluate-recommender",
+            ["--interactions", "--train", "--protocol", "temporal", "--test-ratio", "--seed", "--k", "--out-dir"],
+        ),
         ("models", ["list", "promote", "rollback", "registry"]),
     ],
 )
@@ -122,14 +133,18 @@ def test_bad_arguments_exit_2_with_one_error_line(tmp_path, args, fragments):
 
 def test_an_unknown_stage_exits_2_naming_it_and_the_choices(tmp_path):
     line = assert_one_line_error(
-        marketing("run", "--date", "2026-10-01", "--stage", "nope", cwd=tmp_path, **sandbox(tmp_path)), "'nope'", "collect_events"
+        marketing("run", "--date", "2026-10-01", "--stage", "nope", cwd=tmp_path, **sandbox(tmp_path)),
+        "'nope'",
+        "collect_events",
     )
     assert line.startswith("error: unknown stage")
 
 
 def test_a_range_ending_before_it_starts_exits_2(tmp_path):
     line = assert_one_line_error(
-        marketing("run", "--date", "2026-10-02", "--to", "2026-10-01", cwd=tmp_path, **sandbox(tmp_path)), "--to", "2026-10-01"
+        marketing("run", "--date", "2026-10-02", "--to", "2026-10-01", cwd=tmp_path, **sandbox(tmp_path)),
+        "--to",
+        "2026-10-01",
     )
     assert line.startswith("error:")
 

@@ -67,19 +67,48 @@ def shop(make_config):
         conn.execute(tables["users"].insert(), [user(k, v) for k, v in USERS.items()])
         conn.execute(
             tables["products"].insert(),
-            [{"product_id": 10, "name": "Tea", "category_l1": "Food", "category_l2": "Tea", "brand": "Koi",
-              "price": 19.9, "is_active": True, "updated_at": datetime(2026, 10, 1, 2, 0)}],
+            [
+                {
+                    "product_id": 10,
+                    "name": "Tea",
+                    "category_l1": "Food",
+                    "category_l2": "Tea",
+                    "brand": "Koi",
+                    "price": 19.9,
+                    "is_active": True,
+                    "updated_at": datetime(2026, 10, 1, 2, 0),
+                }
+            ],
         )
         conn.execute(
             tables["orders"].insert(),
-            [{"order_id": 100, "user_id": 6, "status": "paid", "created_at": datetime(2026, 10, 2, 3, 0),
-              "paid_at": datetime(2026, 10, 2, 3, 5), "total_amount": 39.8, "discount_amount": 0,
-              "coupon_code": None, "channel": "web", "updated_at": datetime(2026, 10, 2, 3, 5)}],
+            [
+                {
+                    "order_id": 100,
+                    "user_id": 6,
+                    "status": "paid",
+                    "created_at": datetime(2026, 10, 2, 3, 0),
+                    "paid_at": datetime(2026, 10, 2, 3, 5),
+                    "total_amount": 39.8,
+                    "discount_amount": 0,
+                    "coupon_code": None,
+                    "channel": "web",
+                    "updated_at": datetime(2026, 10, 2, 3, 5),
+                }
+            ],
         )
         conn.execute(
             tables["order_items"].insert(),
-            [{"order_id": 100, "line_no": 1, "product_id": 10, "quantity": 2, "unit_price": 19.9,
-              "updated_at": datetime(2026, 10, 2, 3, 0)}],
+            [
+                {
+                    "order_id": 100,
+                    "line_no": 1,
+                    "product_id": 10,
+                    "quantity": 2,
+                    "unit_price": 19.9,
+                    "updated_at": datetime(2026, 10, 2, 3, 0),
+                }
+            ],
         )
     engine.dispose()
     return config

@@ -14,7 +14,9 @@ def test_defaults_load_and_resolve_relative_paths():
 
 
 def test_environment_overrides_nested_keys():
-    config = load_config(environ={"MKT_SPARK__SHUFFLE_PARTITIONS": "3", "MKT_STORAGE__LANDING_ROOT": "s3://shop/landing"})
+    config = load_config(
+        environ={"MKT_SPARK__SHUFFLE_PARTITIONS": "3", "MKT_STORAGE__LANDING_ROOT": "s3://shop/landing"}
+    )
     assert config.spark.shuffle_partitions == 3
     assert config.storage.landing_root == "s3://shop/landing"
 
@@ -62,7 +64,11 @@ def test_environment_values_win_over_the_file_and_mappings_merge(tmp_path):
     path.write_text("spark:\n  shuffle_partitions: 5\n  conf: {a: b}\nwarehouse:\n  schema: from_file\n")
     config = load_config(path, environ={"MKT_SPARK__CONF": '{"c": "d"}', "MKT_WAREHOUSE__SCHEMA": "from_env"})
     # a mapping setting is merged key by key
-    assert (config.spark.shuffle_partitions, config.spark.conf, config.warehouse.schema_name) == (5, {"a": "b", "c": "d"}, "from_env")
+    assert (config.spark.shuffle_partitions, config.spark.conf, config.warehouse.schema_name) == (
+        5,
+        {"a": "b", "c": "d"},
+        "from_env",
+    )
 
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path):

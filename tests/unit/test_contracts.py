@@ -165,7 +165,10 @@ def test_every_property_must_exist_and_has_its_physical_type(compiled):
 def test_required_compiles_to_a_not_null_error(compiled):
     check = by_name(compiled)["order_id__not_null"]
     assert (check.expectation_type, check.kwargs, check.severity, check.column) == (
-        "expect_column_values_to_not_be_null", {"column": "order_id"}, "error", "order_id"
+        "expect_column_values_to_not_be_null",
+        {"column": "order_id"},
+        "error",
+        "order_id",
     )
     assert "line_no__not_null" not in by_name(compiled)
 
@@ -212,7 +215,9 @@ def test_schema_duplicate_values_with_two_properties_compile_to_compound_unique(
     assert compound.column == "order_id,line_no"
     single = checks["id_unique_again"]
     assert (single.expectation_type, single.kwargs, single.severity) == (
-        "expect_column_values_to_be_unique", {"column": "order_id"}, "warning"
+        "expect_column_values_to_be_unique",
+        {"column": "order_id"},
+        "warning",
     )
 
 
@@ -403,7 +408,11 @@ def test_build_suite_carries_name_severity_and_contract_into_every_expectation(c
     assert suite.name == "orders_suite"
     assert len(suite.expectations) == len(checks)
     metas = {e.meta["check_name"]: e for e in suite.expectations}
-    assert metas["status_allowed"].meta == {"check_name": "status_allowed", "severity": "error", "contract": "test.orders"}
+    assert metas["status_allowed"].meta == {
+        "check_name": "status_allowed",
+        "severity": "error",
+        "contract": "test.orders",
+    }
     assert metas["coupon_format"].severity.value == "warning"
     assert metas["status_allowed"].severity.value == "critical"
     assert metas["volume"].max_value == 300

@@ -28,7 +28,9 @@ def test_another_key_on_the_same_warehouse_stops_with_a_clear_error(make_config,
     monkeypatch.setenv(config.pii.hash_key_env, KEY)
     hash_key(config)
     monkeypatch.setenv(config.pii.hash_key_env, "z" * 40)
-    with pytest.raises(HashKeyMismatchError, match="not the one the warehouse's email/phone hashes were made with") as caught:
+    with pytest.raises(
+        HashKeyMismatchError, match="not the one the warehouse's email/phone hashes were made with"
+    ) as caught:
         hash_key(config)
     assert "z" * 10 not in str(caught.value) and KEY[:10] not in str(caught.value)  # no key in the message
 

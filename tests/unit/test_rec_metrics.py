@@ -60,7 +60,9 @@ def test_beyond_accuracy_metrics():
 
 def test_evaluate_reports_every_metric_overall_and_per_user_group():
     train = pd.DataFrame([(1, "A"), (2, "B"), (3, "C")], columns=["user_id", "item_id"])
-    rows = m.evaluate(RECS, TRUTH, train, K, catalogue_size=6, groups={"tenure": pd.Series({1: "returning", 2: "new", 3: "new"})})
+    rows = m.evaluate(
+        RECS, TRUTH, train, K, catalogue_size=6, groups={"tenure": pd.Series({1: "returning", 2: "new", 3: "new"})}
+    )
     overall = {r["metric"]: r["value"] for r in rows if r["group"] == "all"}
     assert overall["precision@3"] == pytest.approx(2 / 9)
     assert overall["recall@3"] == pytest.approx((1 / 3 + 1) / 3)

@@ -82,7 +82,10 @@ def test_published_lists_follow_the_rules(spark):
             "top_n": 3, "max_per_category": 1, "repurchasable_categories": ("c",), "min_history_items": 3})}
     )  # fmt: skip
     lists = publish_lists(Planted(5), index, data, np.array(["u1", "u2", "u3"]), purchased, catalogue, settings)
-    got = {u: list(zip(part["product_id"], part["reason_code"], strict=True)) for u, part in lists.sort_values("rank").groupby("user_id")}
+    got = {
+        u: list(zip(part["product_id"], part["reason_code"], strict=True))
+        for u, part in lists.sort_values("rank").groupby("user_id")
+    }
     # u1 (ALS): p0 bought -> out; p2 (a) first, p3 (b), then p5 (c: bought but repurchasable); one per category
     assert got["u1"] == [("p2", "als"), ("p3", "als"), ("p5", "als")]
     # u2: too little history -> popular in their category b first (p3, p4 tie on users: by index), then others

@@ -87,7 +87,16 @@ def test_top_n_excludes_seen_and_disallowed_items_and_caps_categories():
     seen = sp.csr_matrix(([1.0], ([0], [0])), shape=(2, 6))
     allowed = np.array([True, True, True, True, False, True])
     categories = np.array(["a", "a", "a", "b", "b", "c"])
-    got = top_n(lambda rows: scores[rows], np.array([0, 1]), 6, 3, exclude=seen, allowed=allowed, categories=categories, per_category=1)
+    got = top_n(
+        lambda rows: scores[rows],
+        np.array([0, 1]),
+        6,
+        3,
+        exclude=seen,
+        allowed=allowed,
+        categories=categories,
+        per_category=1,
+    )
     lists = got.groupby("row")["column"].apply(list).to_dict()
     assert lists == {0: [1, 3, 5], 1: [5, 3, 2]}  # row 0: item 0 seen, one per category; item 4 inactive
     assert got.groupby("row")["rank"].apply(list).to_dict() == {0: [1, 2, 3], 1: [1, 2, 3]}
@@ -117,7 +126,14 @@ def interactions(spark, rows, n_users, n_items):
 
 def test_popularity_counts_recent_users_and_item_knn_follows_co_occurrence(spark):
     recent, old = date(2026, 10, 1), date(2026, 7, 1)
-    rows = [(0, 0, 1.0, recent), (1, 0, 1.0, recent), (2, 1, 1.0, recent), (0, 2, 1.0, old), (1, 2, 1.0, old), (2, 2, 1.0, old)]
+    rows = [
+        (0, 0, 1.0, recent),
+        (1, 0, 1.0, recent),
+        (2, 1, 1.0, recent),
+        (0, 2, 1.0, old),
+        (1, 2, 1.0, old),
+        (2, 2, 1.0, old),
+    ]
     data = interactions(spark, rows, 3, 3)
     popularity = PopularityRecommender(days=30).fit(data)
     assert popularity.popularity.tolist() == [2, 1, 0]  # item 2 was popular long ago
@@ -156,7 +172,9 @@ def test_als_recovers_planted_tastes(spark, iterations):
 
 
 def test_id_index_maps_any_ids_densely(spark):
-    frame = spark.createDataFrame([("b", "x", 1.0), ("a", "y", 2.0), ("a", "x", 1.0)], "user_id string, item_id string, weight double")
+    frame = spark.createDataFrame(
+        [("b", "x", 1.0), ("a", "y", 2.0), ("a", "x", 1.0)], "user_id string, item_id string, weight double"
+    )
     index = IdIndex(frame)
     assert index.user_ids().tolist() == ["a", "b"] and index.item_ids().tolist() == ["x", "y"]
     assert sorted((r.u, r.i) for r in index.indexed(frame).collect()) == [(0, 0), (0, 1), (1, 0)]

@@ -23,7 +23,9 @@ def bought_frame(spark, rows):
 
 def test_evaluate_and_calibration_on_a_hand_computed_case():
     y = np.array([0, 0, 1, 1])
-    assert evaluate(y, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx({"auc": 1.0, "brier": (0.01 + 0.04 + 0.04 + 0.01) / 4})
+    assert evaluate(y, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(
+        {"auc": 1.0, "brier": (0.01 + 0.04 + 0.04 + 0.01) / 4}
+    )
     table = calibration_table(y, np.array([0.05, 0.15, 0.85, 0.95]), bins=2)
     assert table[["customers", "observed_rate"]].values.tolist() == [[2, 0.0], [2, 1.0]]
     assert table["mean_predicted"].tolist() == pytest.approx([0.1, 0.9])

@@ -34,7 +34,13 @@ def scored(spark, rows, config):
 
 
 def test_rfm_metrics_exclude_cancelled_and_refunded_and_respect_the_lookback(spark):
-    rows = [(1, 10, 100, "completed"), (1, 40, 50, "paid"), (1, 5, 999, "cancelled"), (1, 6, 999, "refunded"), (1, 400, 70, "completed")]
+    rows = [
+        (1, 10, 100, "completed"),
+        (1, 40, 50, "paid"),
+        (1, 5, 999, "cancelled"),
+        (1, 6, 999, "refunded"),
+        (1, 400, 70, "completed"),
+    ]
     bought = purchases(orders_frame(spark, rows), PURCHASE_STATUSES, AS_OF)
     (row,) = rfm_metrics(bought, AS_OF, 365).collect()
     assert (row["recency_days"], row["frequency"], row["monetary"], row["avg_order_value"]) == (10, 2, 150.0, 75.0)

@@ -184,9 +184,7 @@ def test_event_mix_and_funnel_are_plausible(medium: World) -> None:
     first = ev.drop_duplicates("session_id")
     assert 0.25 <= first["user_id"].isna().mean() <= 0.35
     assert ev["anonymous_id"].notna().all() and ev["session_id"].notna().all()
-    product_events = ev["event_type"].isin(
-        ["product_view", "add_to_cart", "remove_from_cart", "favorite"]
-    )
+    product_events = ev["event_type"].isin(["product_view", "add_to_cart", "remove_from_cart", "favorite"])
     assert ev.loc[product_events, "price"].notna().all()
     assert ev.loc[~product_events, ["price", "product_id"]].isna().all().all()
     assert ev.loc[ev["event_type"] == "search", "query"].notna().all()
@@ -219,7 +217,9 @@ def test_views_and_carts_follow_planted_tastes(medium: World) -> None:
     share = {}
     for kind in ("product_view", "add_to_cart"):
         rows = events[events["event_type"] == kind]
-        share[kind] = np.mean(taste.reindex(rows["product_id"]).to_numpy() == favourite.reindex(rows["user_id"]).to_numpy())
+        share[kind] = np.mean(
+            taste.reindex(rows["product_id"]).to_numpy() == favourite.reindex(rows["user_id"]).to_numpy()
+        )
     assert share["product_view"] > 3 * chance and share["add_to_cart"] > share["product_view"] + 0.1, (share, chance)
 
 
@@ -318,9 +318,7 @@ def test_only_complete_hours_are_written(world: World, tmp_path: Path) -> None:
     assert set(truth["key"]) == set(_landing_bytes(tmp_path))
     window_start = end - timedelta(days=1)
     for key in truth.loc[truth["local_logical_date"] == as_of, "key"]:
-        hour = datetime.strptime(key.split("events-")[1][:10], "%Y%m%d%H").replace(
-            tzinfo=ZoneInfo("UTC")
-        )
+        hour = datetime.strptime(key.split("events-")[1][:10], "%Y%m%d%H").replace(tzinfo=ZoneInfo("UTC"))
         assert window_start <= hour < end
     rows = _db_rows(tmp_path)
     created = [datetime.fromisoformat(r[3]).replace(tzinfo=ZoneInfo("UTC")) for r in rows["orders"]]
@@ -340,23 +338,17 @@ def test_landing_truth_matches_the_files(world: World, tmp_path: Path) -> None:
     found = _check_landing(tmp_path, set(world.products["product_id"])).set_index("key")
     for column in ["n_lines", *kinds]:
         got = found[column] if column in found else pd.Series(0, index=found.index)
-        assert got.reindex(truth.index).fillna(0).astype(int).tolist() == truth[column].tolist(), (
-            column
-        )
+        assert got.reindex(truth.index).fillna(0).astype(int).tolist() == truth[column].tolist(), column
 
     valid = found.attrs["valid_events"]
     logical = truth["local_logical_date"]
     late = Counter(
-        key
-        for key, obj in valid
-        if datetime.fromisoformat(obj["event_ts"]).astimezone(TZ).date() < logical[key]
+        key for key, obj in valid if datetime.fromisoformat(obj["event_ts"]).astimezone(TZ).date() < logical[key]
     )
     assert [late.get(k, 0) for k in truth.index] == truth["n_late"].tolist()
     events = pd.DataFrame([obj for _, obj in valid])
     events["key"] = [key for key, _ in valid]
-    events["minute"] = pd.to_datetime(events["event_ts"], utc=True, format="ISO8601").dt.floor(
-        "min"
-    )
+    events["minute"] = pd.to_datetime(events["event_ts"], utc=True, format="ISO8601").dt.floor("min")
     busy = events.groupby(["session_id", "minute"]).size()
     bot_sessions = set(busy[busy > 30].index.get_level_values(0))
     bots = events[events["session_id"].isin(bot_sessions)].groupby("key").size()
@@ -412,17 +404,13 @@ def test_order_status_changes_across_days(world: World, tmp_path: Path) -> None:
     assert late[2] > early[2]
     assert late[1] is not None
     with sqlite3.connect(tmp_path / "src" / "shop.db") as conn:
-        count = conn.execute(
-            "SELECT COUNT(*) FROM orders WHERE order_id = ?", (order_id,)
-        ).fetchone()
+        count = conn.execute("SELECT COUNT(*) FROM orders WHERE order_id = ?", (order_id,)).fetchone()
     assert count == (1,)
 
 
 def test_simulate_uses_the_configuration(tmp_path: Path) -> None:
     config = PipelineConfig(
-        storage=StorageConfig(
-            landing_root=str(tmp_path / "landing"), state_root=str(tmp_path / "state")
-        ),
+        storage=StorageConfig(landing_root=str(tmp_path / "landing"), state_root=str(tmp_path / "state")),
         source=SourceConfig(url=f"sqlite:///{tmp_path}/source/shop.db"),
     )
     spec = SimulationSpec(seed=1, days=3, users=120, products=30)
@@ -451,15 +439,11 @@ def test_materialize_to_an_s3_api_server(tmp_path: Path, monkeypatch: pytest.Mon
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-            Bucket="shop"
-        )
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="shop")
         spec = SimulationSpec(seed=2, days=2, users=80, products=20)
         w = generate(spec)
         landing = open_storage("s3://shop/landing", endpoint_url=endpoint)
-        summary = materialize(
-            w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth"
-        )
+        summary = materialize(w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth")
         keys = {info.key for info in landing.list("events/")}
         truth = pd.read_parquet(tmp_path / "truth" / "landing_files.parquet")
         assert keys == set(truth["key"]) and len(keys) == summary["files_written"] > 0
@@ -467,9 +451,7 @@ def test_materialize_to_an_s3_api_server(tmp_path: Path, monkeypatch: pytest.Mon
         assert landing.exists(first)
         lines = gzip.decompress(landing.read_bytes(first)).decode().splitlines()
         assert len(lines) == int(truth.set_index("key").loc[first, "n_lines"])
-        again = materialize(
-            w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth"
-        )
+        again = materialize(w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth")
         assert again["files_written"] == 0
     finally:
         server.stop()

@@ -95,10 +95,7 @@ def features_frame(spark, rows):
         "is_anomaly": "boolean", "anomaly_score": "double", "users_evidence_date": "date",
         "orders_evidence_date": "date", "events_evidence_date": "date", "active_days_30": "long",
     }  # fmt: skip
-    data = [
-        tuple(row.get(c, 0 if columns[c] == "long" and c != "user_id" else None) for c in columns)
-        for row in rows
-    ]
+    data = [tuple(row.get(c, 0 if columns[c] == "long" and c != "user_id" else None) for c in columns) for row in rows]
     return spark.createDataFrame(data, ", ".join(f"{c} {t}" for c, t in columns.items()))
 
 
@@ -138,13 +135,8 @@ def test_quantile_tiers_cut_the_mean_percentile_of_the_population(spark):
          "features": ["net_spend", "avg_order_value"], "where": {"purchases": {"gte": 1}},
          "tiers": [{"value": "low", "below": 0.5}, {"value": "high"}]},
     )  # fmt: skip
-    rows = [
-        {"user_id": u, "purchases": 1, "net_spend": 10.0 * u, "avg_order_value": 10.0 * u}
-        for u in range(1, 6)
-    ]
-    rows.append(
-        {"user_id": 9, "purchases": 0, "net_spend": 1e6, "avg_order_value": 1e6}
-    )  # not in the population
+    rows = [{"user_id": u, "purchases": 1, "net_spend": 10.0 * u, "avg_order_value": 10.0 * u} for u in range(1, 6)]
+    rows.append({"user_id": 9, "purchases": 0, "net_spend": 1e6, "avg_order_value": 1e6})  # not in the population
     got = tag_rows(features_frame(spark, rows), config)
     # percent ranks of users 1..5 are 0, .25, .5, .75, 1 on both features
     assert got == {
@@ -188,9 +180,7 @@ def test_order_features_on_a_hand_computed_case(spark):
         (1, 5, 80, "refunded", 0, None, "web"),
         (1, 3, 90, "cancelled", 0, None, "web"),
     ]  # fmt: skip
-    (row,) = order_features(
-        orders_frame(spark, rows), ("paid", "shipped", "completed"), AS_OF, 365
-    ).collect()
+    (row,) = order_features(orders_frame(spark, rows), ("paid", "shipped", "completed"), AS_OF, 365).collect()
     assert (
         row["orders"],
         row["purchases"],
@@ -198,9 +188,7 @@ def test_order_features_on_a_hand_computed_case(spark):
         row["avg_order_value"],
         row["max_order_value"],
     ) == (5, 3, 600.0, 200.0, 300.0)
-    assert row["promo_share"] == pytest.approx(2 / 3) and row["discount_share"] == pytest.approx(
-        1 / 3
-    )
+    assert row["promo_share"] == pytest.approx(2 / 3) and row["discount_share"] == pytest.approx(1 / 3)
     assert row["coupon_share"] == pytest.approx(1 / 3)
     assert (row["cancel_rate"], row["refund_rate"], row["repeat_rate"]) == (
         0.2,
@@ -290,14 +278,10 @@ def test_isolation_forest_flags_unusual_order_behaviour():
          "max_order_value": [150.0, 15000.0, 400.0], "cancel_rate": [0.9, 0.0, 0.1], "refund_rate": [0.0, 0.0, 0.8],
          "promo_share": [1.0, 0.0, 1.0]}
     )  # fmt: skip
-    scores = anomaly_scores(pd.concat([normal, odd], ignore_index=True), TAGS.anomaly).set_index(
-        "user_id"
-    )
+    scores = anomaly_scores(pd.concat([normal, odd], ignore_index=True), TAGS.anomaly).set_index("user_id")
     assert scores.loc[[n, n + 1, n + 2], "is_anomaly"].all()
     assert scores["is_anomaly"].mean() <= TAGS.anomaly.contamination + 0.01
-    assert scores.loc[[n, n + 1, n + 2], "anomaly_score"].min() > scores.loc[
-        : n - 1, "anomaly_score"
-    ].quantile(0.95)
+    assert scores.loc[[n, n + 1, n + 2], "anomaly_score"].min() > scores.loc[: n - 1, "anomaly_score"].quantile(0.95)
     assert anomaly_scores(normal.head(10), TAGS.anomaly).empty  # too few customers: no scores
 
 
