@@ -83,6 +83,7 @@ def main() -> None:
             "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
             "collect": {"lookback_days": args.days + 2},
             "clean": {"late_window_days": args.days + 2},
+            "retention": {"raw_days": args.days + 20},
         },
     )
     os.environ.setdefault("MKT_PII_HASH_KEY", "benchmark-only-key-0123456789abcdef")

@@ -10,6 +10,7 @@ Every night, for the shop-local business date D that just ended:
 4. **validate** – run the Great Expectations suites generated from `data_contracts/`. An error-level failure
    stops the run here: nothing is published for D.
 5. **load** – publish D to the warehouse in one transaction and update the warehouse assets.
+6. **retention** – delete raw, quarantine and restricted lake partitions older than `retention.*`.
 
 Re-running a date replaces that date's outputs. Operational records: `ops_pipeline_runs`,
 `ops_quarantine_daily`, `ops_data_quality`; Data Docs under the reports root.
@@ -73,9 +74,13 @@ def marketing_nightly():
     def load(validated: dict) -> dict:
         return announce(WAREHOUSE_ASSETS, _run("load"))  # tells asset-scheduled DAGs the date
 
+    @task
+    def retention(loaded: dict) -> dict:
+        return _run("retention")
+
     sources = clean_sources(collect_sources())
     events = clean_events(collect_events(), sources)
-    load(validate(events, sources))
+    retention(load(validate(events, sources)))
 
 
 marketing_nightly()

@@ -59,6 +59,7 @@ def shop_config(root: Path, **sections):
         "source": {"url": f"sqlite:///{root / 'source.db'}"},
         "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
         "collect": {"lookback_days": 40},
+        "retention": {"raw_days": 60},  # more than collect reads back (lookback + late scan)
         "clean": {"late_window_days": 40},
         "validation": {"build_data_docs": False},
         "recommender": {"registry_root": str(root / "models")},

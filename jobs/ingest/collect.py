@@ -49,6 +49,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import uuid
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -59,9 +60,9 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
-from jobs.platform.errors import ConfigError, one_line
+from jobs.platform.errors import ConfigError, EndpointUnavailableError, SchemaDriftError, one_line
+from jobs.platform.interface import SOURCE_COLUMNS
 from jobs.platform.lake import (
-    SOURCE_TABLES,
     lake_storage,
     landing_hour_prefix,
     landing_storage,
@@ -452,6 +453,17 @@ def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None)
 
 
+def check_source_columns(table: str, columns: set[str]) -> None:
+    """Schema drift is a one-line error naming table and column, not something to retry."""
+    missing = [column for column in SOURCE_COLUMNS.get(table, ()) if column not in columns]
+    if missing:
+        raise SchemaDriftError(
+            f"source table {table}: column {missing[0]!r} is missing"
+            + (f" (and {', '.join(map(repr, missing[1:]))})" if missing[1:] else "")
+            + f" — renamed or dropped in the source database? the pipeline reads {', '.join(SOURCE_COLUMNS[table])}"
+        )
+
+
 def collect_sources(config: PipelineConfig, logical_date: date, full_reload: bool | None = None) -> dict:
     """Incrementally extract every source table changed in D's window into raw Parquet."""
     lake = lake_storage(config)
@@ -462,21 +474,24 @@ def collect_sources(config: PipelineConfig, logical_date: date, full_reload: boo
     try:
         inspector = sa.inspect(engine)
         existing = set(inspector.get_table_names())
-    except sa.exc.OperationalError as exc:
+    except sa.exc.OperationalError as exc:  # down, refusing, or unreachable: a later try may work
         reason = " ".join(str(exc.orig).split())  # drivers' messages span lines (psycopg)
-        raise ConfigError(f"source.url: cannot connect to {engine.url!r}: {reason}") from exc
+        raise EndpointUnavailableError(f"source.url: cannot connect to {engine.url!r}: {reason}") from exc
     for table_name in config.source.tables:
         if table_name not in existing:
             raise ConfigError(f"source.tables: table {table_name!r} not found in {engine.url!r}")
+        table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
+        check_source_columns(table_name, {column.name for column in table.columns})
         previous = None if full_reload else _previous_watermark(config, table_name, logical_date)
         lower = previous - timedelta(minutes=config.collect.source_overlap_minutes) if previous else None
-        table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
         query = sa.select(table).where(table.c.updated_at <= _naive_utc(upper))
         if lower is not None:
             query = query.where(table.c.updated_at > _naive_utc(lower))
         prefix = raw_source_prefix(table_name, logical_date)
-        lake.delete_prefix(prefix)
-        rows = _extract_to_parquet(engine, query, lake, prefix)
+        # the earlier extract of D stays whole until this one is: new parts get new names, and
+        # only after the manifest is written are the parts it does not list deleted
+        attempt = uuid.uuid4().hex[:12]
+        rows, parts = _extract_to_parquet(engine, query, lake, prefix, attempt)
         manifest = {
             "table": table_name,
             "logical_date": logical_date.isoformat(),
@@ -484,9 +499,13 @@ def collect_sources(config: PipelineConfig, logical_date: date, full_reload: boo
             "upper_bound": upper.isoformat(),
             "full_reload": full_reload or previous is None,
             "row_count": rows,
+            "parts": parts,
             "extracted_at": datetime.now(UTC).isoformat(),
         }
         write_json(lake, prefix + MANIFEST, manifest)
+        for info in lake.list(prefix):
+            if info.key[len(prefix) :] not in (MANIFEST, *parts):
+                lake.delete_prefix(info.key)
         _save_watermark(config, manifest)
         summary[table_name] = {"rows": rows, "lower_bound": manifest["lower_bound"]}
     engine.dispose()
@@ -494,29 +513,30 @@ def collect_sources(config: PipelineConfig, logical_date: date, full_reload: boo
 
 
 def _extract_to_parquet(
-    engine: sa.Engine, query: sa.Select, lake: Storage, prefix: str, chunk_rows: int = 200_000
-) -> int:
-    """Stream the query result into Parquet parts of bounded size."""
+    engine: sa.Engine, query: sa.Select, lake: Storage, prefix: str, attempt: str, chunk_rows: int = 200_000
+) -> tuple[int, list[str]]:
+    """Stream the query result into Parquet parts of bounded size, named for this attempt;
+    returns the row count and the part names."""
     import io
 
-    total, part = 0, 0
+    total, parts = 0, []
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True).execute(query)
         columns = list(result.keys())
         schema = _arrow_schema(query, columns)
         while True:
             chunk = result.fetchmany(chunk_rows)
-            if not chunk and part > 0:
+            if not chunk and parts:
                 break
             table = pa.Table.from_pylist([dict(zip(columns, row, strict=True)) for row in chunk], schema=schema)
             buffer = io.BytesIO()
             pq.write_table(table, buffer)
-            lake.write_bytes(f"{prefix}part-{part:05d}.parquet", buffer.getvalue())
+            parts.append(f"part-{attempt}-{len(parts):05d}.parquet")
+            lake.write_bytes(prefix + parts[-1], buffer.getvalue())
             total += len(chunk)
-            part += 1
             if not chunk:
                 break
-    return total
+    return total, parts
 
 
 def _arrow_schema(query: sa.Select, columns: list[str]) -> pa.Schema:
@@ -539,6 +559,3 @@ def _arrow_schema(query: sa.Select, columns: list[str]) -> pa.Schema:
             arrow = pa.string()
         fields.append(pa.field(name, arrow))
     return pa.schema(fields)
-
-
-__all__ = ["collect_events", "collect_sources", "SOURCE_TABLES"]

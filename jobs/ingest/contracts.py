@@ -78,6 +78,9 @@ class Contract:
     volume: VolumeRule | None = None
     freshness: FreshnessRule | None = None
     columns: list[str] = field(default_factory=list)
+    # columns classified ``restricted`` (personal data or its hashes): a failing check on the
+    # contract never copies row values into messages, results or Data Docs
+    restricted_columns: list[str] = field(default_factory=list)
 
 
 def _mostly(rule: dict, where: str) -> float:
@@ -172,6 +175,8 @@ def parse_contract(path: Path) -> Contract:
     for index, prop in enumerate(obj.get("properties") or []):
         contract.checks.extend(_property_checks(prop, f"{path.name}: schema.{dataset}.properties[{index}]"))
         contract.columns.append(prop["name"])
+        if str(prop.get("classification", "")).lower() == "restricted":
+            contract.restricted_columns.append(prop["name"])
     for index, rule in enumerate(obj.get("quality") or []):
         where = f"{path.name}: schema.{dataset}.quality[{index}]"
         metric = rule.get("metric")

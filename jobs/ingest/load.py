@@ -19,6 +19,7 @@ from jobs.platform.errors import NotValidatedError
 from jobs.platform.interface import PAID_STATUSES
 from jobs.platform.lake import (
     clean_events_prefix,
+    clean_fingerprint,
     clean_source_prefix,
     has_parquet,
     lake_storage,
@@ -133,10 +134,17 @@ def load_warehouse(config: PipelineConfig, logical_date: date, require_validatio
     engine = warehouse_engine(config)
     validation_key = run_record_key("validate", "all", logical_date)
     if require_validation:
-        if not lake.exists(validation_key) or not read_json(lake, validation_key).get("passed"):
+        record = read_json(lake, validation_key) if lake.exists(validation_key) else {}
+        if not record.get("passed"):
             raise NotValidatedError(
                 f"{logical_date} has no passing validation ({lake.uri(validation_key)}); "
                 "run the validate stage first — nothing was published"
+            )
+        if record.get("clean_fingerprint") != clean_fingerprint(lake, logical_date):
+            raise NotValidatedError(
+                f"{logical_date}: the clean data changed after it was validated (fingerprint of "
+                f"{lake.uri(clean_events_prefix(logical_date))} and the clean source tables differs from the one "
+                "validate recorded); re-run validate — nothing was published"
             )
     loaded_at = datetime.now(timezone.utc)
     tz = config.shop.timezone

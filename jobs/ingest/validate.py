@@ -33,6 +33,7 @@ from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import ContractViolation, UpstreamNotReadyError
 from jobs.platform.lake import (
     clean_events_prefix,
+    clean_fingerprint,
     clean_source_prefix,
     has_parquet,
     lake_storage,
@@ -193,7 +194,9 @@ class _Validator:
             )
         self.source = self.context.data_sources.add_or_update_spark(name="lake")
 
-    def run(self, dataset: str, suite, frame: DataFrame, day: date):
+    def run(self, dataset: str, suite, frame: DataFrame, day: date, samples: int = 10):
+        """Run the suite on the frame; ``samples`` failing values are kept per check (0 for a
+        contract with restricted columns: then no row value reaches results or Data Docs)."""
         from great_expectations.checkpoint import UpdateDataDocsAction
 
         try:
@@ -213,7 +216,7 @@ class _Validator:
                 name=f"{dataset}_checkpoint",
                 validation_definitions=[definition],
                 actions=[UpdateDataDocsAction(name="docs", site_names=[SITE])] if self.build_docs else [],
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": samples},
             )
         )
         from great_expectations.core.run_identifier import RunIdentifier
@@ -256,7 +259,9 @@ def summarise(contract: Contract, validation) -> list[dict]:
                 "element_count": details.get("element_count"),
                 "unexpected_count": details.get("unexpected_count"),
                 "observed_value": _observed(details.get("observed_value") if exception is None else exception),
-                "partial_unexpected_list": [str(v) for v in (details.get("partial_unexpected_list") or [])][:10],
+                "partial_unexpected_list": []
+                if contract.restricted_columns  # personal data: counts only, never values
+                else [str(v) for v in (details.get("partial_unexpected_list") or [])][:10],
             }
         )
     return sorted(rows, key=lambda row: row["check_name"])
@@ -287,6 +292,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
     docs_dir = Path(reports.uri("data_docs")) if local_docs else Path(tempfile.mkdtemp(prefix="data-docs-"))
     validator = _Validator(docs_dir, build_docs=config.validation.build_data_docs)
     validated_at = datetime.now(timezone.utc)
+    fingerprint = clean_fingerprint(lake_storage(config), logical_date)  # of exactly what is validated
 
     summary: dict[str, dict] = {}
     failures: list[str] = []
@@ -301,7 +307,8 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
             contract, volume_history(config, dataset, logical_date, rule_days), window.end
         )
         frame = frame.persist()  # GX makes several passes; read the Parquet once
-        validation = validator.run(dataset, build_suite(contract, checks), frame, logical_date)
+        samples = 0 if contract.restricted_columns else 10
+        validation = validator.run(dataset, build_suite(contract, checks), frame, logical_date, samples)
         frame.unpersist()
         rows = summarise(contract, validation)
         reports.write_bytes(
@@ -339,6 +346,7 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
         "dataset": "all",
         "logical_date": logical_date.isoformat(),
         "passed": not failures,
+        "clean_fingerprint": fingerprint,
         "datasets": summary,
         "errors": failures,
         "warnings": warnings,

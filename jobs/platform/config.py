@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -130,6 +130,12 @@ class ValidationConfig(_Section):
     build_data_docs: bool = True
 
 
+class RetentionConfig(_Section):
+    raw_days: int = Field(30, ge=1, description="raw zone: events as received, source extracts")
+    quarantine_days: int = Field(90, ge=1, description="quarantined rows and files")
+    restricted_days: int = Field(400, ge=1, description="personal data in clear (restricted zone)")
+
+
 class CustomersConfig(_Section):
     segments_file: str = Field("config/segments.yaml", description="RFM scoring and lifecycle rules")
     tags_file: str = Field("config/tags.yaml", description="customer tag definitions")
@@ -171,10 +177,21 @@ class PipelineConfig(BaseSettings):
     clean: CleanConfig = CleanConfig()
     validation: ValidationConfig = ValidationConfig()
     customers: CustomersConfig = CustomersConfig()
+    retention: RetentionConfig = RetentionConfig()
     recommender: RecommenderSection = RecommenderSection()
     pii: PiiConfig = PiiConfig()
     airflow: AirflowConfig = AirflowConfig()
     source_file: str | None = None
+
+    @model_validator(mode="after")
+    def _raw_outlives_what_collect_reads(self) -> PipelineConfig:
+        needed = self.collect.lookback_days + self.collect.late_scan_days
+        if self.retention.raw_days <= needed:
+            raise ValueError(
+                f"retention.raw_days ({self.retention.raw_days}) must be more than collect.lookback_days + "
+                f"collect.late_scan_days ({needed}): collect reads raw manifests back that far"
+            )
+        return self
 
     @property
     def tz(self) -> ZoneInfo:
@@ -274,7 +291,8 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown setting '{key}'"
     if error["type"] == "value_error":
-        return f"setting '{key}': {error['msg'].removeprefix('Value error, ')}"
+        message = error["msg"].removeprefix("Value error, ")
+        return f"setting '{key}': {message}" if key else message  # no key: a rule across settings
     return f"setting '{key}': {error['msg']} (got {error.get('input')!r})"
 
 

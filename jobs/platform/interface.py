@@ -27,6 +27,23 @@ EVENT_FIELDS = (
     "price",
 )
 REQUIRED_EVENT_FIELDS = ("event_id", "event_type", "event_ts", "session_id", "anonymous_id", "channel")
+# The source tables and the columns the pipeline reads from each (ARCHITECTURE.md, "Input
+# interface"); more columns may exist and are carried along, fewer is schema drift.
+SOURCE_COLUMNS = {
+    "users": (
+        "user_id", "signup_at", "gender", "birth_year", "region", "city", "email", "phone",
+        "consent_email", "consent_sms", "consent_push", "updated_at",
+    ),
+    "products": ("product_id", "name", "category_l1", "category_l2", "brand", "price", "is_active", "updated_at"),
+    "orders": (
+        "order_id", "user_id", "status", "created_at", "paid_at", "total_amount", "discount_amount",
+        "coupon_code", "channel", "updated_at",
+    ),
+    "order_items": ("order_id", "line_no", "product_id", "quantity", "unit_price", "updated_at"),
+}  # fmt: skip
+# Personal data in clear: these columns live only in the lake's restricted zone; the warehouse
+# holds keyed hashes of them.
+PII_COLUMNS = {"users": ("email", "phone")}
 ORDER_STATUSES = ("created", "paid", "shipped", "completed", "cancelled", "refunded")
 # What counts as a purchase everywhere (spend, RFM, lifecycle, churn, owned items, interest):
 # an order that was paid and neither cancelled nor refunded.

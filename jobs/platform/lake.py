@@ -4,6 +4,7 @@ Zones (keys relative to ``storage.lake_root``)::
 
     raw/events/batch_date=D/<landing key>            files exactly as received, + _manifest.json
     raw/source/<table>/extract_date=D/part-*.parquet  incremental extract, + _manifest.json
+    restricted/raw_source/users/extract_date=D/       the same for tables holding personal data
     clean/events/batch_date=D/event_date=E/           cleaned events (Parquet)
     clean/<table>/extract_date=D/                     cleaned source deltas (Parquet)
     quarantine/<dataset>/batch_date=D/                rejected rows: payload + stage + reason
@@ -17,15 +18,15 @@ A logical date D is a local date in the shop's time zone; its window is
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from jobs.platform.config import PipelineConfig
+from jobs.platform.interface import PII_COLUMNS, SOURCE_COLUMNS
 from jobs.platform.storage import LocalStorage, Storage, open_storage
-
-SOURCE_TABLES = ("users", "products", "orders", "order_items")
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,11 @@ def raw_events_prefix(day: date) -> str:
 
 
 def raw_source_prefix(table: str, day: date) -> str:
-    return f"raw/source/{table}/extract_date={day.isoformat()}/"
+    """Where D's extract of ``table`` lands. Extracts of tables with personal data in clear
+    (``PII_COLUMNS``) land in the restricted zone, so clear email and phone exist in that
+    zone only, under its access rules and retention."""
+    zone = "restricted/raw_source" if table in PII_COLUMNS else "raw/source"
+    return f"{zone}/{table}/extract_date={day.isoformat()}/"
 
 
 def clean_events_prefix(day: date | None = None) -> str:
@@ -118,3 +123,20 @@ def read_json(storage: Storage, key: str) -> dict:
 
 def has_parquet(storage: Storage, prefix: str) -> bool:
     return any(info.key.endswith(".parquet") for info in storage.list(prefix))
+
+
+def clean_fingerprint(storage: Storage, day: date) -> str:
+    """A sha256 over every clean file of batch D (events and each source table): path, size
+    and content. ``validate`` records it and ``load`` recomputes it, so data that changed after
+    validation (a re-run clean, a file touched by hand) is never published as validated."""
+    digest = hashlib.sha256()
+    prefixes = [clean_events_prefix(day), *(clean_source_prefix(table, day) for table in SOURCE_COLUMNS)]
+    for prefix in prefixes:
+        for info in storage.list(prefix):
+            if info.key.rsplit("/", 1)[-1].startswith((".", "_")):  # Spark's markers, not data
+                continue
+            digest.update(f"{info.key}\0{info.size}\0".encode())
+            with storage.open_read(info.key) as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()

@@ -31,6 +31,7 @@ STAGES: dict[str, str] = {
     "clean_events": "jobs.ingest.clean_events:clean_events",
     "validate": "jobs.ingest.validate:validate",
     "load": "jobs.ingest.load:load_warehouse",
+    "retention": "jobs.ingest.retention:enforce_retention",
 }
 # Built on published data by a DAG of their own (marketing_customers, on the warehouse assets);
 # the profile (tags) joins the date's segments and scores.

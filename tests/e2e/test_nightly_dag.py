@@ -103,6 +103,7 @@ def shop(tmp_path_factory) -> Shop:
         # duplicate is seen and nothing is too late: counts must then equal the truth.
         "MKT_COLLECT__LOOKBACK_DAYS": "30",
         "MKT_CLEAN__LATE_WINDOW_DAYS": "30",
+        "MKT_RETENTION__RAW_DAYS": "60",  # raw manifests are read back lookback + late scan days
         "MKT_PII_HASH_KEY": "test-only-key-0123456789abcdef0123",
         "MKT_RECOMMENDER__REGISTRY_ROOT": str(root / "models"),
     }

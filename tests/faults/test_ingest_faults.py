@@ -468,6 +468,7 @@ def test_dirty_day_publishes_and_both_levels_reconcile(dirty_day: Night):
         "clean_events",
         "validate",
         "load",
+        "retention",
     }
     assert run_row(config, D, "load", "warehouse")[0] == "success"
     # files: 2 collected + 4 quarantined + 2 duplicates = 8 found

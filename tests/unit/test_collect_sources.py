@@ -7,6 +7,7 @@ are UTC, the way the shop's database stores them.
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from jobs.platform.errors import ConfigError
+from jobs.platform.errors import ConfigError, EndpointUnavailableError, SchemaDriftError, TransientError
 from jobs.platform.lake import lake_storage, raw_source_prefix, read_json
 
 D1 = date(2026, 10, 1)
@@ -245,11 +246,11 @@ def test_a_missing_table_is_a_one_line_config_error_naming_the_key(shop):
     assert "\n" not in message
 
 
-def test_an_unreachable_sqlite_source_is_a_one_line_config_error_naming_the_key(make_config, tmp_path):
+def test_an_unreachable_sqlite_source_is_a_one_line_transient_error_naming_the_key(make_config, tmp_path):
     from jobs.ingest.collect import collect_sources
 
     config = make_config(source={"url": f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'shop.db'}"})
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(TransientError) as caught:  # Airflow retries it: the disk may come back
         collect_sources(config, D1)
     message = str(caught.value)
     assert message.startswith("source.url:")
@@ -261,9 +262,51 @@ def test_an_unreachable_server_source_is_one_line_and_hides_the_password(make_co
     from jobs.ingest.collect import collect_sources
 
     config = make_config(source={"url": "postgresql+psycopg://shop:s3cret-pw@127.0.0.1:9/shop?connect_timeout=2"})
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(EndpointUnavailableError) as caught:  # a database outage is retried, not a config error
         collect_sources(config, D1)
     message = str(caught.value)
     assert message.startswith("source.url:")
     assert "\n" not in message
     assert "s3cret-pw" not in message
+
+
+@pytest.mark.parametrize(
+    ("table", "ddl", "column"),
+    [
+        ("orders", "alter table orders rename column total_amount to amount_total", "total_amount"),
+        ("users", "alter table users drop column updated_at", "updated_at"),
+    ],
+)
+def test_schema_drift_in_a_source_table_is_one_line_naming_table_and_column(shop, table, ddl, column):
+    from jobs.ingest.collect import collect_sources
+
+    with sa.create_engine(shop.source.url).begin() as conn:
+        conn.exec_driver_sql(ddl)
+    with pytest.raises(SchemaDriftError) as caught:
+        collect_sources(shop, D1)
+    message = str(caught.value)
+    assert message.startswith(f"source table {table}: column {column!r} is missing") and "\n" not in message
+
+
+def test_a_failed_re_extract_leaves_the_previous_extract_whole(shop, monkeypatch):
+    from jobs.ingest import collect
+    from jobs.platform.lake import lake_storage, raw_source_prefix
+
+    collect.collect_sources(shop, D1)
+    lake = lake_storage(shop)
+    prefix = raw_source_prefix("users", D1)
+    before = {info.key: lake.read_bytes(info.key) for info in lake.list(prefix)}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(collect, "_extract_to_parquet", broken)
+    with pytest.raises(OSError):
+        collect.collect_sources(shop, D1)
+    assert {info.key: lake.read_bytes(info.key) for info in lake.list(prefix)} == before
+    monkeypatch.undo()
+    collect.collect_sources(shop, D1)  # a successful retry leaves only its own parts
+    manifest = json.loads(lake.read_bytes(prefix + "_manifest.json"))
+    assert sorted(info.key[len(prefix) :] for info in lake.list(prefix)) == sorted(
+        ["_manifest.json", *manifest["parts"]]
+    )

@@ -85,3 +85,8 @@ def test_printed_configuration_masks_passwords():
     shown = printable(config)
     assert "s3cret-pw" not in str(shown)
     assert shown["warehouse"]["url"] == "postgresql+psycopg://owner:***@db:5432/marketing"
+
+
+def test_raw_retention_must_outlive_what_collect_reads_back():
+    with pytest.raises(ConfigError, match=r"retention.raw_days \(5\) must be more than collect.lookback_days"):
+        load_config(environ={"MKT_RETENTION__RAW_DAYS": "5"})

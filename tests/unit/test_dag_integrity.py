@@ -192,7 +192,15 @@ def test_no_catchup_one_run_at_a_time_tags_docs_and_the_business_date_param(dag)
     assert dag["max_active_runs"] == 1
     assert dag["tags"] and "marketing" in dag["tags"]
     assert "Nightly marketing pipeline" in dag["doc_md"]
-    for task_id in ("collect_events", "collect_sources", "clean_sources", "clean_events", "validate", "load"):
+    for task_id in (
+        "collect_events",
+        "collect_sources",
+        "clean_sources",
+        "clean_events",
+        "validate",
+        "load",
+        "retention",
+    ):
         assert task_id in dag["doc_md"]
     assert dag["params"] == ["business_date"]
 
@@ -217,8 +225,9 @@ def test_task_dependencies_follow_the_data_flow(dag):
         "clean_events": ["clean_sources", "collect_events"],
         "validate": ["clean_events", "clean_sources"],
         "load": ["validate"],
+        "retention": ["load"],  # old partitions go only after the date is published
     }
-    assert dag["tasks"]["load"]["downstream"] == []
+    assert dag["tasks"]["retention"]["downstream"] == []
 
 
 def test_every_collect_precedes_every_clean_which_precede_validate_then_load(dag):
@@ -233,7 +242,8 @@ def test_every_collect_precedes_every_clean_which_precede_validate_then_load(dag
                 todo.extend(tasks[current]["upstream"])
         return seen
 
-    assert ancestors("load") == set(tasks) - {"load"}
+    assert ancestors("load") == set(tasks) - {"load", "retention"}
+    assert ancestors("retention") == set(tasks) - {"retention"}  # deletes old partitions last
     assert ancestors("validate") == {"collect_events", "collect_sources", "clean_sources", "clean_events"}
     for clean in ("clean_sources", "clean_events"):
         assert ancestors(clean) <= {"collect_events", "collect_sources", "clean_sources"}
