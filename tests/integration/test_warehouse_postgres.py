@@ -627,8 +627,8 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     from jobs.platform.stages import run_pipeline
     from jobs.simulator import SimulationSpec, generate, materialize
 
-    # The schema-created cache is per process and keyed by URL only; start from a clean slate.
-    monkeypatch.setattr(jobs.platform.ops, "_READY", set())
+    # The process's engines (schema ensured on first use) are cached; start from a clean slate.
+    monkeypatch.setattr(jobs.platform.ops, "_ENGINES", {})
     role = f"bi_test_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(postgres_url)
     with admin.begin() as conn:
