@@ -19,22 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from jobs.platform import stages
 from jobs.platform.errors import NotValidatedError
 from jobs.simulator import SimulationSpec, generate, materialize
 
 SPEC = SimulationSpec(seed=21, days=10, users=250, products=60)
 DAY = SPEC.start_date + timedelta(days=SPEC.days - 1)
-STAGES = (
-    "collect_events",
-    "collect_sources",
-    "clean_sources",
-    "clean_events",
-    "validate",
-    "load",
-    "segments",
-    "scores",
-    "tags",
-)
+# every stage of the nightly and customers DAGs that writes data (retention only deletes)
+STAGES = tuple(stage for stage in (*stages.STAGES, *stages.CUSTOMER_STAGES) if stage != "retention")
 # Columns that say when something ran, not what it holds.
 RUN_TIME_COLUMNS = {"loaded_at", "recorded_at", "validated_at", "first_used_at", "extracted_at", "collected_at"}
 # Where each stage is killed: (object, attribute), after the original call did its writing.

@@ -167,7 +167,20 @@ def test_next_date_extracts_only_rows_changed_since_watermark_minus_overlap(shop
     assert user_ids(shop, D2) == [4, 5, 6, 7]
     assert datetime.fromisoformat(summary["tables"]["users"]["lower_bound"]) == datetime(2026, 10, 1, 15, 0, tzinfo=UTC)
     assert extracted(shop, "orders", D2).column("order_id").to_pylist() == [100]
-    assert extracted(shop, "products", D2).num_rows == 0  # changed before the overlap
+    # product 10 changed before the overlap, but D2's order line points at it: it comes along
+    assert extracted(shop, "products", D2).column("product_id").to_pylist() == [10]
+
+
+def test_rows_that_changed_rows_point_at_come_along_at_their_current_version(shop):
+    """A backfill runs after parents changed again: an order line of D arrives with its order,
+    the order with its customer, even when those were updated after D."""
+    from jobs.ingest.collect import collect_sources
+
+    with sa.create_engine(shop.source.url).begin() as conn:  # order 100's customer changed after D2
+        conn.exec_driver_sql("update orders set user_id = 8 where order_id = 100")
+    collect_sources(shop, D1)
+    collect_sources(shop, D2)
+    assert user_ids(shop, D2) == [4, 5, 6, 7, 8]  # 8 was updated after D2: here for its order
 
 
 def test_watermark_rows_are_recorded_in_the_warehouse(shop):
