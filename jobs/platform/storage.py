@@ -1,5 +1,14 @@
 """Object storage: a local directory or an S3 bucket/prefix behind one small interface.
 
+Why not ``pyarrow.fs`` (tried, and measured against the S3 API server the tests run, with
+pyarrow 26): a write that fails half-way still publishes the partial object (pyarrow cannot
+abort an upload from Python), so the previous complete object is lost; deleting a prefix
+leaves an empty ``folder/`` marker object behind; its streams silently gunzip ``*.gz`` keys
+unless told not to; streaming reads issue one ranged request per ``read()`` (64 MiB in 1 MiB
+chunks: 2.9 s against 0.07 s with boto3); and it ignores ``HTTP(S)_PROXY``/``NO_PROXY``.
+A hybrid (pyarrow for reads, boto3 for writes and deletes) came out longer than this file.
+So S3 stays on boto3, the local side on the standard library.
+
 Keys are always ``/``-separated and relative to the root (``events/date=2026-01-01/...``).
 Writes are atomic: a local file is written to a temporary name and renamed; an S3 PUT (or a
 multipart upload, completed at the end) is atomic by nature. Large objects are read and written
@@ -17,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from jobs.platform.errors import ConfigError
+from jobs.platform.errors import ConfigError, EndpointUnavailableError, one_line
 
 CHUNK_BYTES = 1 << 20  # streaming copies move 1 MiB at a time
 
@@ -109,11 +118,32 @@ class LocalStorage:
         return count
 
 
+def _reachable(method):
+    """An S3 endpoint that does not answer is a transient error naming it (Airflow retries)."""
+    import functools
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+        try:
+            return method(self, *args, **kwargs)
+        except (BotoConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+            endpoint = self.client.meta.endpoint_url
+            raise EndpointUnavailableError(
+                f"storage {self.root}: S3 endpoint {endpoint} did not answer: {one_line(exc)}"
+            ) from exc
+
+    return call
+
+
 class S3Storage:
     """``s3://bucket/prefix`` through boto3; endpoint configurable for MinIO or a test server."""
 
     def __init__(self, root: str, endpoint_url: str | None = None, region: str = "us-east-1"):
         import boto3
+        from botocore.config import Config
 
         without_scheme = root[len("s3://") :]
         self.bucket, _, prefix = without_scheme.partition("/")
@@ -121,7 +151,8 @@ class S3Storage:
             raise ConfigError(f"S3 root {root!r} has no bucket name")
         self.prefix = prefix.strip("/")
         self.root = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        retries = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=retries)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}".strip("/") if self.prefix else key.strip("/")
@@ -129,6 +160,7 @@ class S3Storage:
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    @_reachable
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -140,16 +172,20 @@ class S3Storage:
             raise
         return True
 
+    @_reachable
     def read_bytes(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
+    @_reachable
     def write_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    @_reachable
     def open_read(self, key: str) -> BinaryIO:
         """The object's body as a stream (botocore's StreamingBody reads in chunks)."""
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
 
+    @_reachable
     def write_file(self, key: str, source: BinaryIO) -> None:
         """Stream ``source`` to ``key`` (multipart above boto3's threshold; the object appears
         only when the upload completes)."""
@@ -166,6 +202,7 @@ class S3Storage:
                 if obj["Key"] == full or obj["Key"].startswith(folder):
                     yield obj
 
+    @_reachable
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(
@@ -173,6 +210,7 @@ class S3Storage:
             key=lambda info: info.key,
         )
 
+    @_reachable
     def delete_prefix(self, prefix: str) -> int:
         keys = [{"Key": obj["Key"]} for obj in self._iter(prefix)]
         for start in range(0, len(keys), 1000):

@@ -8,12 +8,15 @@ shop into ``s3://shop-landing/landing``. The lake is a local temporary directory
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import socket
 import urllib.request
 from datetime import date, timedelta
 
 import pytest
 
+from jobs.platform.errors import EndpointUnavailableError, TransientError
 from jobs.platform.lake import (
     lake_storage,
     landing_hour_prefix,
@@ -43,8 +46,8 @@ def s3_server():
 
 
 @pytest.fixture
-def s3_url(s3_server, monkeypatch):
-    """An empty S3 with the landing bucket; credentials and region only in this test's env."""
+def aws_env(monkeypatch):
+    """Credentials and region only in this test's env; loopback never through a proxy."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -52,6 +55,11 @@ def s3_url(s3_server, monkeypatch):
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def s3_url(s3_server, aws_env):
+    """An empty S3 with the landing bucket."""
     request = urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST")
     urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request).close()
     s3_client(s3_server).create_bucket(Bucket=BUCKET)
@@ -268,6 +276,40 @@ def test_storage_prefix_without_slash_means_that_folder_not_its_siblings(storage
     assert [i.key for i in storage.list("raw/")] == ["raw/d=10/a", "raw/d=1x"]
 
 
+def test_storage_streams_gzip_objects_byte_for_byte(storage):
+    """Landing files are gzip: storage moves their bytes, it never (un)compresses them."""
+    payload = gzip.compress(b"line\n" * 1000)
+    storage.write_file("x/a.jsonl.gz", io.BytesIO(payload))
+    with storage.open_read("x/a.jsonl.gz") as handle:
+        assert handle.read() == payload
+    assert storage.read_bytes("x/a.jsonl.gz") == payload
+
+
+class FailingSource(io.RawIOBase):
+    """Gives some bytes, then fails like a broken upstream connection."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        self.calls += 1
+        if self.calls > 1:
+            raise OSError("injected: source failed half-way")
+        buffer[:4] = b"half"
+        return 4
+
+
+def test_storage_a_failed_write_leaves_the_previous_object(storage):
+    storage.write_bytes("k.bin", b"old")
+    with pytest.raises(OSError, match="injected"):
+        storage.write_file("k.bin", FailingSource())
+    assert storage.read_bytes("k.bin") == b"old"
+    assert storage.list() == [ObjectInfo("k.bin", 3)]
+
+
 def test_s3_storage_never_sees_objects_of_a_sibling_root(s3_url):
     lake = S3Storage(f"s3://{BUCKET}/lake", endpoint_url=s3_url)
     sibling = S3Storage(f"s3://{BUCKET}/lake2", endpoint_url=s3_url)
@@ -276,3 +318,28 @@ def test_s3_storage_never_sees_objects_of_a_sibling_root(s3_url):
     assert lake.list() == [ObjectInfo("a.txt", 1)]
     assert lake.delete_prefix("") == 1
     assert sibling.list() == [ObjectInfo("b.txt", 1)]
+
+
+def closed_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_s3_endpoint_is_a_one_line_transient_error(aws_env):
+    endpoint = f"http://127.0.0.1:{closed_loopback_port()}"
+    storage = S3Storage(f"s3://{BUCKET}/landing", endpoint_url=endpoint)
+    calls = {
+        "list": lambda: storage.list("events/"),
+        "exists": lambda: storage.exists("a.txt"),
+        "read_bytes": lambda: storage.read_bytes("a.txt"),
+        "open_read": lambda: storage.open_read("a.txt"),
+        "write_bytes": lambda: storage.write_bytes("a.txt", b"x"),
+        "delete_prefix": lambda: storage.delete_prefix("events/"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EndpointUnavailableError) as caught:
+            call()
+        assert isinstance(caught.value, TransientError), name
+        message = str(caught.value)
+        assert endpoint in message and "\n" not in message, (name, message)
