@@ -415,7 +415,6 @@ def _previous_watermark(config: PipelineConfig, table: str, logical_date: date) 
             sa.text(f"select max(upper_bound_at) from {target} where table_name = :t and logical_date < :d"),
             {"t": table, "d": logical_date},
         ).scalar_one()
-    engine.dispose()
     if value is None:
         return None
     if isinstance(value, str):
@@ -446,7 +445,6 @@ def _save_watermark(config: PipelineConfig, manifest: dict) -> None:
                 "at": datetime.fromisoformat(manifest["extracted_at"]),
             },
         )
-    engine.dispose()
 
 
 def _naive_utc(ts: datetime) -> datetime:

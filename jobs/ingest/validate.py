@@ -80,7 +80,6 @@ def volume_history(config: PipelineConfig, dataset: str, day: date, days: int) -
             {"ds": dataset, "d": day, "first": day - timedelta(days=days)},
         ).scalars()
         history = [int(value) for value in rows]
-    engine.dispose()
     return history
 
 
@@ -384,7 +383,6 @@ def _record_validation_run(config: PipelineConfig, day: date, record: dict, chec
                 "datasets": record["datasets"],
             },
         )
-    engine.dispose()
 
 
 def _upload_dir(local: Path, storage, prefix: str) -> None:

@@ -25,6 +25,11 @@ def latest_per_key(frame: DataFrame, keys: list[str]) -> tuple[DataFrame, DataFr
     return ranked.where("_rank = 1").drop("_rank"), ranked.where("_rank > 1").drop("_rank")
 
 
+def as_date(value) -> date | None:
+    """A date column's value as a ``date`` (SQLite and some drivers hand back text)."""
+    return value if value is None or isinstance(value, date) else date.fromisoformat(str(value))
+
+
 def published_batches(conn: sa.Connection, schema: str) -> set[date]:
     """Dates whose ``load`` succeeded."""
     rows = conn.execute(
@@ -33,7 +38,7 @@ def published_batches(conn: sa.Connection, schema: str) -> set[date]:
             "where stage = 'load' and dataset = 'warehouse' and status = 'success'"
         )
     ).scalars()
-    return {value if isinstance(value, date) else date.fromisoformat(str(value)) for value in rows}
+    return {as_date(value) for value in rows}
 
 
 def check_no_gap(published: set[date], day: date) -> None:

@@ -38,7 +38,7 @@ from jobs.platform.config import PROJECT_ROOT
 from jobs.platform.errors import ConfigError, ModelGateError
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.publish import Output, publish, snapshot
-from jobs.platform.published import published_events, published_tables
+from jobs.platform.published import as_date, published_events, published_tables
 from jobs.platform.warehouse import to_arrow
 from jobs.recommender.interactions import (
     IdIndex,
@@ -418,10 +418,6 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
-def _as_date(value) -> date | None:
-    return value if value is None or isinstance(value, date) else date.fromisoformat(str(value))
-
-
 def _registry(config):
     from jobs.platform.storage import open_storage
     from models.registry import Registry
@@ -446,7 +442,7 @@ def republish(config, meta: dict) -> dict:
     loaded_at = datetime.now(timezone.utc)
     with warehouse_engine(config).connect() as conn:
         latest = conn.execute(sa.text(f"select max(snapshot_date) from {schema}.mart_recommendations")).scalar_one()
-    day = max(filter(None, [_as_date(latest), date.fromisoformat(meta["snapshot_date"])]))
+    day = max(filter(None, [as_date(latest), date.fromisoformat(meta["snapshot_date"])]))
     outputs = [
         snapshot(name, _arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)))
         for name in PUBLISHED
