@@ -25,10 +25,21 @@ from jobs.simulator import SimulationSpec, generate, materialize
 
 SPEC = SimulationSpec(seed=21, days=10, users=250, products=60)
 DAY = SPEC.start_date + timedelta(days=SPEC.days - 1)
-# every stage of the nightly and customers DAGs that writes data (retention only deletes)
-STAGES = tuple(stage for stage in (*stages.STAGES, *stages.CUSTOMER_STAGES) if stage != "retention")
-# Columns that say when something ran, not what it holds.
-RUN_TIME_COLUMNS = {"loaded_at", "recorded_at", "validated_at", "first_used_at", "extracted_at", "collected_at"}
+# every stage of the three DAGs that writes data (retention only deletes)
+STAGES = tuple(
+    stage for stage in (*stages.STAGES, *stages.CUSTOMER_STAGES, *stages.MODEL_STAGES) if stage != "retention"
+)
+# Columns that say when something ran, not what it holds (a model version is named after the
+# time it was trained).
+RUN_TIME_COLUMNS = {
+    "loaded_at",
+    "recorded_at",
+    "validated_at",
+    "first_used_at",
+    "extracted_at",
+    "collected_at",
+    "model_version",
+}
 # Where each stage is killed: (object, attribute), after the original call did its writing.
 KILL_POINTS = {
     "collect_events": ("jobs.platform.storage:LocalStorage", "write_file"),
@@ -41,6 +52,14 @@ KILL_POINTS = {
     "segments": ("jobs.platform.publish", "record_run"),
     "scores": ("jobs.platform.publish", "record_run"),
     "tags": ("jobs.platform.publish", "record_run"),
+    "recommender": ("jobs.platform.publish", "record_run"),
+}
+# A recommender that trains in seconds on a ten-day shop: one tuning trial, short windows, and
+# a gate every model passes (the gate itself is tested in test_recommender_stage).
+RECOMMENDER_SETTINGS = {
+    "tuning": {"max_trials": 1},
+    "evaluation": {"holdout_days": 3, "validation_days": 3},
+    "gate": {"min_lift_over_popularity": -1.0},
 }
 
 
@@ -73,12 +92,29 @@ def kill_once(monkeypatch, stage: str) -> None:
     monkeypatch.setattr(owner, name, dying)
 
 
+def _recommender_file(root: Path) -> Path:
+    import yaml
+
+    from jobs.recommender.settings import DEFAULT_RECOMMENDER
+
+    path = root / "recommender.yaml"
+    settings = yaml.safe_load(Path(DEFAULT_RECOMMENDER).read_text())
+    for section, values in RECOMMENDER_SETTINGS.items():
+        settings[section].update(values)
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
 def _shop(root: Path, world, monkeypatch):
     from jobs.platform.lake import landing_storage
     from tests.conftest import shop_config
 
     monkeypatch.setenv("MKT_PII_HASH_KEY", "retry-test-key-0123456789abcdef0123456789")
-    config = shop_config(root, spark={"shuffle_partitions": 2})
+    config = shop_config(
+        root,
+        spark={"shuffle_partitions": 2},
+        recommender={"registry_root": str(root / "models"), "config_file": str(_recommender_file(root))},
+    )
     materialize(world, landing_storage(config), config.source.url, DAY, root / "truth")
     return config
 
@@ -124,6 +160,12 @@ def warehouse_digest(config) -> dict[str, str]:
     return digests
 
 
+def _count(config, table: str) -> int:
+    engine = sa.create_engine(config.warehouse.url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"select count(*) from {config.warehouse.schema_name}.{table}")).scalar_one()
+
+
 @pytest.fixture(scope="module")
 def world():
     return generate(SPEC)
@@ -155,6 +197,7 @@ def test_every_stage_killed_mid_write_then_retried_gives_the_undisturbed_outputs
     # the comparison covers real data: every zone and the published tables
     assert {key.split("/")[0] for key in lake} >= {"raw", "clean", "quarantine", "restricted"}
     assert any(key.startswith("clean/events/batch_date=") for key in lake)
+    assert _count(config, "mart_recommendations") > 0 and _count(config, "mart_user_tags") > 0
     assert lake_digest(config) == lake
     differing = {t for t in warehouse if warehouse_digest(config)[t] != warehouse[t]}
     assert not differing, f"warehouse tables differ after retries: {sorted(differing)}"
