@@ -24,6 +24,9 @@ that really contains U+FFFD, validly encoded, is fine); the payload has the bad 
 by U+FFFD and the detail holds the original bytes in base64. Whole files collect could not read
 (``corrupt_gzip``) are quarantined by collect and counted there (``ops`` dataset ``event_files``).
 
+``unknown_product_id``: a product neither extracted up to D nor in D's key set of the source's
+products (``raw/source_keys/products/``, see ``collect.KEY_SETS``).
+
 An empty batch (no files, or every line rejected) still writes its (empty) clean output, so the
 day validates and publishes nothing new instead of failing.
 
@@ -34,6 +37,7 @@ warehouse's behaviour facts).
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import unquote
@@ -52,6 +56,7 @@ from jobs.platform.lake import (
     lake_storage,
     quarantine_prefix,
     raw_events_prefix,
+    raw_keys_prefix,
     read_json,
     run_record_key,
     spark_uri,
@@ -312,6 +317,23 @@ def _landing_key(column: str) -> Column:
     return F.regexp_extract(F.col(column), r"(events/date=.*)$", 1)
 
 
+def _known_products(spark: SparkSession, lake, logical_date: date) -> DataFrame | None:
+    """Products an event of batch D may name: every product extracted up to D, and D's key set
+    of the source's products (which keeps a backfill from losing events on products that
+    changed after D; see ``collect.KEY_SETS``). None when there is no product data at all."""
+    known = []
+    if has_parquet(lake, clean_source_prefix("products")):
+        known.append(
+            spark.read.parquet(spark_uri(lake, clean_source_prefix("products")))
+            .where(F.col("extract_date") <= F.lit(logical_date))
+            .select("product_id")
+        )
+    if has_parquet(lake, raw_keys_prefix("products", logical_date)):
+        keys = spark.read.parquet(spark_uri(lake, raw_keys_prefix("products", logical_date)))
+        known.append(keys.select(F.col("product_id").cast("long").alias("product_id")))
+    return functools.reduce(DataFrame.unionByName, known) if known else None
+
+
 def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     """Clean batch D of raw events into the clean zone and quarantine; reconcile the counts."""
     from jobs.platform.spark import get_spark
@@ -327,13 +349,7 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     paths = [spark_uri(lake, entry["raw_key"]) for entry in manifest["files"]]
     lines = read_raw_lines(spark, paths).withColumn("source_file", _landing_key("source_file"))
 
-    known_products = None
-    if has_parquet(lake, clean_source_prefix("products")):
-        known_products = (
-            spark.read.parquet(spark_uri(lake, clean_source_prefix("products")))
-            .where(F.col("extract_date") <= F.lit(logical_date))
-            .select("product_id")
-        )
+    known_products = _known_products(spark, lake, logical_date)
     window = window_for(logical_date, config.tz)
     classified = classify_events(
         parse_events(lines, config.clean.max_line_bytes),

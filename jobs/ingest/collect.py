@@ -68,6 +68,7 @@ from jobs.platform.lake import (
     landing_storage,
     quarantine_event_files_prefix,
     raw_events_prefix,
+    raw_keys_prefix,
     raw_source_prefix,
     read_json,
     run_record_key,
@@ -473,6 +474,15 @@ REFERENCED_BY = {
 }
 
 
+# Tables whose whole key set is extracted every night besides the changed rows. A product
+# created before D but changed only after it is missing from every extract up to D when D is
+# backfilled (the source keeps no history), and D's events on it would be quarantined as
+# ``unknown_product_id``; with the key set they are kept, as a night-by-night run keeps them.
+# A key set holds the keys at extraction time: in a backfill, products created after D too
+# (the source records no creation time), so an event of D naming one of those is admitted.
+KEY_SETS = {"products": "product_id"}
+
+
 def changed_or_referenced(
     tables: dict[str, sa.Table], name: str, lowers: dict[str, datetime | None], upper: datetime
 ) -> sa.ColumnElement[bool]:
@@ -516,29 +526,42 @@ def collect_sources(config: PipelineConfig, logical_date: date, full_reload: boo
     for table_name, table in tables.items():
         lower = lowers[table_name]
         query = sa.select(table).where(changed_or_referenced(tables, table_name, lowers, upper))
-        prefix = raw_source_prefix(table_name, logical_date)
-        # the earlier extract of D stays whole until this one is: new parts get new names, and
-        # only after the manifest is written are the parts it does not list deleted
-        attempt = uuid.uuid4().hex[:12]
-        rows, parts = _extract_to_parquet(engine, query, lake, prefix, attempt)
-        manifest = {
-            "table": table_name,
-            "logical_date": logical_date.isoformat(),
-            "lower_bound": lower.isoformat() if lower else None,
-            "upper_bound": upper.isoformat(),
-            "full_reload": full_reload or previous[table_name] is None,
-            "row_count": rows,
-            "parts": parts,
-            "extracted_at": datetime.now(UTC).isoformat(),
-        }
-        write_json(lake, prefix + MANIFEST, manifest)
-        for info in lake.list(prefix):
-            if info.key[len(prefix) :] not in (MANIFEST, *parts):
-                lake.delete_prefix(info.key)
+        manifest = _extract(
+            engine,
+            query,
+            lake,
+            raw_source_prefix(table_name, logical_date),
+            table=table_name,
+            logical_date=logical_date.isoformat(),
+            lower_bound=lower.isoformat() if lower else None,
+            upper_bound=upper.isoformat(),
+            full_reload=full_reload or previous[table_name] is None,
+        )
         _save_watermark(config, manifest)
-        summary[table_name] = {"rows": rows, "lower_bound": manifest["lower_bound"]}
+        summary[table_name] = {"rows": manifest["row_count"], "lower_bound": manifest["lower_bound"]}
+    for table_name, key in KEY_SETS.items():
+        if table_name in tables:
+            query = sa.select(tables[table_name].c[key]).order_by(tables[table_name].c[key])
+            manifest = _extract(
+                engine, query, lake, raw_keys_prefix(table_name, logical_date), table=table_name, key=key
+            )
+            summary[table_name]["keys"] = manifest["row_count"]
     engine.dispose()
     return {"logical_date": logical_date.isoformat(), "tables": summary}
+
+
+def _extract(engine: sa.Engine, query: sa.Select, lake: Storage, prefix: str, **facts) -> dict:
+    """Extract ``query`` to Parquet parts under ``prefix`` and write their manifest (``facts``
+    plus rows, parts and time). The earlier extract stays whole until this one is: new parts get
+    new names, and only after the manifest is written are the parts it does not list deleted."""
+    attempt = uuid.uuid4().hex[:12]
+    rows, parts = _extract_to_parquet(engine, query, lake, prefix, attempt)
+    manifest = {**facts, "row_count": rows, "parts": parts, "extracted_at": datetime.now(UTC).isoformat()}
+    write_json(lake, prefix + MANIFEST, manifest)
+    for info in lake.list(prefix):
+        if info.key[len(prefix) :] not in (MANIFEST, *parts):
+            lake.delete_prefix(info.key)
+    return manifest
 
 
 def _extract_to_parquet(

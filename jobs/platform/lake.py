@@ -88,6 +88,11 @@ def raw_source_prefix(table: str, day: date) -> str:
     return f"{zone}/{table}/extract_date={day.isoformat()}/"
 
 
+def raw_keys_prefix(table: str, day: date) -> str:
+    """Where D's key set of ``table`` lands: every key the source holds at extraction time."""
+    return f"raw/source_keys/{table}/extract_date={day.isoformat()}/"
+
+
 def clean_events_prefix(day: date | None = None) -> str:
     return "clean/events/" + (f"batch_date={day.isoformat()}/" if day else "")
 

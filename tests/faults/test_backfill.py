@@ -13,7 +13,14 @@ from tests.faults.test_retries import warehouse_digest
 
 SPEC = SimulationSpec(seed=33, days=12, users=200, products=50)
 NIGHTS = [SPEC.start_date + timedelta(days=SPEC.days - n) for n in (3, 2, 1)]
-PUBLISHED = ("dim_user", "dim_product", "fct_orders", "fct_order_items", "fct_events_daily")
+PUBLISHED = (
+    "dim_user",
+    "dim_product",
+    "fct_orders",
+    "fct_order_items",
+    "fct_events_daily",
+    "ops_quarantine_daily",
+)
 
 
 def _config(root):
@@ -24,7 +31,26 @@ def _config(root):
 
 @pytest.fixture(scope="module")
 def world():
-    return generate(SPEC)
+    """The shop, with the product viewed most on the first backfilled night (and never ordered,
+    so no order line brings it along) repriced on the second: a backfill of the first night
+    finds it in the source only at its later version."""
+    import pandas as pd
+
+    world = generate(SPEC)
+    events = world.events
+    first = events[
+        (events["local_date"] == pd.Timestamp(NIGHTS[0])) & ~events["product_id"].isin(world.order_items["product_id"])
+    ]
+    product = int(first["product_id"].value_counts().index[0])
+    versions = world.product_versions
+    repriced = versions[versions["product_id"] == product].tail(1).copy()
+    repriced["price"] = (repriced["price"] * 0.8).round(2)
+    repriced["updated_at"] = pd.Timestamp(f"{NIGHTS[1]} 12:00", tz="UTC")
+    world.product_versions = pd.concat([versions, repriced], ignore_index=True).sort_values(
+        ["product_id", "updated_at"], kind="stable", ignore_index=True
+    )
+    world.repriced_product = product
+    return world
 
 
 def test_backfilling_past_days_gives_the_warehouse_of_a_straight_run(world, tmp_path, monkeypatch, spark):
@@ -42,3 +68,15 @@ def test_backfilling_past_days_gives_the_warehouse_of_a_straight_run(world, tmp_
         run_pipeline(backfill, night, ["nightly"])
     expected, got = warehouse_digest(straight), warehouse_digest(backfill)
     assert {table for table in PUBLISHED if expected[table] != got[table]} == set()
+    # the repriced product's views of the first night were cleaned, not quarantined as unknown
+    assert _events_of(backfill, world.repriced_product, NIGHTS[0]) > 0
+
+
+def _events_of(config, product_id: int, day) -> int:
+    """Clean events of batch ``day`` on ``product_id``."""
+    import pyarrow.dataset as ds
+
+    from jobs.platform.lake import clean_events_prefix, lake_storage
+
+    clean = ds.dataset(lake_storage(config).uri(clean_events_prefix(day)), format="parquet", partitioning="hive")
+    return clean.count_rows(filter=ds.field("product_id") == product_id)
