@@ -51,11 +51,20 @@ def is_duckdb(conn: sa.Connection | sa.Engine) -> bool:
 
 
 def _docs() -> dict:
-    return yaml.safe_load((SQL_DIR / "schema.yml").read_text())
+    """``schema.yml`` plus one ``schema_<area>.yml`` per area (e.g. activation), merged."""
+    docs: dict = {"tables": {}, "views": {}}
+    for path in [SQL_DIR / "schema.yml", *sorted(SQL_DIR.glob("schema_*.yml"))]:
+        part = yaml.safe_load(path.read_text())
+        for section in ("tables", "views"):
+            clash = set(docs[section]) & set(part.get(section) or {})
+            if clash:
+                raise ConfigError(f"{path.name}: {section} {sorted(clash)} are documented twice")
+            docs[section].update(part.get(section) or {})
+    return docs
 
 
 def schema_docs() -> dict:
-    """Published tables: description, columns, BI access (from sql/warehouse/schema.yml)."""
+    """Published tables: description, columns, BI access (from sql/warehouse/schema*.yml)."""
     return _docs()["tables"]
 
 
