@@ -35,6 +35,7 @@ def make_config(tmp_path: Path):
                 "landing_root": str(tmp_path / "landing"),
                 "lake_root": str(tmp_path / "lake"),
                 "reports_root": str(tmp_path / "reports"),
+                "exports_root": str(tmp_path / "exports"),
                 "state_root": str(tmp_path / "state"),
             },
             "source": {"url": f"sqlite:///{tmp_path / 'source.db'}"},
@@ -55,7 +56,7 @@ def shop_config(root: Path, **sections):
     from jobs.platform.config import load_config
 
     base = {
-        "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "state_root")},
+        "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "exports_root", "state_root")},
         "source": {"url": f"sqlite:///{root / 'source.db'}"},
         "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
         "collect": {"lookback_days": 40},

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jobs.platform.conditions import Condition, check_condition
 from jobs.platform.config import PROJECT_ROOT, load_yaml_model
 from jobs.platform.interface import EVENT_TYPES
 
@@ -91,12 +92,6 @@ FEATURES: dict[str, tuple[str, str, str]] = {
     ),
     "preferred_device": ("events", "string", "Device of most behaviour events"),
 }
-OPS = {
-    "number": {"eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "is_null"},
-    "string": {"eq", "ne", "in", "not_in", "is_null"},
-    "boolean": {"eq", "ne", "is_null"},
-}
-Condition = dict[str, dict[str, Any]]
 
 
 class _Strict(BaseModel):
@@ -104,28 +99,10 @@ class _Strict(BaseModel):
 
 
 def _check_condition(when: Condition, source: str) -> None:
-    for feature, tests in when.items():
-        if feature not in FEATURES:
-            raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
-        feature_source, kind, _ = FEATURES[feature]
-        if feature_source != source:
-            raise ValueError(f"feature {feature!r} belongs to source {feature_source!r}, not {source!r}")
-        if not isinstance(tests, dict) or not tests:
-            raise ValueError(f"{feature}: expected a mapping of operator to value, e.g. {{gte: 1}}")
-        for op, value in tests.items():
-            if op not in OPS[kind]:
-                raise ValueError(f"{feature}: operator {op!r} does not apply to a {kind}; use {sorted(OPS[kind])}")
-            values = value if op in ("in", "not_in") else [value]
-            if op in ("in", "not_in") and not isinstance(value, list):
-                raise ValueError(f"{feature}: {op} needs a list")
-            if op == "is_null":
-                if not isinstance(value, bool):
-                    raise ValueError(f"{feature}: is_null needs true or false")
-                continue
-            expected = {"number": (int, float), "string": (str,), "boolean": (bool,)}[kind]
-            for item in values:
-                if not isinstance(item, expected) or (kind == "number" and isinstance(item, bool)):
-                    raise ValueError(f"{feature}: {item!r} is not a {kind}")
+    for feature in when:
+        if feature in FEATURES and FEATURES[feature][0] != source:
+            raise ValueError(f"feature {feature!r} belongs to source {FEATURES[feature][0]!r}, not {source!r}")
+    check_condition(when, {name: kind for name, (_, kind, _) in FEATURES.items()}, noun="feature")
 
 
 class Rule(_Strict):

@@ -56,11 +56,12 @@ class StorageConfig(_Section):
     landing_root: str = "data/landing"
     lake_root: str = "data/lake"
     reports_root: str = "data/reports"
+    exports_root: str = "data/exports"
     state_root: str = "data/state"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
 
-    @field_validator("landing_root", "lake_root", "reports_root", "state_root")
+    @field_validator("landing_root", "lake_root", "reports_root", "exports_root", "state_root")
     @classmethod
     def _root_scheme(cls, value: str) -> str:
         if "://" in value and not value.startswith(("s3://", "file://")):
@@ -141,6 +142,10 @@ class CustomersConfig(_Section):
     tags_file: str = Field("config/tags.yaml", description="customer tag definitions")
 
 
+class ActivationConfig(_Section):
+    campaigns_file: str = Field("config/campaigns.yaml", description="campaigns, holdouts, caps, association rules")
+
+
 class RecommenderSection(_Section):
     config_file: str = Field("config/recommender.yaml", description="interactions, tuning, evaluation, baselines")
     registry_root: str = Field("data/models", description="model registry: local path or s3://bucket/prefix")
@@ -179,6 +184,7 @@ class PipelineConfig(BaseSettings):
     customers: CustomersConfig = CustomersConfig()
     retention: RetentionConfig = RetentionConfig()
     recommender: RecommenderSection = RecommenderSection()
+    activation: ActivationConfig = ActivationConfig()
     pii: PiiConfig = PiiConfig()
     airflow: AirflowConfig = AirflowConfig()
     source_file: str | None = None
@@ -350,7 +356,7 @@ def load_config(
     storage = config.storage.model_copy(
         update={
             name: _resolve_path(getattr(config.storage, name), base)
-            for name in ("landing_root", "lake_root", "reports_root", "state_root")
+            for name in ("landing_root", "lake_root", "reports_root", "exports_root", "state_root")
         }
     )
     validation = config.validation.model_copy(
@@ -364,6 +370,9 @@ def load_config(
             "storage": storage,
             "validation": validation,
             "customers": customers,
+            "activation": config.activation.model_copy(
+                update={"campaigns_file": _resolve_path(config.activation.campaigns_file, base)}
+            ),
             "recommender": config.recommender.model_copy(
                 update={
                     name: _resolve_path(getattr(config.recommender, name), base)
@@ -379,7 +388,7 @@ def load_config(
 
 def load_yaml_model(path: str | Path, model: type[BaseModel], what: str):
     """Read a YAML settings file (segments, tags, ...) into ``model``. Errors are one line naming
-    the file and the key; list items are shown with their ``name`` (``tags.5(loyalty).rules``)."""
+    the file and the key; list items are shown with their ``id`` or ``name`` (``tags.5(loyalty).rules``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
@@ -396,7 +405,7 @@ def load_yaml_model(path: str | Path, model: type[BaseModel], what: str):
                 node = node[part]
             except (KeyError, IndexError, TypeError):
                 node = None
-            named = isinstance(part, int) and isinstance(node, dict) and node.get("name")
-            parts.append(f"{part}({node['name']})" if named else str(part))
+            named = isinstance(part, int) and isinstance(node, dict) and (node.get("id") or node.get("name"))
+            parts.append(f"{part}({named})" if named else str(part))
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: setting '{'.'.join(parts)}': {message}") from exc

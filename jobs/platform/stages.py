@@ -43,13 +43,19 @@ CUSTOMER_STAGES: dict[str, str] = {
 # The recommender (marketing_recommender, after the customers DAG): evaluation groups by the
 # date's lifecycle stages.
 MODEL_STAGES: dict[str, str] = {"recommender": "jobs.recommender.stage:build_recommender"}
-ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES}
+# Activation (marketing_campaigns, after the customers and recommender DAGs): campaign lists on
+# the date's profile and recommendations.
+CAMPAIGN_STAGES: dict[str, str] = {
+    "allocate": "jobs.activation.allocate:allocate_campaigns",
+}
+ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES, **CAMPAIGN_STAGES}
 STAGE_GROUPS = {
     "collect": ("collect_events", "collect_sources"),
     "clean": ("clean_sources", "clean_events"),
     "nightly": tuple(STAGES),
     "customers": tuple(CUSTOMER_STAGES),
     "models": tuple(MODEL_STAGES),
+    "campaigns": tuple(CAMPAIGN_STAGES),
 }
 
 
@@ -62,7 +68,7 @@ def stage_function(name: str) -> StageFunction:
 
 
 def resolve_stages(names: list[str] | None) -> list[str]:
-    """Expand group names (collect, clean, nightly, customers, models) and check every name; keep
+    """Expand group names (collect, clean, nightly, customers, models, campaigns) and check every name; keep
     pipeline order. No names means the nightly stages."""
     if not names:
         return list(STAGES)

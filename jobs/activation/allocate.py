@@ -1,0 +1,419 @@
+"""Nightly campaign allocation: who gets which campaign on date D, and who is held out.
+
+For each campaign active on D, highest priority first, every step counted in
+``mart_campaign_funnel``:
+
+1. **eligible**: the audience rule over the date's customer profile and derived fields
+   (:func:`audience_frame`);
+2. **suppressed**, first reason wins: no consent for the channel; on the shop's suppression
+   list for the channel (``dim_suppression``); in the **global holdout** (a fixed share of all
+   customers, by its own salt, that no campaign reaches);
+3. **allocated**: at most one campaign per customer and day (a customer already allocated to a
+   higher-priority campaign is ``lost_to_priority``) and at most ``max_contacts_per_7_days``
+   contacts in any 7 days, read from the contact history (``capped``);
+4. **holdout**: ``bucket = int(md5('<id>:v<version>:<user_id>')[:8], 16) mod 10000``; control
+   when ``bucket < holdout_share x 10000``. The same customer stays in the same group night after
+   night, and any SQL engine can recompute it. Control customers count as contacted (for the
+   cap and the priority), so no lower-priority campaign reaches them either.
+
+Published in one transaction: ``mart_campaign_targets`` (both groups, with up to three products
+and the score used), ``mart_campaign_funnel`` and the date's rows of ``fct_campaign_contacts``.
+Re-running D replaces D's rows; earlier dates' contacts are never rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from jobs.activation.campaigns_config import CONSENT_FIELD, Campaign, CampaignsConfig, audience_fields, load_campaigns
+from jobs.platform.conditions import mask
+from jobs.platform.config import PipelineConfig
+from jobs.platform.errors import UpstreamNotReadyError
+from jobs.platform.interface import PURCHASE_STATUSES
+from jobs.platform.ops import warehouse_engine
+from jobs.platform.publish import Output, publish, snapshot
+
+log = logging.getLogger(__name__)
+BUCKETS = 10_000
+MAX_PRODUCTS = 3
+FUNNEL_STEPS = (
+    "eligible",
+    "suppressed_no_consent",
+    "suppressed_list",
+    "suppressed_global_holdout",
+    "lost_to_priority",
+    "capped",
+    "control",
+    "target",
+)
+
+
+def buckets(salt: str, user_ids: np.ndarray | pd.Series) -> np.ndarray:
+    """``int(first 8 hex digits of md5(salt ':' user_id), 16) mod 10000`` per user: the same in
+    DuckDB, PostgreSQL and Spark (``md5`` of the same text)."""
+    return np.fromiter(
+        (int(hashlib.md5(f"{salt}:{int(u)}".encode()).hexdigest()[:8], 16) % BUCKETS for u in user_ids),
+        dtype=np.int64,
+        count=len(user_ids),
+    )
+
+
+def in_share(bucket: np.ndarray, share: float) -> np.ndarray:
+    return bucket < round(share * BUCKETS)
+
+
+def allocate(
+    frame: pd.DataFrame,
+    settings: CampaignsConfig,
+    day: date,
+    kinds: dict[str, str],
+    contacts_last_6_days: pd.Series,
+    suppressed: dict[str, set[int]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Allocate the campaigns active on ``day`` over ``frame`` (one row per customer, the
+    audience fields and ``user_id``). ``contacts_last_6_days``: contacts per user in D-6..D-1;
+    ``suppressed``: user ids on the suppression list per channel. Returns ``(assignments,
+    funnel)``: one row per allocated customer (campaign_id, user_id, arm, bucket) and one row
+    per campaign with the counts of :data:`FUNNEL_STEPS`."""
+    suppressed = suppressed or {}
+    frame = frame.reset_index(drop=True)
+    users = frame["user_id"].to_numpy()
+    in_global = in_share(buckets(settings.global_holdout.salt, users), settings.global_holdout.share)
+    recent = frame["user_id"].map(contacts_last_6_days).fillna(0).to_numpy()
+    at_cap = recent >= settings.max_contacts_per_7_days
+    taken = np.zeros(len(frame), dtype=bool)
+    assignments, funnel = [], []
+    for campaign in settings.active(day):
+        eligible = _audience(frame, campaign, kinds)
+        no_consent = eligible & ~frame[CONSENT_FIELD[campaign.channel]].fillna(False).astype(bool).to_numpy()
+        remaining = eligible & ~no_consent
+        listed = remaining & np.isin(users, list(suppressed.get(campaign.channel, ())))
+        remaining &= ~listed
+        global_holdout = remaining & in_global
+        remaining &= ~global_holdout
+        lost = remaining & taken
+        remaining &= ~taken
+        capped = remaining & at_cap
+        allocated = remaining & ~capped
+        taken |= allocated
+        bucket = buckets(campaign.salt, users[allocated])
+        control = in_share(bucket, settings.holdout_share(campaign))
+        assignments.append(
+            pd.DataFrame(
+                {
+                    "campaign_id": campaign.id,
+                    "user_id": users[allocated],
+                    "arm": np.where(control, "control", "target"),
+                    "bucket": bucket,
+                    "row": np.flatnonzero(allocated),
+                }
+            )
+        )
+        counts = dict(
+            zip(
+                FUNNEL_STEPS,
+                (eligible, no_consent, listed, global_holdout, lost, capped),
+                strict=False,
+            )
+        )
+        funnel.append(
+            {
+                "campaign_id": campaign.id,
+                "campaign_version": campaign.version,
+                "channel": campaign.channel,
+                "priority": campaign.priority,
+                "holdout_share": settings.holdout_share(campaign),
+                **{step: int(values.sum()) for step, values in counts.items()},
+                "control": int(control.sum()),
+                "target": int((~control).sum()),
+            }
+        )
+    columns = ["campaign_id", "user_id", "arm", "bucket", "row"]
+    frames = [a for a in assignments if len(a)]
+    chosen = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return chosen, pd.DataFrame(funnel, columns=["campaign_id", "campaign_version", "channel", "priority",
+                                                  "holdout_share", *FUNNEL_STEPS])  # fmt: skip
+
+
+def _audience(frame: pd.DataFrame, campaign: Campaign, kinds: dict[str, str]) -> np.ndarray:
+    eligible = mask(frame, campaign.audience, kinds)
+    if campaign.audience_any:
+        any_of = pd.Series(False, index=frame.index)
+        for condition in campaign.audience_any:
+            any_of |= mask(frame, condition, kinds)
+        eligible &= any_of
+    return eligible.to_numpy()
+
+
+def reason_codes(frame: pd.DataFrame, campaign: Campaign, kinds: dict[str, str]) -> pd.Series:
+    """Why each row is in the audience: ``field=value`` of the categorical fields the audience
+    names (for ``audience_any``, those of the first alternative that holds); numeric fields are
+    left to the score."""
+
+    def codes(condition: dict) -> pd.Series:
+        fields = [f for f in condition if kinds[f] != "number"]
+        if not fields:
+            return pd.Series(campaign.id, index=frame.index)
+        parts = [f + "=" + frame[f].astype(str) for f in fields]
+        return pd.concat(parts, axis=1).agg(";".join, axis=1) if len(parts) > 1 else parts[0]
+
+    result = codes(campaign.audience) if campaign.audience else pd.Series(campaign.id, index=frame.index)
+    if campaign.audience_any:
+        chosen = pd.Series(None, index=frame.index, dtype=object)
+        for condition in campaign.audience_any:
+            hit = mask(frame, condition, kinds) & chosen.isna()
+            chosen[hit] = codes(condition)[hit]
+        joined = result + ";" + chosen.fillna("")
+        result = joined if campaign.audience else chosen.fillna(campaign.id)
+    return result.str.strip(";")
+
+
+def _frame(conn: sa.Connection, sql: str, **params) -> pd.DataFrame:
+    result = conn.execute(sa.text(sql), params)
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def audience_frame(config: PipelineConfig, conn: sa.Connection, day: date) -> pd.DataFrame:
+    """One row per registered customer on ``day``: the profile, lifecycle dates and the derived
+    audience fields (``campaigns_config.DERIVED_FIELDS``), plus ``cart_products`` (today's carted
+    products, latest first)."""
+    schema = config.warehouse.schema_name
+    frame = _frame(
+        conn,
+        f"select p.*, l.first_order_date, l.days_since_last_order from {schema}.mart_user_profile p "
+        f"left join {schema}.mart_user_lifecycle l on l.snapshot_date = p.snapshot_date and l.user_id = p.user_id "
+        "where p.snapshot_date = :d",
+        d=day,
+    )
+    if frame.empty:
+        raise UpstreamNotReadyError(f"no customer profile for {day}: run the customers stages (segments, scores, tags)")
+    first = pd.to_datetime(frame["first_order_date"])
+    expected = pd.to_datetime(frame["expected_next_order_date"])
+    today = pd.Timestamp(day)
+    frame["days_since_first_order"] = (today - first).dt.days
+    frame["days_until_expected_order"] = (expected - today).dt.days
+    carts = _abandoned_carts(config, conn, day)
+    frame = frame.merge(carts, on="user_id", how="left")
+    frame["abandoned_cart"] = frame["abandoned_cart"].fillna(False).astype(bool)
+    frame["cart_products"] = frame["cart_products"].apply(lambda v: v if isinstance(v, list) else [])
+    return frame
+
+
+def _abandoned_carts(config: PipelineConfig, conn: sa.Connection, day: date) -> pd.DataFrame:
+    """Customers who carted on ``day`` and ordered nothing after their last cart, with the
+    products they carted (latest first). Events are read in Spark; only per-customer results
+    come back."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from jobs.platform.published import published_batches, published_events
+
+    schema = config.warehouse.schema_name
+    events = published_events(config, published_batches(conn, schema), day, 1)
+    carts = events.where(F.col("event_type") == "add_to_cart").where(F.col("product_id").isNotNull())
+    latest = Window.partitionBy("user_id", "product_id").orderBy(F.col("event_at").desc())
+    per_product = carts.withColumn("n", F.row_number().over(latest)).where(F.col("n") == 1)
+    per_user = (
+        per_product.groupBy("user_id")
+        .agg(
+            F.max("event_at").alias("last_cart_at"),
+            F.sort_array(F.collect_list(F.struct(F.col("event_at"), F.col("product_id"))), asc=False).alias("carted"),
+        )
+        .select("user_id", "last_cart_at", F.col("carted.product_id").alias("cart_products"))
+        .toPandas()
+    )
+    columns = ["user_id", "abandoned_cart", "cart_products"]
+    if per_user.empty:
+        return pd.DataFrame(columns=columns)
+    orders = _frame(
+        conn,
+        f"select user_id, max(created_at) as last_order_at from {schema}.fct_orders "
+        "where created_at >= :since group by user_id",
+        since=datetime.combine(day - timedelta(days=2), datetime.min.time(), tzinfo=timezone.utc),
+    )
+    merged = per_user.merge(orders, on="user_id", how="left")
+    last_cart = pd.to_datetime(merged["last_cart_at"], utc=True)
+    last_order = pd.to_datetime(merged["last_order_at"], utc=True)
+    merged["abandoned_cart"] = last_order.isna() | (last_order < last_cart)
+    merged["cart_products"] = merged["cart_products"].apply(lambda items: [int(i) for i in items])
+    return merged[columns]
+
+
+def _latest_on_or_before(conn: sa.Connection, schema: str, table: str, day: date) -> date | None:
+    return conn.execute(
+        sa.text(f"select max(snapshot_date) from {schema}.{table} where snapshot_date <= :d"), {"d": day}
+    ).scalar()
+
+
+def _last_purchase(conn: sa.Connection, schema: str, day: date) -> pd.DataFrame:
+    """The products of every customer's latest purchase up to ``day``."""
+    query = sa.text(
+        f"""with ranked as (
+            select o.user_id, i.product_id, dense_rank() over (
+                partition by o.user_id order by o.created_at desc, o.order_id desc) as n_order
+            from {schema}.fct_orders o join {schema}.fct_order_items i on i.order_id = o.order_id
+            where o.status in :statuses and o.order_date <= :d
+        )
+        select user_id, product_id from ranked where n_order = 1"""
+    ).bindparams(sa.bindparam("statuses", expanding=True))
+    result = conn.execute(query, {"statuses": list(PURCHASE_STATUSES), "d": day})
+    return pd.DataFrame(result.fetchall(), columns=["user_id", "product_id"])
+
+
+def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per source (``cart``, ``recommendations``, ``associations``, ``similar``): a list of
+    active product ids per customer, best first."""
+    active = set(_frame(conn, f"select product_id from {schema}.dim_product where is_active")["product_id"])
+    keep = lambda items: [int(p) for p in items if int(p) in active]  # noqa: E731
+    sources = {"cart": frame.set_index("user_id")["cart_products"].map(keep)}
+
+    recs_day = _latest_on_or_before(conn, schema, "mart_recommendations", day)
+    recs = _frame(
+        conn,
+        f"select user_id, product_id from {schema}.mart_recommendations where snapshot_date = :d and rank <= :n "
+        "order by user_id, rank",
+        d=recs_day,
+        n=2 * MAX_PRODUCTS,
+    )
+    sources["recommendations"] = recs.groupby("user_id")["product_id"].agg(list).map(keep)
+
+    last_bought = _last_purchase(conn, schema, day)
+    rules_day = _latest_on_or_before(conn, schema, "mart_product_associations", day)
+    rules = _frame(
+        conn,
+        f"select antecedent, consequent_product_id, lift from {schema}.mart_product_associations "
+        "where snapshot_date = :d and antecedent_size = 1 order by lift desc, confidence desc",
+        d=rules_day,
+    )
+    rules["antecedent"] = rules["antecedent"].astype("int64") if len(rules) else rules["antecedent"]
+    cross = last_bought.merge(rules, left_on="product_id", right_on="antecedent").sort_values(
+        ["user_id", "lift"], ascending=[True, False], kind="stable"
+    )
+    sources["associations"] = cross.groupby("user_id")["consequent_product_id"].agg(list).map(keep)
+
+    similar_day = _latest_on_or_before(conn, schema, "mart_similar_items", day)
+    similar = _frame(
+        conn,
+        f"select product_id, similar_product_id from {schema}.mart_similar_items where snapshot_date = :d "
+        "order by product_id, rank",
+        d=similar_day,
+    )
+    similar_to = similar.groupby("product_id")["similar_product_id"].agg(list)
+    seed = frame.set_index("user_id")["cart_products"].map(lambda items: items[0] if items else None)
+    seed = seed.fillna(last_bought.drop_duplicates("user_id").set_index("user_id")["product_id"])
+    sources["similar"] = seed.dropna().astype("int64").map(similar_to).dropna().map(keep)
+    return sources
+
+
+def attach_products(user_ids: pd.Series, campaign: Campaign, sources: dict[str, pd.Series]) -> pd.DataFrame:
+    """Up to :data:`MAX_PRODUCTS` distinct products per customer from the campaign's sources,
+    in the campaign's order; columns ``product_id_1..3`` (null where there are fewer)."""
+    picked = [[] for _ in range(len(user_ids))]
+    for source in campaign.products:
+        lists = user_ids.map(sources[source]).tolist()
+        for chosen, items in zip(picked, lists, strict=True):
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if len(chosen) == MAX_PRODUCTS:
+                    break
+                if item not in chosen:
+                    chosen.append(item)
+    columns = {}
+    for n in range(MAX_PRODUCTS):
+        columns[f"product_id_{n + 1}"] = pd.array([p[n] if len(p) > n else None for p in picked], dtype="Int64")
+    return pd.DataFrame(columns)
+
+
+def _suppression_list(conn: sa.Connection, schema: str, day: date) -> dict[str, set[int]]:
+    """User ids on the shop's suppression list by ``day``, per channel (a row for channel
+    ``all`` suppresses every channel)."""
+    rows = _frame(
+        conn,
+        f"select user_id, channel from {schema}.dim_suppression where cast(suppressed_at as date) <= :d",
+        d=day,
+    )
+    everywhere = set(rows.loc[rows["channel"] == "all", "user_id"].astype(int))
+    return {
+        channel: everywhere | set(rows.loc[rows["channel"] == channel, "user_id"].astype(int))
+        for channel in CONSENT_FIELD
+    }
+
+
+def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsConfig | None = None) -> dict:
+    """Allocate D's campaigns and publish targets, funnel and contacts (see the module docstring)."""
+    settings = settings or load_campaigns(
+        config.activation.campaigns_file, config.customers.tags_file, config.customers.segments_file
+    )
+    schema = config.warehouse.schema_name
+    kinds = {name: kind for name, (kind, _) in audience_fields(config.customers.tags_file).items()}
+    with warehouse_engine(config).connect() as conn:
+        frame = audience_frame(config, conn, day)
+        history = _frame(
+            conn,
+            f"select user_id, count(*) as contacts from {schema}.fct_campaign_contacts "
+            "where contact_date between :first and :last group by user_id",
+            first=day - timedelta(days=6),
+            last=day - timedelta(days=1),
+        )
+        suppressed = _suppression_list(conn, schema, day)
+        chosen, funnel = allocate(frame, settings, day, kinds, history.set_index("user_id")["contacts"], suppressed)
+        sources = product_sources(conn, schema, day, frame) if len(chosen) else {}
+    loaded_at = datetime.now(timezone.utc)
+    campaigns = {c.id: c for c in settings.campaigns}
+    targets = []
+    for campaign_id, rows in chosen.groupby("campaign_id", sort=False):
+        campaign = campaigns[campaign_id]
+        picked = frame.iloc[rows["row"].to_numpy()].reset_index(drop=True)
+        part = rows.drop(columns="row").reset_index(drop=True)
+        part["campaign_version"] = campaign.version
+        part["channel"] = campaign.channel
+        part["reason_code"] = reason_codes(picked, campaign, kinds).to_numpy()
+        part = pd.concat([part, attach_products(part["user_id"], campaign, sources)], axis=1)
+        part["score_name"] = campaign.score
+        part["score"] = picked[campaign.score].astype(float).to_numpy() if campaign.score else np.nan
+        targets.append(part)
+    targets = pd.concat(targets, ignore_index=True) if targets else pd.DataFrame()
+    outputs = [
+        snapshot("mart_campaign_targets", _arrow(targets.assign(snapshot_date=day, loaded_at=loaded_at))),
+        snapshot("mart_campaign_funnel", _arrow(funnel.assign(snapshot_date=day, exported=None, loaded_at=loaded_at))),
+        Output(
+            "fct_campaign_contacts", _arrow(_contacts(targets, settings, day, loaded_at)), where="contact_date = :d"
+        ),
+    ]
+    rows = publish(
+        config, day, "allocate", "campaigns", outputs,
+        counts={"input": len(frame), "output": len(targets)},
+        details={"campaigns": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index")},
+    )  # fmt: skip
+    return {"snapshot_date": day.isoformat(), "customers": len(frame), "rows_by_table": rows,
+            "funnel": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index")}  # fmt: skip
+
+
+def _contacts(targets: pd.DataFrame, settings: CampaignsConfig, day: date, loaded_at: datetime) -> pd.DataFrame:
+    if targets.empty:
+        return targets
+    windows = {c.id: settings.window_days(c) for c in settings.campaigns}
+    return pd.DataFrame(
+        {
+            "contact_date": day,
+            "campaign_id": targets["campaign_id"],
+            "user_id": targets["user_id"],
+            "arm": targets["arm"],
+            "campaign_version": targets["campaign_version"],
+            "channel": targets["channel"],
+            "attribution_window_days": targets["campaign_id"].map(windows),
+            "loaded_at": loaded_at,
+        }
+    )
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)

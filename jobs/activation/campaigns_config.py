@@ -1,0 +1,219 @@
+"""``config/campaigns.yaml``: campaign definitions, the global holdout and the contact cap,
+validated on load against the segment and tag definitions they name.
+
+An audience is a condition (:mod:`jobs.platform.conditions`) over :func:`audience_fields`: the
+customer profile of the date (segments, scores, one ``tag_<name>`` per tag of
+``config/tags.yaml``) and a few derived fields of recent behaviour. A bad definition (unknown
+field, tag, segment or value, unknown product source, a duplicated id or priority) is a
+one-line error naming the campaign and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobs.customers.segments_config import load_segments
+from jobs.customers.tags_config import load_tags
+from jobs.platform.conditions import Condition, check_condition
+from jobs.platform.config import PROJECT_ROOT, load_yaml_model
+
+DEFAULT_CAMPAIGNS = PROJECT_ROOT / "config" / "campaigns.yaml"
+CHANNELS = ("email", "sms", "push")
+CONSENT_FIELD = {"email": "has_email_consent", "sms": "has_sms_consent", "push": "has_push_consent"}
+PRODUCT_SOURCES = ("cart", "recommendations", "associations", "similar")
+LIFECYCLE_STAGES = ("prospect", "new", "growing", "loyal", "at_risk", "churned", "reactivated")
+CHURN_RISK_BANDS = ("low", "medium", "high")
+_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+# name -> (kind, description): the profile's columns (mart_user_profile) an audience may use
+PROFILE_FIELDS: dict[str, tuple[str, str]] = {
+    "gender": ("string", "F, M or U"),
+    "age": ("number", "age in years"),
+    "region": ("string", "registered region"),
+    "city": ("string", "registered city"),
+    "has_email_consent": ("boolean", "opted in to e-mail"),
+    "has_sms_consent": ("boolean", "opted in to SMS"),
+    "has_push_consent": ("boolean", "opted in to push"),
+    "lifecycle_stage": ("string", ", ".join(LIFECYCLE_STAGES)),
+    "rfm_group": ("string", "RFM group of config/segments.yaml"),
+    "r_score": ("number", "recency score 1-5"),
+    "f_score": ("number", "frequency score 1-5"),
+    "m_score": ("number", "monetary score 1-5"),
+    "recency_days": ("number", "days since the last purchase"),
+    "frequency": ("number", "purchases in the RFM lookback"),
+    "monetary": ("number", "spend in the RFM lookback"),
+    "churn_risk": ("number", "predicted probability of churning, 0-1"),
+    "churn_risk_band": ("string", ", ".join(CHURN_RISK_BANDS)),
+    "predicted_value_12m": ("number", "predicted spend in the next 12 months"),
+}
+# name -> (kind, description): computed by the allocate stage for the date
+DERIVED_FIELDS: dict[str, tuple[str, str]] = {
+    "days_since_first_order": ("number", "days since the first purchase ever"),
+    "days_since_last_order": ("number", "days since the last order of any status"),
+    "days_until_expected_order": ("number", "days from the date to expected_next_order_date (negative: overdue)"),
+    "abandoned_cart": ("boolean", "carted in the last 24 hours (the date) and no order since the last cart"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Campaign(_Strict):
+    id: str
+    name: str
+    owner: str
+    channel: Literal["email", "sms", "push"]
+    priority: int = Field(ge=1, description="1 is the highest: a customer gets the highest-priority campaign")
+    audience: Condition = {}
+    audience_any: tuple[Condition, ...] = ()  # any of these must hold too
+    holdout_share: float | None = Field(None, ge=0.01, le=0.5)
+    attribution_window_days: int | None = Field(None, ge=1, le=90)
+    active_from: date | None = None
+    active_to: date | None = None
+    products: tuple[Literal["cart", "recommendations", "associations", "similar"], ...] = ()
+    score: str | None = None  # a numeric audience field published as the score used
+    version: int = Field(1, ge=1, description="changing it re-draws the holdout groups")
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("campaign ids are lower_snake_case, start with a letter, at most 40 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _dates(self) -> Campaign:
+        if not self.audience and not self.audience_any:
+            raise ValueError("an audience is needed ('audience' and/or 'audience_any')")
+        if self.active_from and self.active_to and self.active_to < self.active_from:
+            raise ValueError("active_to is before active_from")
+        if len(set(self.products)) != len(self.products):
+            raise ValueError("products: a source is listed twice")
+        return self
+
+    @property
+    def salt(self) -> str:
+        return f"{self.id}:v{self.version}"
+
+    def is_active(self, day: date) -> bool:
+        return (self.active_from is None or self.active_from <= day) and (
+            self.active_to is None or day <= self.active_to
+        )
+
+
+class GlobalHoldout(_Strict):
+    share: float = Field(0.05, ge=0, le=0.5)
+    salt: str = Field("global-holdout:v1", min_length=1)
+
+
+class Defaults(_Strict):
+    holdout_share: float = Field(0.10, ge=0.01, le=0.5)
+    attribution_window_days: int = Field(14, ge=1, le=90)
+
+
+class CampaignsConfig(_Strict):
+    max_contacts_per_7_days: int = Field(2, ge=1)
+    global_holdout: GlobalHoldout = GlobalHoldout()
+    defaults: Defaults = Defaults()
+    associations: dict = {}  # jobs.activation.associations.AssociationSettings
+    campaigns: tuple[Campaign, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> CampaignsConfig:
+        for key, plural in (("id", "ids"), ("priority", "priorities")):
+            values = [getattr(c, key) for c in self.campaigns]
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"campaign {plural} must be unique: {', '.join(repeated)}")
+        return self
+
+    def holdout_share(self, campaign: Campaign) -> float:
+        return campaign.holdout_share if campaign.holdout_share is not None else self.defaults.holdout_share
+
+    def window_days(self, campaign: Campaign) -> int:
+        if campaign.attribution_window_days is not None:
+            return campaign.attribution_window_days
+        return self.defaults.attribution_window_days
+
+    def active(self, day: date) -> list[Campaign]:
+        """Campaigns active on ``day``, highest priority first."""
+        return sorted((c for c in self.campaigns if c.is_active(day)), key=lambda c: c.priority)
+
+
+def audience_fields(tags_file: str | Path | None = None) -> dict[str, tuple[str, str]]:
+    """Every field an audience may use: (kind, description), tag columns included."""
+    fields = {**PROFILE_FIELDS, **DERIVED_FIELDS}
+    for tag in load_tags(tags_file).tags:
+        fields[f"tag_{tag.name}"] = ("list" if tag.kind == "top_n" else "string", tag.description)
+    return fields
+
+
+def _allowed_values(tags_file: str | Path | None, segments_file: str | Path | None) -> dict[str, set[str]]:
+    allowed = {
+        "lifecycle_stage": set(LIFECYCLE_STAGES),
+        "churn_risk_band": set(CHURN_RISK_BANDS),
+        "rfm_group": {group.name for group in load_segments(segments_file).rfm.groups},
+    }
+    for tag in load_tags(tags_file).tags:
+        values = {rule.value for rule in tag.rules} | {tier.value for tier in tag.tiers}
+        if tag.default:
+            values.add(tag.default)
+        if values:  # attribute and top_n tags take the data's values
+            allowed[f"tag_{tag.name}"] = values
+    return allowed
+
+
+def load_campaigns(
+    path: str | Path | None = None, tags_file: str | Path | None = None, segments_file: str | Path | None = None
+) -> CampaignsConfig:
+    """Read and check ``config/campaigns.yaml``; audiences are checked against the fields, tags
+    and segments the pipeline publishes."""
+    from jobs.platform.errors import ConfigError
+
+    path = Path(path or DEFAULT_CAMPAIGNS)
+    config = load_yaml_model(path, CampaignsConfig, "campaigns")
+    fields = audience_fields(tags_file)
+    kinds = {name: kind for name, (kind, _) in fields.items()}
+    allowed = _allowed_values(tags_file, segments_file)
+    for index, campaign in enumerate(config.campaigns):
+        where = f"{path}: setting 'campaigns.{index}({campaign.id})"
+        for key, condition in [("audience", campaign.audience)] + [
+            (f"audience_any.{n}", c) for n, c in enumerate(campaign.audience_any)
+        ]:
+            try:
+                check_condition(condition, kinds, allowed)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.{key}': {exc}") from None
+        if campaign.score is not None and kinds.get(campaign.score) != "number":
+            raise ConfigError(f"{where}.score': {campaign.score!r} is not a numeric audience field")
+    if config.associations:
+        from jobs.activation.associations import load_association_settings
+
+        try:
+            load_association_settings(config.associations)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: setting 'associations': {' '.join(str(exc).split())}") from None
+    return config
+
+
+def describe_campaigns(config: CampaignsConfig, tags_file: str | Path | None = None) -> str:
+    """The audience fields, then the campaigns: what ``marketing campaigns`` prints."""
+    lines = ["audience fields:"]
+    lines += [f"  {name:<28} {kind:<8} {text}" for name, (kind, text) in audience_fields(tags_file).items()]
+    lines.append(
+        f"campaigns ({len(config.campaigns)}; at most {config.max_contacts_per_7_days} contacts per customer"
+        f" in 7 days; global holdout {config.global_holdout.share:.0%}):"
+    )
+    for c in sorted(config.campaigns, key=lambda c: c.priority):
+        lines.append(
+            f"  {c.priority:>2} {c.id:<26} {c.channel:<5} holdout {config.holdout_share(c):.0%},"
+            f" window {config.window_days(c)} d, products {', '.join(c.products) or '-'}: {c.name}"
+        )
+    return "\n".join(lines)
