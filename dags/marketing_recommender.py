@@ -18,12 +18,16 @@ Asset), for that business date, from published data only (`config/recommender.ya
    popularity fallback) and **`mart_similar_items`**; the version is registered (`marketing models list`)
    and can be promoted or rolled back by command.
 
+Whatever the gate decided (published, refused or skipped), the final **`finished`** task announces the
+date on the `marketing_recommender_finished` Asset, so the campaigns DAG runs every night with the
+lists that are live.
+
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.platform.config import load_config
@@ -42,6 +46,9 @@ MODEL_ASSETS = [
     Asset(asset_uri(CONFIG, table), group="marketing_models")
     for table in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
 ]
+FINISHED = Asset(
+    name="marketing_recommender_finished", uri="marketing://recommender/finished", group="marketing_models"
+)
 
 
 @dag(
@@ -63,7 +70,12 @@ def marketing_recommender():
             raise AirflowSkipException(f"recommender {day}: {summary['reason']}")
         return announce(MODEL_ASSETS, summary)
 
-    recommender()
+    @task(outlets=[FINISHED], trigger_rule=TriggerRule.ALL_DONE)
+    def finished() -> dict:
+        day = business_date_from_assets(get_current_context(), CONFIG.shop.timezone)
+        return announce([FINISHED], {"business_date": day.isoformat()})
+
+    recommender() >> finished()
 
 
 marketing_recommender()

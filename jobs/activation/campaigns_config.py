@@ -28,6 +28,7 @@ CONSENT_FIELD = {"email": "has_email_consent", "sms": "has_sms_consent", "push":
 PRODUCT_SOURCES = ("cart", "recommendations", "associations", "similar")
 LIFECYCLE_STAGES = ("prospect", "new", "growing", "loyal", "at_risk", "churned", "reactivated")
 CHURN_RISK_BANDS = ("low", "medium", "high")
+PROGRAMME = "programme"  # campaign_id of the global holdout's results
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 # name -> (kind, description): the profile's columns (mart_user_profile) an audience may use
@@ -86,6 +87,8 @@ class Campaign(_Strict):
     def _identifier(cls, value: str) -> str:
         if not _ID.match(value):
             raise ValueError("campaign ids are lower_snake_case, start with a letter, at most 40 characters")
+        if value == PROGRAMME:
+            raise ValueError(f"{PROGRAMME!r} names the whole programme in the results; choose another id")
         return value
 
     @model_validator(mode="after")
@@ -118,10 +121,19 @@ class Defaults(_Strict):
     attribution_window_days: int = Field(14, ge=1, le=90)
 
 
+class Measurement(_Strict):
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the intervals")
+    winsorize_percentile: float = Field(99.9, gt=50, le=100, description="cap revenue per customer here")
+    pre_period_days: int = Field(30, ge=1, description="CUPED covariate: revenue in these days before contact")
+    srm_p_threshold: float = Field(0.001, gt=0, lt=0.5, description="sample-ratio mismatch below this p-value")
+    programme_window_days: int = Field(28, ge=1, description="global holdout: revenue over these days")
+
+
 class CampaignsConfig(_Strict):
     max_contacts_per_7_days: int = Field(2, ge=1)
     global_holdout: GlobalHoldout = GlobalHoldout()
     defaults: Defaults = Defaults()
+    measurement: Measurement = Measurement()
     associations: dict = {}  # jobs.activation.associations.AssociationSettings
     campaigns: tuple[Campaign, ...]
 

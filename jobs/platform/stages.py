@@ -46,7 +46,9 @@ MODEL_STAGES: dict[str, str] = {"recommender": "jobs.recommender.stage:build_rec
 # Activation (marketing_campaigns, after the customers and recommender DAGs): campaign lists on
 # the date's profile and recommendations.
 CAMPAIGN_STAGES: dict[str, str] = {
+    "associations": "jobs.activation.associations:build_associations",
     "allocate": "jobs.activation.allocate:allocate_campaigns",
+    "export": "jobs.activation.export:export_campaigns",
 }
 ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES, **CAMPAIGN_STAGES}
 STAGE_GROUPS = {

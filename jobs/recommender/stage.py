@@ -21,9 +21,7 @@ publish, for a logical date D, from published data only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import subprocess
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
@@ -34,9 +32,9 @@ import sqlalchemy as sa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.platform.config import PROJECT_ROOT
 from jobs.platform.errors import ConfigError, ModelGateError
 from jobs.platform.interface import PURCHASE_STATUSES
+from jobs.platform.provenance import code_version
 from jobs.platform.publish import Output, publish, snapshot
 from jobs.platform.published import as_date, published_events, published_tables
 from jobs.platform.warehouse import to_arrow
@@ -53,24 +51,6 @@ from models.recommenders import AlsRecommender, top_n
 log = logging.getLogger(__name__)
 MODEL = "recommender"
 PUBLISHED = ("mart_recommendations", "mart_similar_items")
-
-
-def code_version() -> str:
-    """The git commit when there is one, else a hash of the learning code."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        digest = hashlib.sha256()
-        for path in sorted([*(PROJECT_ROOT / "models").glob("*.py"), *(PROJECT_ROOT / "jobs").glob("*.py")]):
-            digest.update(path.read_bytes())
-        return "src-" + digest.hexdigest()[:12]
 
 
 def gate(candidate: dict, production: dict | None, settings: RecommenderConfig, k: int) -> tuple[bool, str]:

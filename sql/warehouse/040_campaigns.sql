@@ -54,3 +54,33 @@ create table if not exists {schema}.fct_campaign_contacts (
 create or replace view {schema}.v_campaign_targets_latest as
 select * from {schema}.mart_campaign_targets
 where snapshot_date = (select max(snapshot_date) from {schema}.mart_campaign_targets);
+
+create table if not exists {schema}.mart_campaign_results (
+    campaign_id             varchar not null,
+    cohort_date             date not null,
+    metric                  varchar not null,
+    adjustment              varchar not null,
+    window_days             integer not null,
+    window_end_date         date not null,
+    n_target                bigint not null,
+    n_control               bigint not null,
+    mean_target             double precision,
+    mean_control            double precision,
+    abs_lift                double precision,
+    abs_ci_low              double precision,
+    abs_ci_high             double precision,
+    rel_lift                double precision,
+    rel_ci_low              double precision,
+    rel_ci_high             double precision,
+    p_value                 double precision,
+    incremental_value       double precision,
+    incremental_ci_low      double precision,
+    incremental_ci_high     double precision,
+    srm_p_value             double precision,
+    is_srm_mismatch         boolean not null,
+    is_valid                boolean not null,
+    note                    varchar,
+    measured_on             date not null,
+    loaded_at               timestamptz not null,
+    primary key (campaign_id, cohort_date, metric, adjustment)
+);

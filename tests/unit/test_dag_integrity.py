@@ -65,6 +65,7 @@ DESCRIBE = textwrap.dedent(
                     "upstream": sorted(t.upstream_task_ids),
                     "downstream": sorted(t.downstream_task_ids),
                     "retries": t.retries,
+                    "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
                     "retry_exponential_backoff": bool(t.retry_exponential_backoff),
                     "retry_delay_s": t.retry_delay.total_seconds() if t.retry_delay else None,
                     "max_retry_delay_s": t.max_retry_delay.total_seconds() if t.max_retry_delay else None,
@@ -152,12 +153,32 @@ def test_the_recommender_dag_runs_on_published_lifecycle_stages(tmp_path_factory
     assert recommender["cycle_error"] is None and recommender["serialization_error"] is None
     assert recommender["timetable_class"] == "AssetTriggeredTimetable"
     assert recommender["catchup"] is False and recommender["params"] == ["business_date"]
-    (task,) = recommender["tasks"].values()
+    assert set(recommender["tasks"]) == {"recommender", "finished"}
+    task = recommender["tasks"]["recommender"]
     assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"]
     assert {o["uri"] for o in task["outlets"]} == {
         asset_uri(config, t) for t in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
     }
     assert "A refused model fails this task" in recommender["doc_md"]
+    # whatever the gate said, the date is announced for the campaigns DAG
+    finished = recommender["tasks"]["finished"]
+    assert finished["upstream"] == ["recommender"] and finished["trigger_rule"] == "all_done"
+    assert [o["uri"] for o in finished["outlets"]] == ["marketing://recommender/finished"]
+
+
+def test_the_campaigns_dag_runs_on_the_profile_and_the_finished_recommender(tmp_path_factory):
+    config = load_config(environ={})
+    campaigns = _describe(tmp_path_factory, "marketing_campaigns")["dag"]
+    assert campaigns["cycle_error"] is None and campaigns["serialization_error"] is None
+    assert campaigns["timetable_class"] == "AssetTriggeredTimetable"
+    assert campaigns["catchup"] is False and campaigns["params"] == ["business_date"]
+    tasks = campaigns["tasks"]
+    assert tasks["allocate"]["upstream"] == ["associations"] and tasks["export"]["upstream"] == ["allocate"]
+    assert {o["uri"] for o in tasks["allocate"]["outlets"]} == {
+        asset_uri(config, t) for t in ("mart_campaign_targets", "mart_campaign_funnel", "fct_campaign_contacts")
+    }
+    for task in tasks.values():
+        assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +189,7 @@ def dag(described):
 
 def test_the_dag_folder_imports_without_errors(described):
     assert described["import_errors"] == {}
-    assert described["dag_ids"] == ["marketing_customers", DAG_ID, "marketing_recommender"]
+    assert described["dag_ids"] == ["marketing_campaigns", "marketing_customers", DAG_ID, "marketing_recommender"]
 
 
 def test_the_dag_has_no_cycles_and_serialises_for_the_scheduler(dag):
