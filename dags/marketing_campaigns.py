@@ -10,7 +10,9 @@ used), for that business date, from published data only (`config/campaigns.yaml`
    one campaign per customer and day by priority, the 7-day contact cap, and the deterministic holdout
    split → **`mart_campaign_targets`**, **`mart_campaign_funnel`**, **`fct_campaign_contacts`**;
 3. **export** – the target group of each campaign as CSV and Parquet with a manifest, contact fields for
-   consented customers only, to `storage.exports_root`.
+   consented customers only, to `storage.exports_root`;
+4. **measure** – target vs control for every cohort whose attribution window closed (lift with intervals,
+   CUPED, sample-ratio check) and the global holdout → **`mart_campaign_results`**.
 
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 """
@@ -40,6 +42,8 @@ CAMPAIGN_ASSETS = [
     for table in ("mart_campaign_targets", "mart_campaign_funnel", "fct_campaign_contacts")
 ]
 
+RESULT_ASSETS = [Asset(asset_uri(CONFIG, "mart_campaign_results"), group="marketing_campaigns")]
+
 
 def _run(stage: str) -> dict:
     days = business_dates_from_assets(get_current_context(), CONFIG.shop.timezone)
@@ -67,7 +71,12 @@ def marketing_campaigns():
     def export() -> dict:
         return _run("export")
 
+    @task(outlets=RESULT_ASSETS)
+    def measure() -> dict:
+        return announce(RESULT_ASSETS, _run("measure"))
+
     associations() >> allocate() >> export()
+    measure()
 
 
 marketing_campaigns()

@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run nightly stages for a date or a date range, without Airflow",
         description="Run the stages in order for each logical date: collect, clean, validate, load "
-        "(the nightly DAG), then segments, scores, tags (the customers DAG); the recommender (its own DAG) "
-        "only when asked for with --stage recommender (or models).",
+        "(the nightly DAG), then segments, scores, tags (the customers DAG); the recommender and the "
+        "campaigns (their own DAGs) only when asked for with --stage recommender (or models) and "
+        "--stage campaigns.",
     )
     run.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD (first date of a range)")
     run.add_argument("--to", type=_date, help="last logical date of a range (inclusive), processed in order")
@@ -105,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
-        "validate, load, segments, scores, tags, recommender, or the groups collect / clean / nightly / "
-        "customers / models (default: nightly and customers)",
+        "validate, load, segments, scores, tags, recommender, associations, allocate, export, measure, or the "
+        "groups collect / clean / nightly / customers / models / campaigns (default: nightly and customers)",
     )
     run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
 
@@ -178,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the tag definitions (config/tags.yaml by default) and print every source's features "
         "with their meaning, then the configured tags. Exit status 2 with a one-line error for a bad definition.",
     )
+    sub.add_parser(
+        "campaigns",
+        help="check activation.campaigns_file and list the campaigns and the fields an audience may use",
+        description="Validate the campaign definitions (config/campaigns.yaml by default) against the segments and "
+        "tags they name, and print the audience fields, then the campaigns by priority. Exit status 2 with a "
+        "one-line error naming the campaign and the key for a bad definition.",
+    )
     return parser
 
 
@@ -209,6 +217,14 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         from jobs.customers.tags_config import describe_tags, load_tags
 
         print(describe_tags(load_tags(config.customers.tags_file)))
+        return 0
+    if args.command == "campaigns":
+        from jobs.activation.campaigns_config import describe_campaigns, load_campaigns
+
+        settings = load_campaigns(
+            config.activation.campaigns_file, config.customers.tags_file, config.customers.segments_file
+        )
+        print(describe_campaigns(settings, config.customers.tags_file))
         return 0
     if args.command == "simulate":
         from jobs.simulator import SimulationSpec, simulate

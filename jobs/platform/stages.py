@@ -49,6 +49,7 @@ CAMPAIGN_STAGES: dict[str, str] = {
     "associations": "jobs.activation.associations:build_associations",
     "allocate": "jobs.activation.allocate:allocate_campaigns",
     "export": "jobs.activation.export:export_campaigns",
+    "measure": "jobs.activation.measure:measure_campaigns",
 }
 ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES, **CAMPAIGN_STAGES}
 STAGE_GROUPS = {

@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "airflow",
     "config",
     "tags",
+    "campaigns",
 )
 
 
@@ -85,6 +86,7 @@ def test_top_level_help_lists_every_subcommand_and_the_configuration(tmp_path):
         ("airflow", ["airflow", "dags test"]),
         ("config", ["configuration"]),
         ("tags", ["tags.yaml", "features", "one-line error"]),
+        ("campaigns", ["campaigns.yaml", "audience fields", "one-line error"]),
         (
             "evaluate-recommender",
             ["--interactions", "--train", "--protocol", "temporal", "--test-ratio", "--seed", "--k", "--out-dir"],
@@ -206,3 +208,17 @@ def test_tags_lists_features_and_tags_and_rejects_a_bad_definition_in_one_line(t
     )
     proc = marketing("tags", cwd=tmp_path, MKT_CUSTOMERS__TAGS_FILE=str(bad))
     assert_one_line_error(proc, str(bad), "tags.0(vip)", "unknown feature 'spend'")
+
+
+def test_campaigns_lists_fields_and_campaigns_and_rejects_a_bad_definition_in_one_line(tmp_path):
+    proc = marketing("campaigns", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "abandoned_cart" in proc.stdout and "tag_spending_power" in proc.stdout
+    assert "winback_high_value" in proc.stdout and "holdout 10%" in proc.stdout
+    bad = tmp_path / "campaigns.yaml"
+    bad.write_text(
+        "campaigns:\n  - {id: vip, name: V, owner: o, channel: email, priority: 1,\n"
+        "     audience: {rfm_group: {eq: Champs}}}\n"
+    )
+    proc = marketing("campaigns", cwd=tmp_path, MKT_ACTIVATION__CAMPAIGNS_FILE=str(bad))
+    assert_one_line_error(proc, str(bad), "campaigns.0(vip).audience", "unknown value 'Champs'")
