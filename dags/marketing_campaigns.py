@@ -12,7 +12,9 @@ used), for that business date, from published data only (`config/campaigns.yaml`
 3. **export** – the target group of each campaign as CSV and Parquet with a manifest, contact fields for
    consented customers only, to `storage.exports_root`;
 4. **measure** – target vs control for every cohort whose attribution window closed (lift with intervals,
-   CUPED, sample-ratio check) and the global holdout → **`mart_campaign_results`**.
+   CUPED, sample-ratio check) and the global holdout → **`mart_campaign_results`**;
+5. **kpis** – the shop's daily KPIs and traffic by source → **`mart_kpi_daily`**, **`mart_traffic_daily`**
+   (changes day over day and week over week in the view `v_kpi_daily`).
 
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 """
@@ -42,6 +44,9 @@ CAMPAIGN_ASSETS = [
     for table in ("mart_campaign_targets", "mart_campaign_funnel", "fct_campaign_contacts")
 ]
 
+KPI_ASSETS = [
+    Asset(asset_uri(CONFIG, table), group="marketing_campaigns") for table in ("mart_kpi_daily", "mart_traffic_daily")
+]
 RESULT_ASSETS = [Asset(asset_uri(CONFIG, "mart_campaign_results"), group="marketing_campaigns")]
 
 
@@ -75,8 +80,13 @@ def marketing_campaigns():
     def measure() -> dict:
         return announce(RESULT_ASSETS, _run("measure"))
 
+    @task(outlets=KPI_ASSETS)
+    def kpis() -> dict:
+        return announce(KPI_ASSETS, _run("kpis"))
+
     associations() >> allocate() >> export()
     measure()
+    kpis()
 
 
 marketing_campaigns()

@@ -50,6 +50,7 @@ CAMPAIGN_STAGES: dict[str, str] = {
     "allocate": "jobs.activation.allocate:allocate_campaigns",
     "export": "jobs.activation.export:export_campaigns",
     "measure": "jobs.activation.measure:measure_campaigns",
+    "kpis": "jobs.activation.kpis:build_kpis",
 }
 ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES, **CAMPAIGN_STAGES}
 STAGE_GROUPS = {
