@@ -288,7 +288,7 @@ def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataF
     rules_day = _latest_on_or_before(conn, schema, "mart_product_associations", day)
     rules = _frame(
         conn,
-        f"select antecedent, consequent_product_id, lift from {schema}.mart_product_associations "
+        f"select antecedent_product_ids as antecedent, consequent_product_id, lift from {schema}.mart_product_associations "
         "where snapshot_date = :d and antecedent_size = 1 order by lift desc, confidence desc",
         d=rules_day,
     )

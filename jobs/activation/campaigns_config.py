@@ -21,6 +21,7 @@ from jobs.customers.segments_config import load_segments
 from jobs.customers.tags_config import load_tags
 from jobs.platform.conditions import Condition, check_condition
 from jobs.platform.config import PROJECT_ROOT, load_yaml_model
+from jobs.platform.interface import ORDER_STATUSES, PURCHASE_STATUSES
 
 DEFAULT_CAMPAIGNS = PROJECT_ROOT / "config" / "campaigns.yaml"
 CHANNELS = ("email", "sms", "push")
@@ -129,12 +130,39 @@ class Measurement(_Strict):
     programme_window_days: int = Field(28, ge=1, description="global holdout: revenue over these days")
 
 
+class AssociationSettings(BaseModel):
+    """How baskets are formed and which rules are kept (``associations:`` in config/campaigns.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lookback_days: int = Field(365, ge=1)  # baskets: purchases placed in (D - lookback_days, D]
+    # Retail baskets are sparse: a useful pair is in well under 1% of baskets (Spark's default is 0.3).
+    min_support: float = Field(0.001, gt=0, lt=1)
+    min_confidence: float = Field(0.05, ge=0, le=1)
+    min_lift: float = Field(1.0, ge=0)  # kept only above: 1 is "no better than chance"
+    max_antecedent_items: int = Field(2, ge=1)
+    max_rules: int = Field(5000, ge=1)
+    min_basket_items: int = Field(2, ge=1)
+    # A rule seen in a single basket is an anecdote; on a small shop min_support alone would let
+    # every subset of every basket become frequent (exponential in the basket's size).
+    min_rule_baskets: int = Field(2, ge=1)
+    statuses: tuple[str, ...] = PURCHASE_STATUSES  # which orders are baskets: purchases
+
+    @field_validator("statuses")
+    @classmethod
+    def _known_statuses(cls, statuses: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in statuses if s not in ORDER_STATUSES]
+        if unknown or not statuses:
+            raise ValueError(f"give one or more order statuses of {list(ORDER_STATUSES)}; unknown: {unknown}")
+        return statuses
+
+
 class CampaignsConfig(_Strict):
     max_contacts_per_7_days: int = Field(2, ge=1)
     global_holdout: GlobalHoldout = GlobalHoldout()
     defaults: Defaults = Defaults()
     measurement: Measurement = Measurement()
-    associations: dict = {}  # jobs.activation.associations.AssociationSettings
+    associations: AssociationSettings = AssociationSettings()  # cross-sell rules (activation/associations)
     campaigns: tuple[Campaign, ...]
 
     @model_validator(mode="after")
@@ -205,13 +233,6 @@ def load_campaigns(
                 raise ConfigError(f"{where}.{key}': {exc}") from None
         if campaign.score is not None and kinds.get(campaign.score) != "number":
             raise ConfigError(f"{where}.score': {campaign.score!r} is not a numeric audience field")
-    if config.associations:
-        from jobs.activation.associations import load_association_settings
-
-        try:
-            load_association_settings(config.associations)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: setting 'associations': {' '.join(str(exc).split())}") from None
     return config
 
 
