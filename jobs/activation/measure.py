@@ -146,8 +146,9 @@ def measure_campaigns(config: PipelineConfig, as_of: date, settings: CampaignsCo
             d=as_of,
         )
         if len(cohorts):
-            cohorts["contact_date"] = pd.to_datetime(cohorts["contact_date"]).dt.date
-            closed = cohorts["contact_date"] + pd.to_timedelta(cohorts["window_days"], unit="D") <= pd.Timestamp(as_of)
+            contacted = pd.to_datetime(cohorts["contact_date"])
+            closed = contacted + pd.to_timedelta(cohorts["window_days"], unit="D") <= pd.Timestamp(as_of)
+            cohorts["contact_date"] = contacted.dt.date
             measured = set(zip(done["campaign_id"], pd.to_datetime(done["cohort_date"]).dt.date, strict=True))
             todo = cohorts[closed.to_numpy()]
             todo = todo[[key not in measured for key in zip(todo["campaign_id"], todo["contact_date"], strict=True)]]
