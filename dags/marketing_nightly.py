@@ -4,7 +4,7 @@
 Every night, for the shop-local business date D that just ended:
 
 1. **collect_events** – copy D's landing event files (and late files of earlier days) to the raw zone, with a manifest.
-2. **collect_sources** – extract users, products, orders and order items changed since the last watermark.
+2. **collect_sources** – extract users, products, orders, order items and suppressions changed since the last watermark.
 3. **clean_sources** / **clean_events** – parse, normalise, deduplicate, flag bots; bad rows go to quarantine
    with a reason. Counts must reconcile: input = clean + quarantined + duplicates.
 4. **validate** – run the Great Expectations suites generated from `data_contracts/`. An error-level failure

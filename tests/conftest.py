@@ -56,7 +56,10 @@ def shop_config(root: Path, **sections):
     from jobs.platform.config import load_config
 
     base = {
-        "storage": {name: str(root / name) for name in ("landing_root", "lake_root", "reports_root", "exports_root", "state_root")},
+        "storage": {
+            name: str(root / name)
+            for name in ("landing_root", "lake_root", "reports_root", "exports_root", "state_root")
+        },
         "source": {"url": f"sqlite:///{root / 'source.db'}"},
         "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
         "collect": {"lookback_days": 40},

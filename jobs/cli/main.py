@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Generate a deterministic simulated shop and write what it knows by the end of --until: "
             "hourly gzipped JSON Lines event files under storage.landing_root, users/products/orders/"
-            "order_items in source.url, ground truth under storage.state_root/truth. Re-running with a "
+            "order_items/suppressions in source.url, ground truth under storage.state_root/truth. Re-running with a "
             "later --until adds the new files and updates changed rows (incremental, idempotent)."
         ),
     )

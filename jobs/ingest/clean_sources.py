@@ -1,4 +1,4 @@
-"""Clean the source-table extracts (Spark): users, products, orders, order_items.
+"""Clean the source-table extracts (Spark): users, products, orders, order_items, suppressions.
 
 Each extract of logical date D is normalised, checked and de-duplicated (latest ``updated_at``
 per key wins, so a late status change in a later extract supersedes the earlier state).
@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import UpstreamNotReadyError
-from jobs.platform.interface import CHANNELS, ORDER_STATUSES
+from jobs.platform.interface import CHANNELS, ORDER_STATUSES, SUPPRESSION_CHANNELS, SUPPRESSION_REASONS
 from jobs.platform.lake import (
     clean_source_prefix,
     has_parquet,
@@ -121,6 +121,18 @@ def normalise_order_items(raw: DataFrame) -> DataFrame:
         quantity.alias("quantity"),
         unit_price.alias("unit_price"),
         (quantity * unit_price).cast("decimal(14,2)").alias("line_amount"),
+        _ts("updated_at"),
+    )
+
+
+def normalise_suppressions(raw: DataFrame) -> DataFrame:
+    """The source's ``reason`` becomes ``suppression_reason``: ``reason`` names the quarantine
+    reason of a rejected row here (and is the warehouse column's name again on load)."""
+    return raw.select(
+        F.col("user_id").cast("bigint").alias("user_id"),
+        F.lower(F.trim("channel")).alias("channel"),
+        F.lower(F.trim("reason")).alias("suppression_reason"),
+        _ts("suppressed_at"),
         _ts("updated_at"),
     )
 
@@ -322,6 +334,29 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
             ["order_id", "line_no"],
             clean_transform=lambda df: df.join(attributes, "order_id", "left"),
         ),
+    )
+
+    # suppressions: of users known by D, like orders
+    suppressions = _mark_unknown(normalise_suppressions(raw("suppressions")), "user_id", known_users, "_unknown_user")
+    suppressions = apply_checks(
+        suppressions,
+        [
+            _missing("user_id", "channel", "suppression_reason", "suppressed_at", "updated_at"),
+            Check(
+                "invalid_enum",
+                ~F.col("channel").isin(*SUPPRESSION_CHANNELS),
+                F.concat(F.lit("channel="), F.col("channel")),
+            ),
+            Check(
+                "invalid_enum",
+                ~F.col("suppression_reason").isin(*SUPPRESSION_REASONS),
+                F.concat(F.lit("reason="), F.col("suppression_reason")),
+            ),
+            Check("unknown_user_id", F.col("_unknown_user"), F.col("user_id").cast("string")),
+        ],
+    ).drop("_unknown_user")
+    results["suppressions"] = _write(
+        spark, config, "suppressions", logical_date, _finish("suppressions", suppressions, ["user_id", "channel"])
     )
     return {"logical_date": logical_date.isoformat(), "tables": results}
 

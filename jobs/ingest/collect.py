@@ -468,7 +468,7 @@ def check_source_columns(table: str, columns: set[str]) -> None:
 # window is later, so without this a line of D would arrive before its order and be lost as
 # ``unknown_order_id``. Night by night nothing changes: parents are created with their children.
 REFERENCED_BY = {
-    "users": (("orders", "user_id"),),
+    "users": (("orders", "user_id"), ("suppressions", "user_id")),
     "orders": (("order_items", "order_id"),),
     "products": (("order_items", "product_id"),),
 }

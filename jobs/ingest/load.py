@@ -4,6 +4,11 @@ One transaction per run: dimensions and order facts are upserted (a newer ``upda
 wins, so re-running an old date never regresses a later status), and ``fct_events_daily`` is
 recomputed for every event date that D's batch touched, from all published batches plus D.
 Re-running D therefore replaces D's contribution and never duplicates it.
+
+``dim_suppression`` is insert-only (publish mode ``insert_new``): a (user_id, channel)
+suppression stays exactly as first published. A later extract with the same key (another
+reason, a new time) changes nothing, and a suppression missing from later extracts is kept:
+a customer who asked not to be contacted is never contacted again because of an import.
 """
 
 from __future__ import annotations
@@ -108,6 +113,16 @@ def fct_order_item_rows(items: DataFrame, loaded_at: datetime) -> DataFrame:
     )
 
 
+def dim_suppression_rows(suppressions: DataFrame, loaded_at: datetime) -> DataFrame:
+    return suppressions.select(
+        "user_id",
+        "channel",
+        F.col("suppression_reason").alias("reason"),
+        "suppressed_at",
+        F.lit(loaded_at).alias("first_loaded_at"),
+    )
+
+
 def events_daily_rows(events: DataFrame, loaded_at: datetime) -> DataFrame:
     """Identified, non-bot behaviour aggregated per local date, user and event type."""
     return (
@@ -172,6 +187,8 @@ def load_warehouse(config: PipelineConfig, logical_date: date, require_validatio
 
     check_no_gap(published, logical_date)
     outputs = [Output(name, to_arrow(frame), "upsert", keys) for name, (frame, keys) in frames.items()]
+    suppressions = to_arrow(dim_suppression_rows(clean("suppressions"), loaded_at))
+    outputs.append(Output("dim_suppression", suppressions, "insert_new", ["user_id", "channel"]))
     if daily is not None:  # recomputed whole for every event date the batch touched
         placeholders = ", ".join(f":d{i}" for i in range(len(event_dates)))
         params = {f"d{i}": d for i, d in enumerate(event_dates)}

@@ -71,7 +71,7 @@ class StorageConfig(_Section):
 
 class SourceConfig(_Section):
     url: str = "sqlite:///data/source/shop.db"
-    tables: tuple[str, ...] = ("users", "products", "orders", "order_items")
+    tables: tuple[str, ...] = ("users", "products", "orders", "order_items", "suppressions")
 
     @field_validator("url")
     @classmethod

@@ -40,6 +40,7 @@ SOURCE_COLUMNS = {
         "coupon_code", "channel", "updated_at",
     ),
     "order_items": ("order_id", "line_no", "product_id", "quantity", "unit_price", "updated_at"),
+    "suppressions": ("user_id", "channel", "reason", "suppressed_at", "updated_at"),
 }  # fmt: skip
 # Personal data in clear: these columns live only in the lake's restricted zone; the warehouse
 # holds keyed hashes of them.
@@ -50,3 +51,7 @@ ORDER_STATUSES = ("created", "paid", "shipped", "completed", "cancelled", "refun
 PURCHASE_STATUSES = ("paid", "shipped", "completed")
 # An order that was paid at some point: a purchase, or refunded (a refund needs a payment).
 PAID_STATUSES = (*PURCHASE_STATUSES, "refunded")
+# The shop's global suppression list (source table ``suppressions``, key user_id + channel):
+# who must never be contacted on a channel, and why. Channel ``all`` suppresses every channel.
+SUPPRESSION_CHANNELS = ("email", "sms", "push", "all")
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained")

@@ -12,7 +12,7 @@ from jobs.platform.config import PipelineConfig
 log = logging.getLogger("marketing.alerts")
 
 # Each published warehouse table is an Airflow Asset; later DAGs can be scheduled on them.
-PUBLISHED_TABLES = ("dim_user", "dim_product", "fct_orders", "fct_order_items", "fct_events_daily")
+PUBLISHED_TABLES = ("dim_user", "dim_product", "fct_orders", "fct_order_items", "fct_events_daily", "dim_suppression")
 
 
 def asset_uri(config: PipelineConfig, table: str) -> str:

@@ -1,11 +1,13 @@
 """The one publish path: every stage hands its warehouse tables to :func:`publish`.
 
 One call is one transaction. Each output is bulk-copied into a staging table and merged into
-its published table (``upsert`` by key, newer ``updated_at`` wins; or ``replace`` the rows a
-``where`` clause selects, e.g. the date's snapshot), optional follow-up SQL runs in the same
-transaction, and the stage's ``ops_pipeline_runs`` row is written last. Readers (BI, portal)
-see the previous complete version or the new one, never a half-written table; re-running a
-date replaces that date's rows. The connection is always released, also on error.
+its published table (``upsert`` by key, newer ``updated_at`` wins; ``insert_new`` by key, only
+keys not published yet are inserted and an existing row is never changed, so a record stays as
+first published; or ``replace`` the rows a ``where`` clause selects, e.g. the date's snapshot),
+optional follow-up SQL runs in the same transaction, and the stage's ``ops_pipeline_runs`` row
+is written last. Readers (BI, portal) see the previous complete version or the new one, never a
+half-written table; re-running a date replaces that date's rows (``insert_new`` tables keep
+theirs). The connection is always released, also on error.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.ops import warehouse_engine
-from jobs.platform.warehouse import delete_where, record_run, replace_where, stage_arrow, upsert
+from jobs.platform.warehouse import delete_where, insert_new, record_run, replace_where, stage_arrow, upsert
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,8 @@ class Output:
 
     table: str
     data: pa.Table
-    mode: Literal["upsert", "replace"] = "replace"
-    keys: Sequence[str] = ()  # upsert: the table's key
+    mode: Literal["upsert", "insert_new", "replace"] = "replace"
+    keys: Sequence[str] = ()  # upsert, insert_new: the table's key
     where: str = "snapshot_date = :d"  # replace: which published rows these rows replace
     params: dict = field(default_factory=dict)  # replace: bound values of ``where`` (``d``: the date)
 
@@ -71,10 +73,11 @@ def publish(
     total = sum(rows.values())
     with warehouse_engine(config).begin() as conn:
         for output in outputs:
-            if output.mode == "upsert":
+            if output.mode in ("upsert", "insert_new"):
                 if output.rows:
                     staged = stage_arrow(conn, f"stage_{output.table}", output.data, f"{schema}.{output.table}")
-                    upsert(conn, schema, output.table, staged, output.keys, output.data.column_names)
+                    merge = upsert if output.mode == "upsert" else insert_new
+                    merge(conn, schema, output.table, staged, output.keys, output.data.column_names)
             elif output.rows:
                 staged = stage_arrow(conn, f"stage_{output.table}", output.data, f"{schema}.{output.table}")
                 params = {"d": day, **output.params}

@@ -247,6 +247,19 @@ def upsert(
     )
 
 
+def insert_new(
+    conn: sa.Connection, schema: str, table: str, staged: str, keys: Sequence[str], columns: Sequence[str]
+) -> None:
+    """Insert the staged rows whose key the table does not hold yet; existing rows stay as they
+    are (records that must never be overwritten, e.g. a suppression as first recorded)."""
+    target = f"{_ident(schema)}.{_ident(table)}"
+    col_list = ", ".join(_ident(c) for c in columns)
+    key_list = ", ".join(_ident(k) for k in keys)
+    conn.exec_driver_sql(
+        f"insert into {target} ({col_list}) select {col_list} from {_ident(staged)} on conflict ({key_list}) do nothing"
+    )
+
+
 def replace_where(
     conn: sa.Connection, schema: str, table: str, staged: str, columns: Sequence[str], where: str, params: dict
 ) -> None:

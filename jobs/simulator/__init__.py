@@ -3,6 +3,7 @@ exactly as a real shop would deliver it (landing event files, source database), 
 ground truth. The modules, each building on the ones before it: :mod:`~jobs.simulator.spec`
 (vocabulary, spec, shared helpers, calendar), :mod:`~jobs.simulator.catalogue`,
 :mod:`~jobs.simulator.people`, :mod:`~jobs.simulator.behaviour` (sessions, events, orders),
+:mod:`~jobs.simulator.suppressions` (the suppression list),
 :mod:`~jobs.simulator.dirt` (landing plan and lines), :mod:`~jobs.simulator.landing`,
 :mod:`~jobs.simulator.source_db`, :mod:`~jobs.simulator.truth` and
 :mod:`~jobs.simulator.world` (the entry points)."""

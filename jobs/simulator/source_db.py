@@ -1,7 +1,8 @@
-"""The shop's source database: the tables ``users``, ``products``, ``orders`` and
-``order_items`` as SQLAlchemy tables, their state at the end of a local day (the latest row
-versions, order statuses as known then), and the synchronisation of a database to that state
-(new rows inserted, changed rows replaced, rows unknown at that day removed)."""
+"""The shop's source database: the tables ``users``, ``products``, ``orders``,
+``order_items`` and ``suppressions`` as SQLAlchemy tables, their state at the end of a local day
+(the latest row versions, order statuses as known then, the suppressions recorded by then), and
+the synchronisation of a database to that state (new rows inserted, changed rows replaced, rows
+unknown at that day removed)."""
 
 from __future__ import annotations
 
@@ -68,11 +69,21 @@ ORDER_ITEMS_TABLE = sa.Table(
     sa.Column("unit_price", sa.Numeric(12, 2)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+SUPPRESSIONS_TABLE = sa.Table(
+    "suppressions",
+    _METADATA,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("channel", sa.String(8), primary_key=True),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("suppressed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
 SOURCE_TABLES: dict[str, tuple[sa.Table, tuple[str, ...]]] = {
     "users": (USERS_TABLE, ("user_id",)),
     "products": (PRODUCTS_TABLE, ("product_id",)),
     "orders": (ORDERS_TABLE, ("order_id",)),
     "order_items": (ORDER_ITEMS_TABLE, ("order_id", "line_no")),
+    "suppressions": (SUPPRESSIONS_TABLE, ("user_id", "channel")),
 }
 
 
@@ -81,7 +92,7 @@ def source_state(world: World, as_of: date) -> dict[str, pd.DataFrame]:
     return _source_state(world, _end_of_day_ns(as_of, world.spec.timezone))
 
 
-def _latest_before(versions: pd.DataFrame, key: str, end: pd.Timestamp) -> pd.DataFrame:
+def _latest_before(versions: pd.DataFrame, key: str | list[str], end: pd.Timestamp) -> pd.DataFrame:
     known = versions[versions["updated_at"] < end]
     return known.drop_duplicates(key, keep="last").reset_index(drop=True)
 
@@ -101,10 +112,12 @@ def _source_state(world: World, end_ns: int) -> dict[str, pd.DataFrame]:
     created = orders.set_index("order_id")["created_at"]
     items = world.order_items[world.order_items["order_id"].isin(created.index)].copy()
     items["updated_at"] = items["order_id"].map(created)
+    # a suppression is recorded once (updated_at = suppressed_at): those suppressed by the end
+    suppressions = _latest_before(world.suppressions, ["user_id", "channel"], end)
     return {
         name: frame[[c.name for c in table.columns]].reset_index(drop=True)
         for name, (table, _), frame in zip(
-            SOURCE_TABLES, SOURCE_TABLES.values(), (users, products, orders, items), strict=True
+            SOURCE_TABLES, SOURCE_TABLES.values(), (users, products, orders, items, suppressions), strict=True
         )
     }
 
@@ -131,13 +144,21 @@ def _updated_ns(values: pd.Series) -> np.ndarray:
     return pd.to_datetime(values, utc=True).dt.as_unit("ns").array.asi8
 
 
+def _key_values(table: sa.Table, keys: tuple[str, ...], frame: pd.DataFrame) -> pd.DataFrame:
+    """The key columns, comparable between the database and the world: integers or text."""
+    return pd.DataFrame(
+        {k: frame[k].astype(np.int64 if isinstance(table.c[k].type, sa.Integer) else str) for k in keys},
+        index=frame.index,
+    )
+
+
 def _sync_table(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], desired: pd.DataFrame) -> tuple[int, int]:
     """Make ``table`` hold exactly ``desired``: rows compared by key and ``updated_at``."""
     result = conn.execute(sa.select(*[table.c[k] for k in keys], table.c.updated_at)).all()
     existing = pd.DataFrame(result, columns=[*keys, "updated_at"])
-    old = existing[list(keys)].astype(np.int64)
+    old = _key_values(table, keys, existing)
     old["_old"] = _updated_ns(existing["updated_at"])
-    new = desired[list(keys)].astype(np.int64)
+    new = _key_values(table, keys, desired)
     new["_new"] = desired["updated_at"].array.asi8
     both = new.merge(old, on=list(keys), how="outer", indicator=True)
     changed = (both["_merge"] == "both") & (both["_new"] != both["_old"])
@@ -146,7 +167,7 @@ def _sync_table(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], des
     if not stale.empty:
         condition = sa.and_(*[table.c[k] == sa.bindparam(f"k_{k}") for k in keys])
         params = [
-            {f"k_{k}": int(v) for k, v in zip(keys, row, strict=True)}
+            {f"k_{k}": int(v) if isinstance(table.c[k].type, sa.Integer) else v for k, v in zip(keys, row, strict=True)}
             for row in stale[list(keys)].itertuples(index=False)
         ]
         conn.execute(table.delete().where(condition), params)

@@ -149,9 +149,11 @@ class World:
     ``users``/``products`` hold the source-table rows at the end of the simulated period
     (``user_versions``/``product_versions`` hold every version with its ``updated_at``);
     ``orders``/``order_items`` the rows as the source DB reports them (dirt included) plus
-    truth columns; ``events`` one row per logical event (times UTC) with the landing plan
-    (``write_ts``, ``file_key``, ``dirt``); ``files``/``lines`` the exact content plan of every
-    landing file; ``truth`` the latent ground truth (see :func:`materialize`).
+    truth columns; ``suppressions`` the suppression list (one row per suppressed user and
+    channel, with its ``updated_at``); ``events`` one row per logical event (times UTC) with
+    the landing plan (``write_ts``, ``file_key``, ``dirt``); ``files``/``lines`` the exact
+    content plan of every landing file; ``truth`` the latent ground truth (see
+    :func:`materialize`).
     """
 
     spec: SimulationSpec
@@ -164,6 +166,7 @@ class World:
     truth: dict[str, pd.DataFrame]
     user_versions: pd.DataFrame = field(default_factory=pd.DataFrame)
     product_versions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    suppressions: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: pd.DataFrame = field(default_factory=pd.DataFrame)
     lines: pd.DataFrame = field(default_factory=pd.DataFrame)
     promo_days: tuple[date, ...] = ()

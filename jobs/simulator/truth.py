@@ -2,7 +2,7 @@
 the latent arrays while the world is generated (users' trajectories, interests and tastes, true
 lifecycle states per day, product popularity and tastes, sessions, what each landing file
 holds, dirty order items), and cut and written as Parquet (plus ``simulation.json``) as known at
-the end of a local day."""
+the end of a local day, with who is suppressed on which channel by then."""
 
 from __future__ import annotations
 
@@ -241,6 +241,7 @@ def truth_as_of(world: World, as_of: date) -> dict[str, pd.DataFrame]:
         "orders": orders_truth,
         "order_items_dirty": dirty_items,
         "products": truth["products"],
+        "suppressions": state["suppressions"][["user_id", "channel", "reason", "suppressed_at"]],
     }
 
 

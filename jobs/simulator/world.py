@@ -42,6 +42,7 @@ from jobs.simulator.spec import (
     _rng,
     _utc,
 )
+from jobs.simulator.suppressions import _make_suppressions
 from jobs.simulator.truth import _landing_truth, _sessions_truth, _world_truth, _write_truth
 
 
@@ -80,6 +81,7 @@ def generate(spec: SimulationSpec) -> World:
     sessions = _make_sessions(spec, cal, users, mult, prod)
     ev, carts = _make_events(spec, sessions, users, prod)
     orders, order_items, history = _make_orders(spec, cal, sessions, carts, users, prod)
+    suppressions = _make_suppressions(spec, cal, users)
 
     s = ev["sess"]
     channel = sessions["channel"].to_numpy()[s]
@@ -135,6 +137,7 @@ def generate(spec: SimulationSpec) -> World:
         truth=truth,
         user_versions=user_versions,
         product_versions=product_versions,
+        suppressions=suppressions,
         files=files,
         lines=lines,
         promo_days=promo_days,

@@ -82,6 +82,17 @@ create table if not exists {schema}.fct_events_daily (
     primary key (event_date, user_id, event_type)
 );
 
+-- The shop's suppression list, insert-only: a (user_id, channel) suppression is written once, as
+-- first recorded, and never updated or deleted by a later import (publish mode insert_new).
+create table if not exists {schema}.dim_suppression (
+    user_id             bigint not null,
+    channel             varchar not null,
+    reason              varchar not null,
+    suppressed_at       timestamptz not null,
+    first_loaded_at     timestamptz not null,
+    primary key (user_id, channel)
+);
+
 create table if not exists {schema}.ops_pipeline_runs (
     logical_date        date not null,
     stage               varchar not null,

@@ -39,6 +39,7 @@ RUN_TIME_COLUMNS = {
     "extracted_at",
     "collected_at",
     "model_version",
+    "first_loaded_at",
 }
 # Where each stage is killed: (object, attribute), after the original call did its writing.
 KILL_POINTS = {

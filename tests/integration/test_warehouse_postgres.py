@@ -4,7 +4,8 @@
   column, and is safe to run again; ``schema.yml`` documents exactly the DDL's columns (that
   check runs on DuckDB, the embedded default);
 * ``stage_arrow`` + ``upsert``: a newer ``updated_at`` wins, an older one never overwrites, a
-  re-run inserts nothing twice; ``replace_where`` replaces only the matching rows;
+  re-run inserts nothing twice; ``replace_where`` replaces only the matching rows; publish
+  mode ``insert_new`` (on PostgreSQL and DuckDB) keeps a published row as first recorded;
 * atomic publish: a reader sees the old complete version while a load is in flight, and a load
   that fails half-way leaves nothing behind;
 * values with quotes and SQL metacharacters round-trip unchanged (COPY and bind parameters);
@@ -430,6 +431,57 @@ def test_replace_where_replaces_only_matching_rows(engine, schema):
         assert event_state(conn, schema) == expected
 
 
+def suppressions(*rows: tuple, loaded_at: datetime) -> pa.Table:
+    """dim_suppression rows from (user_id, channel, reason, suppressed_at)."""
+    return pa.table(
+        {
+            "user_id": pa.array([r[0] for r in rows], pa.int64()),
+            "channel": pa.array([r[1] for r in rows], pa.string()),
+            "reason": pa.array([r[2] for r in rows], pa.string()),
+            "suppressed_at": pa.array([r[3] for r in rows], TS),
+            "first_loaded_at": pa.array([loaded_at] * len(rows), TS),
+        }
+    )
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgresql"])
+def test_insert_new_keeps_every_published_row_as_first_recorded(dialect, make_config, request, monkeypatch):
+    """A suppression published on D stays as it is when D+1 brings the same key with another
+    reason, and stays when D+1 does not bring it at all; re-running a date changes nothing."""
+    import jobs.platform.ops
+    from jobs.platform.publish import Output, publish
+
+    warehouse = {}
+    if dialect == "postgresql":
+        warehouse = {"url": request.getfixturevalue("postgres_url"), "schema": request.getfixturevalue("pg_schema")}
+    monkeypatch.setattr(jobs.platform.ops, "_ENGINES", {})  # a fresh engine for this warehouse
+    config = make_config(warehouse=warehouse)
+    schema, d1, d2 = config.warehouse.schema_name, date(2026, 9, 1), date(2026, 9, 2)
+
+    def night(day: date, data: pa.Table) -> list[tuple]:
+        publish(
+            config, day, "load", "warehouse", [Output("dim_suppression", data, "insert_new", ["user_id", "channel"])]
+        )
+        with jobs.platform.ops.warehouse_engine(config).connect() as conn:
+            rows = conn.execute(sa.text(f"select * from {schema}.dim_suppression order by user_id, channel"))
+            return [(r[0], r[1], r[2], r[3].astimezone(UTC), r[4].astimezone(UTC)) for r in rows]
+
+    first = night(d1, suppressions((1, "email", "unsubscribed", T0), (2, "sms", "bounced", T0), loaded_at=T0))
+    expected = [
+        (1, "email", "unsubscribed", T0, T0),  # stays as first recorded
+        (2, "sms", "bounced", T0, T0),  # missing from D+1: stays
+        (3, "all", "complained", T0 + HOUR, T0 + 24 * HOUR),  # new key: inserted
+    ]
+    later = suppressions(
+        (1, "email", "complained", T0 + HOUR), (3, "all", "complained", T0 + HOUR), loaded_at=T0 + 24 * HOUR
+    )
+    assert first == expected[:2]
+    assert night(d2, later) == expected
+    assert night(d2, later) == expected  # a re-run of D+1
+    assert night(d1, suppressions((2, "sms", "unsubscribed", T0), loaded_at=T0 + 48 * HOUR)) == expected  # of D
+    assert night(d2, suppressions(loaded_at=T0)) == expected  # an empty day deletes nothing
+
+
 def _publish_v1(engine: sa.Engine, schema: str) -> None:
     with engine.begin() as conn:
         load_products(conn, schema, products((1, "one v1", T0), (2, "two v1", T0)))
@@ -699,12 +751,13 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
 
     # Everything the clean stage passed is published, once.
     assert load_status == "success"
-    assert {"users", "products", "orders", "order_items"} <= set(clean)
+    assert {"users", "products", "orders", "order_items", "suppressions"} <= set(clean)
     assert published["dim_user"] == clean["users"] > 0
     assert published["dim_product"] == clean["products"] > 0
     assert published["fct_orders"] == clean["orders"] > 0
     assert published["fct_order_items"] == clean["order_items"] > 0
     assert published["fct_events_daily"] > 0
+    assert published["dim_suppression"] == clean["suppressions"] > 0
 
     # PII: keyed hashes of the normalised values; no clear email or phone anywhere.
     key = hash_key(config)
@@ -751,7 +804,8 @@ def test_pipeline_publishes_a_simulated_shop_to_postgres_idempotently(
     finally:
         bi.dispose()
 
-    # Re-running the same night leaves the warehouse exactly as it was.
+    # Re-running the same night leaves the warehouse exactly as it was (dim_suppression with
+    # its first_loaded_at: an insert-only row is never rewritten).
     run_pipeline(config, last_day, stages)
     try:
         with engine.connect() as conn:

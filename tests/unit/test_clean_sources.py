@@ -20,6 +20,7 @@ from jobs.ingest.clean_sources import (
     normalise_order_items,
     normalise_orders,
     normalise_products,
+    normalise_suppressions,
     normalise_users,
 )
 from jobs.platform.published import latest_per_key
@@ -172,6 +173,21 @@ def test_order_item_line_amount_is_quantity_times_unit_price(spark):
     assert rows[2]["line_amount"] is None
 
 
+def test_suppression_channel_and_reason_are_trimmed_lower_case_and_reason_is_renamed(spark):
+    frame = spark.createDataFrame(
+        [("7", " SMS ", " Unsubscribed", "2026-10-10 01:00:00", "2026-10-10 01:00:05")],
+        "user_id string, channel string, reason string, suppressed_at string, updated_at string",
+    )
+    row = normalise_suppressions(frame).first()
+    assert row.asDict() == {
+        "user_id": 7,
+        "channel": "sms",
+        "suppression_reason": "unsubscribed",  # "reason" is the quarantine reason in this stage
+        "suppressed_at": datetime(2026, 10, 10, 1, 0),
+        "updated_at": datetime(2026, 10, 10, 1, 0, 5),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # apply_checks, latest_per_key
 # --------------------------------------------------------------------------------------------
@@ -294,6 +310,15 @@ SCHEMAS = {
             ("updated_at", TS),
         ]
     ),
+    "suppressions": pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("channel", pa.string()),
+            ("reason", pa.string()),
+            ("suppressed_at", TS),
+            ("updated_at", TS),
+        ]
+    ),
 }
 
 
@@ -327,6 +352,10 @@ def _order(order_id, user_id=1, status="paid", total="39.80", channel="web"):
         "channel": channel,
         "updated_at": T,
     }
+
+
+def _suppression(user_id, channel, reason, updated_at=T):
+    return {"user_id": user_id, "channel": channel, "reason": reason, "suppressed_at": T, "updated_at": updated_at}
 
 
 def _item(order_id, line_no, product_id, quantity=1, price="19.90"):
@@ -383,6 +412,17 @@ RAW = {
         _item(101, 2, 999),  # parent_quarantined wins over unknown_product_id
         _item(555, 1, 10),  # unknown_order_id
         _item(100, 3, 10, quantity=0),  # invalid_value
+    ],
+    "suppressions": [
+        _suppression(1, "email", "unsubscribed"),
+        _suppression(1, " Email ", "bounced", updated_at=datetime(2026, 10, 9, 2)),  # same key, superseded
+        _suppression(2, "sms", "Complained"),
+        _suppression(2, "fax", "unsubscribed"),  # invalid_enum (channel)
+        _suppression(1, "push", "moved away"),  # invalid_enum (reason)
+        _suppression(99, "all", "unsubscribed"),  # unknown_user_id
+        _suppression(3, "email", "bounced"),  # unknown_user_id: user 3 is quarantined
+        _suppression(None, "email", "bounced"),  # missing_required_field
+        _suppression(2, "all", None),  # missing_required_field
     ],
 }
 
@@ -450,6 +490,7 @@ def quarantined(spark, config, table: str) -> dict:
         "products": ("product_id",),
         "orders": ("order_id",),
         "order_items": ("order_id", "line_no"),
+        "suppressions": ("user_id", "channel"),
     }[table]
     rows = lake_rows(spark, config, f"quarantine/{table}/batch_date={DAY}/")
     out = {}
@@ -538,6 +579,35 @@ def test_restricted_users_pii_holds_the_clear_values(spark, cleaned):
     assert set(rows[1]) >= {"consent_email", "consent_sms", "consent_push"}
 
 
+def test_invalid_suppressions_are_quarantined_with_their_reason(spark, cleaned):
+    config, result = cleaned
+    assert result["tables"]["suppressions"]["quarantined_by_reason"] == {
+        "invalid_enum": 2,
+        "unknown_user_id": 2,
+        "missing_required_field": 2,
+    }
+    assert quarantined(spark, config, "suppressions") == {
+        (2, "fax"): "invalid_enum",
+        (1, "push"): "invalid_enum",
+        (99, "all"): "unknown_user_id",
+        (3, "email"): "unknown_user_id",
+        (None, "email"): "missing_required_field",
+        (2, "all"): "missing_required_field",
+    }
+    details = {row["detail"] for row in lake_rows(spark, config, f"quarantine/suppressions/batch_date={DAY}/")}
+    assert {"channel=fax", "reason=moved away", "suppression_reason"} <= details
+
+
+def test_the_latest_suppression_per_user_and_channel_is_clean(spark, cleaned):
+    config, _ = cleaned
+    clean = lake_rows(spark, config, f"clean/suppressions/extract_date={DAY}/")
+    assert sorted((r["user_id"], r["channel"], r["suppression_reason"]) for r in clean) == [
+        (1, "email", "unsubscribed"),  # the older "bounced" version of the key is a duplicate
+        (2, "sms", "complained"),
+    ]
+    assert set(clean[0]) == {"user_id", "channel", "suppression_reason", "suppressed_at", "updated_at"}
+
+
 def test_counts_reconcile_for_every_table(cleaned):
     _, result = cleaned
     expected = {
@@ -545,6 +615,7 @@ def test_counts_reconcile_for_every_table(cleaned):
         "products": {"input": 2, "clean": 1, "quarantined": 1, "duplicates": 0},
         "orders": {"input": 4, "clean": 1, "quarantined": 3, "duplicates": 0},
         "order_items": {"input": 6, "clean": 1, "quarantined": 5, "duplicates": 0},
+        "suppressions": {"input": 9, "clean": 2, "quarantined": 6, "duplicates": 1},
     }
     for table, counts in expected.items():
         record = result["tables"][table]
@@ -582,6 +653,7 @@ def test_clean_run_is_recorded_in_ops_tables(cleaned):
         ("order_items", "success", 6, 1, 5, 0),
         ("orders", "success", 4, 1, 3, 0),
         ("products", "success", 2, 1, 1, 0),
+        ("suppressions", "success", 9, 2, 6, 1),
         ("users", "success", 5, 2, 2, 1),
     ]
     assert reasons == {"invalid_amount": 1, "unknown_user_id": 1, "invalid_enum": 1}

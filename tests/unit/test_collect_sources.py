@@ -183,13 +183,34 @@ def test_rows_that_changed_rows_point_at_come_along_at_their_current_version(sho
     assert user_ids(shop, D2) == [4, 5, 6, 7, 8]  # 8 was updated after D2: here for its order
 
 
+def test_a_suppression_is_extracted_in_its_window_and_brings_its_customer(shop):
+    from jobs.ingest.collect import collect_sources
+
+    at = datetime(2026, 10, 2, 5, 0)
+    with sa.create_engine(shop.source.url).begin() as conn:
+        conn.exec_driver_sql(
+            "insert into suppressions (user_id, channel, reason, suppressed_at, updated_at) "
+            "values (2, 'email', 'unsubscribed', :at, :at)",
+            {"at": at},
+        )
+    summary = collect_sources(shop, D1)
+    assert summary["tables"]["suppressions"]["rows"] == 0
+    collect_sources(shop, D2)
+    rows = extracted(shop, "suppressions", D2).to_pylist()
+    assert [(r["user_id"], r["channel"], r["reason"], r["suppressed_at"]) for r in rows] == [
+        (2, "email", "unsubscribed", at)
+    ]
+    assert user_ids(shop, D2) == [2, 4, 5, 6, 7]  # 2 changed before D2's window: here for its suppression
+
+
 def test_watermark_rows_are_recorded_in_the_warehouse(shop):
     from jobs.ingest.collect import collect_sources
 
     collect_sources(shop, D1)
     collect_sources(shop, D2)
     rows = {(r[0], r[1]): r for r in watermarks(shop)}
-    assert set(rows) == {(t, d) for t in ("users", "products", "orders", "order_items") for d in (D1, D2)}
+    tables = ("users", "products", "orders", "order_items", "suppressions")
+    assert set(rows) == {(t, d) for t in tables for d in (D1, D2)}
     _, _, lower, upper, count, full = rows[("users", D1)]
     assert (lower, utc(upper), count, full) == (None, END_D1.replace(tzinfo=UTC), 5, True)
     _, _, lower, upper, count, full = rows[("users", D2)]
@@ -209,7 +230,7 @@ def test_rerunning_a_date_extracts_the_same_rows_and_keeps_one_watermark(shop):
     collect_sources(shop, D1)
     assert user_ids(shop, D1) == [1, 2, 3, 4, 5]
     keys = [(r[0], r[1]) for r in watermarks(shop)]
-    assert len(keys) == len(set(keys)) == 8
+    assert len(keys) == len(set(keys)) == 10  # 5 tables x 2 dates
 
 
 def test_full_reload_extracts_everything_up_to_the_date(shop):

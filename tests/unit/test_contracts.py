@@ -126,11 +126,24 @@ def test_every_shipped_contract_parses(path):
 
 def test_the_shipped_contracts_cover_every_cleaned_dataset():
     contracts = load_contracts()
-    assert set(contracts) == {"events", "users", "products", "orders", "order_items"}
+    assert set(contracts) == {"events", "users", "products", "orders", "order_items", "suppressions"}
     assert contracts["events"].volume == VolumeRule("volume_vs_recent_days", 7, 0.2, 5.0, 1, "warning")
     assert contracts["events"].freshness == FreshnessRule("event_at__freshness", "event_at", 2.0)
     order_line = by_name(contracts["order_items"])["order_line_unique"]
     assert order_line.kwargs == {"column_list": ["order_id", "line_no"]}
+
+
+def test_the_suppressions_contract_checks_the_key_and_the_interface_values():
+    from jobs.platform.interface import SUPPRESSION_CHANNELS, SUPPRESSION_REASONS
+
+    contract = load_contracts()["suppressions"]
+    checks = by_name(contract)
+    assert checks["suppression_key_unique"].kwargs == {"column_list": ["user_id", "channel"]}
+    assert checks["channel_allowed"].kwargs["value_set"] == list(SUPPRESSION_CHANNELS)
+    assert checks["suppression_reason_allowed"].kwargs["value_set"] == list(SUPPRESSION_REASONS)
+    for column in ("user_id", "channel", "suppression_reason", "suppressed_at", "updated_at"):
+        assert checks[f"{column}__not_null"].severity == "error"
+    assert contract.volume is None and contract.freshness is None  # a day without suppressions is normal
 
 
 def test_every_shipped_check_is_a_great_expectations_expectation():

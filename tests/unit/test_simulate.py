@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from jobs.platform.config import PipelineConfig, SourceConfig, StorageConfig
-from jobs.platform.interface import CHANNELS, EVENT_TYPES
+from jobs.platform.interface import CHANNELS, EVENT_TYPES, SUPPRESSION_CHANNELS, SUPPRESSION_REASONS
 from jobs.platform.storage import open_storage
 from jobs.simulator import (
     SimulationSpec,
@@ -31,9 +31,9 @@ from jobs.simulator.spec import EVENT_KEYS, LIFECYCLE_STATES, REJECT_KINDS, REQU
 
 TZ = ZoneInfo("Asia/Shanghai")
 SMALL = SimulationSpec(seed=7, days=8, users=300, products=60, dirt_rate=0.06)
-TABLES = ("users", "products", "orders", "order_items")
+TABLES = ("users", "products", "orders", "order_items", "suppressions")
 FRAMES = ("users", "products", "orders", "order_items", "events", "order_status_history",
-          "user_versions", "product_versions", "files", "lines")  # fmt: skip
+          "user_versions", "product_versions", "suppressions", "files", "lines")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +243,61 @@ def test_orders_are_consistent(world: World) -> None:
     assert set(orders["final_status"]) <= {"completed", "cancelled", "refunded", "shipped", "paid"}
 
 
+def test_suppressions_are_unique_per_user_and_channel_and_fall_in_each_users_lifetime(medium: World) -> None:
+    rows = medium.suppressions
+    assert not rows.duplicated(["user_id", "channel"]).any()
+    assert set(rows["channel"]) == set(SUPPRESSION_CHANNELS) and set(rows["reason"]) <= set(SUPPRESSION_REASONS)
+    assert (rows["updated_at"] == rows["suppressed_at"]).all()  # recorded once, never changed
+    signup = medium.users.set_index("user_id")["signup_at"]
+    assert (rows["suppressed_at"] > rows["user_id"].map(signup)).all()
+    end = _end_utc(_day(medium.spec, medium.spec.days - 1))
+    start = _end_utc(_day(medium.spec, -1))
+    assert rows["suppressed_at"].max() < end
+    in_period = rows[rows["suppressed_at"] >= start]
+    assert 0 < len(in_period) < len(rows)  # some during the period, a history before it
+    # only customers who agreed to a channel's marketing unsubscribe from it or complain about it
+    first = medium.user_versions.drop_duplicates("user_id").set_index("user_id")
+    for channel in ("email", "sms", "push"):
+        asked = rows[(rows["channel"] == channel) & (rows["reason"] != "bounced")]
+        assert first.loc[asked["user_id"], f"consent_{channel}"].all(), channel
+    bounced_sms = rows[(rows["channel"] == "sms") & (rows["reason"] == "bounced")]
+    assert first.loc[bounced_sms["user_id"], "phone"].notna().all()
+
+
+def test_suppression_rates_are_believable() -> None:
+    """The suppression list of 20,000 customers (built alone: people, then suppressions) against
+    the rates in jobs/simulator/suppressions.py, within about four standard deviations."""
+    from jobs.simulator.catalogue import _make_products
+    from jobs.simulator.people import _make_users
+    from jobs.simulator.spec import _calendar
+    from jobs.simulator.suppressions import MONTH_NS, _make_suppressions
+
+    spec = SimulationSpec(seed=12, days=30, users=20_000, products=40)
+    cal = _calendar(spec)
+    users = _make_users(spec, cal, _make_products(spec, cal)[1])
+    rows = _make_suppressions(spec, cal, users)
+    profile = users["frame"].set_index("user_id")  # as registered
+    months = pd.Series((cal.day_start[-1] - users["signup"]) / MONTH_NS, index=profile.index)  # exposure
+
+    def rate(channel: str, reason: str, who: pd.Series) -> float:
+        hits = rows[(rows["channel"] == channel) & (rows["reason"] == reason)]
+        return len(hits) / float(months[who].sum())
+
+    # ~0.5% a month of the customers who get marketing email: ~0.3% of all registered customers
+    email = rate("email", "unsubscribed", profile["consent_email"])
+    assert 0.004 < email < 0.006, email
+    everyone = pd.Series(True, index=profile.index)
+    assert 0.002 <= rate("email", "unsubscribed", everyone) <= 0.005
+    sms = rate("sms", "unsubscribed", profile["consent_sms"] & profile["phone"].notna())
+    assert 0.0045 < sms < 0.0075, sms
+    assert 0 < (rows["reason"] == "complained").sum() / float(months.sum()) < 0.001  # rare
+    assert 0 < (rows["channel"] == "all").sum() < 0.02 * spec.users  # a few
+    bounced = rows[(rows["channel"] == "email") & (rows["reason"] == "bounced")]
+    assert 0.012 < len(bounced) / profile["email"].notna().sum() < 0.018  # ~1.5% of addresses, once
+    in_period = rows["suppressed_at"].array.asi8 >= cal.day_start[0]
+    assert 0.1 < in_period.mean() < 0.5  # a month of a history that reaches back up to 1.5 years
+
+
 def test_lifecycle_truth_is_consistent(world: World) -> None:
     life = world.truth["lifecycle_daily"]
     assert set(life["true_state"].astype(str)) <= set(LIFECYCLE_STATES)
@@ -296,7 +351,7 @@ def test_incremental_materialize_equals_direct(world: World, tmp_path: Path) -> 
     after = os.stat(inc / "landing" / some_key)
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)  # not rewritten
     assert _db_rows(inc) == _db_rows(direct)
-    for name in ("landing_files", "orders", "users", "lifecycle_daily", "events_daily"):
+    for name in ("landing_files", "orders", "users", "lifecycle_daily", "events_daily", "suppressions"):
         assert (inc / "truth" / f"{name}.parquet").read_bytes() == (
             direct / "truth" / f"{name}.parquet"
         ).read_bytes(), name
@@ -380,6 +435,17 @@ def test_dirt_rate_zero_gives_clean_data(tmp_path: Path) -> None:
         assert obj["event_ts"].endswith("+08:00")
     assert not w.events["is_bot"].any() and w.events["dirt"].isna().all()
     assert w.orders["dirt_reason"].isna().all() and w.order_items["dirt_reason"].isna().all()
+
+
+def test_the_source_holds_the_suppressions_recorded_by_the_end_of_the_day(world: World, tmp_path: Path) -> None:
+    d = _day(SMALL, 3)
+    _materialize(world, tmp_path, d)
+    rows = _db_rows(tmp_path)["suppressions"]
+    expected = world.suppressions[world.suppressions["suppressed_at"] < _end_utc(d)]
+    assert len(rows) == len(expected) < len(world.suppressions)
+    assert {(r[0], r[1], r[2]) for r in rows} == set(expected[["user_id", "channel", "reason"]].itertuples(index=False))
+    truth = pd.read_parquet(tmp_path / "truth" / "suppressions.parquet")
+    assert list(truth.columns) == ["user_id", "channel", "reason", "suppressed_at"] and len(truth) == len(rows)
 
 
 def test_order_status_changes_across_days(world: World, tmp_path: Path) -> None:
