@@ -74,7 +74,10 @@ class Shop:
             with engine.connect() as conn:
                 tables = {}
                 for table in PUBLISHED_TABLES:
-                    frame = pd.read_sql(sa.text(f"select * from {table}"), conn).drop(columns=["loaded_at"])
+                    # dim_suppression's first_loaded_at stays in: a re-run never rewrites a suppression
+                    frame = pd.read_sql(sa.text(f"select * from {table}"), conn).drop(
+                        columns=["loaded_at"], errors="ignore"
+                    )
                     tables[table] = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
                 return tables
         finally:
@@ -94,6 +97,7 @@ def shop(tmp_path_factory) -> Shop:
         "MKT_STORAGE__LANDING_ROOT": str(root / "landing"),
         "MKT_STORAGE__LAKE_ROOT": str(root / "lake"),
         "MKT_STORAGE__REPORTS_ROOT": str(root / "reports"),
+        "MKT_STORAGE__EXPORTS_ROOT": str(root / "exports"),
         "MKT_STORAGE__STATE_ROOT": str(root / "state"),
         "MKT_SOURCE__URL": f"sqlite:///{root / 'source.db'}",
         "MKT_WAREHOUSE__URL": f"duckdb:///{root / 'warehouse.duckdb'}",
@@ -156,7 +160,7 @@ def test_every_clean_stage_reconciles(two_nights: Shop):
         "select dataset, logical_date, rows_in, rows_out, rows_quarantined, rows_duplicate, status "
         "from ops_pipeline_runs where stage = 'clean'"
     )
-    assert len(rows) == 2 * 5
+    assert len(rows) == 2 * 6  # events and the five source tables, each night
     for dataset, day, rows_in, out, quarantined, duplicates, status in rows:
         assert status == "success"
         assert rows_in == out + quarantined + duplicates, (dataset, day)
@@ -177,6 +181,10 @@ def test_warehouse_holds_the_true_orders_users_and_items(two_nights: Shop):
     assert counts["dim_user"] == (users["signup_at"] < end).sum()
     assert counts["dim_product"] == SPEC.products
     assert counts["fct_events_daily"] > 0
+    suppressions = pd.read_parquet(two_nights.root / "truth" / "suppressions.parquet")
+    suppressed = suppressions[suppressions["suppressed_at"] < end][["user_id", "channel", "reason"]]
+    published = set(two_nights.query("select user_id, channel, reason from dim_suppression"))
+    assert published == set(suppressed.itertuples(index=False, name=None)) and published
     ((bad_totals,),) = two_nights.query("select count(*) from fct_orders where total_amount < 0")
     assert bad_totals == 0
 
@@ -277,6 +285,25 @@ def test_the_recommender_dag_skips_a_shop_too_young_to_evaluate_and_says_why(two
     )
     assert status == "skipped" and "need 20 to tune and evaluate" in details
     assert two_nights.query("select count(*) from mart_recommendations") == [(0,)]
+
+
+def test_the_campaigns_dag_allocates_exports_measures_and_counts_kpis(two_nights: Shop):
+    import json
+
+    if two_nights.query("select count(*) from mart_user_profile where snapshot_date = :d", d=NIGHT2) == [(0,)]:
+        assert _passed(dags_test("marketing_customers", NIGHT2.isoformat(), two_nights.env))
+    assert _passed(dags_test("marketing_campaigns", NIGHT2.isoformat(), two_nights.env))
+    funnel = two_nights.query(
+        "select campaign_id, eligible, control, target, exported from mart_campaign_funnel where snapshot_date = :d",
+        d=NIGHT2,
+    )
+    assert len(funnel) == 7 and sum(row[3] for row in funnel) > 0
+    for campaign_id, _, _, target, exported in funnel:
+        manifest = two_nights.root / "exports" / "campaigns" / campaign_id / f"date={NIGHT2}" / "_manifest.json"
+        assert json.loads(manifest.read_text())["rows"] == exported <= target
+    stages = dict(two_nights.query("select stage, status from ops_pipeline_runs where logical_date = :d", d=NIGHT2))
+    assert {stages[s] for s in ("associations", "allocate", "export", "measure", "kpis")} == {"success"}
+    assert two_nights.query("select count(*) from mart_kpi_daily where kpi_date = :d", d=NIGHT2) == [(1,)]
 
 
 def test_a_tag_added_only_in_config_appears_in_both_published_tables(two_nights: Shop, tmp_path: Path):
