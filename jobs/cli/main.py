@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
-        "validate, load, segments, scores, tags, recommender, associations, allocate, export, measure, or the "
+        "validate, load, segments, scores, tags, recommender, associations, allocate, export, measure, kpis, or the "
         "groups collect / clean / nightly / customers / models / campaigns (default: nightly and customers)",
     )
     run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
