@@ -39,6 +39,7 @@ from jobs.platform.errors import UpstreamNotReadyError
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.ops import warehouse_engine
 from jobs.platform.publish import Output, publish, snapshot
+from jobs.platform.warehouse import query_frame
 
 log = logging.getLogger(__name__)
 BUCKETS = 10_000
@@ -175,17 +176,12 @@ def reason_codes(frame: pd.DataFrame, campaign: Campaign, kinds: dict[str, str])
     return result.str.strip(";")
 
 
-def _frame(conn: sa.Connection, sql: str, **params) -> pd.DataFrame:
-    result = conn.execute(sa.text(sql), params)
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-
-
 def audience_frame(config: PipelineConfig, conn: sa.Connection, day: date) -> pd.DataFrame:
     """One row per registered customer on ``day``: the profile, lifecycle dates and the derived
     audience fields (``campaigns_config.DERIVED_FIELDS``), plus ``cart_products`` (today's carted
     products, latest first)."""
     schema = config.warehouse.schema_name
-    frame = _frame(
+    frame = query_frame(
         conn,
         f"select p.*, l.first_order_date, l.days_since_last_order from {schema}.mart_user_profile p "
         f"left join {schema}.mart_user_lifecycle l on l.snapshot_date = p.snapshot_date and l.user_id = p.user_id "
@@ -232,7 +228,7 @@ def _abandoned_carts(config: PipelineConfig, conn: sa.Connection, day: date) -> 
     columns = ["user_id", "abandoned_cart", "cart_products"]
     if per_user.empty:
         return pd.DataFrame(columns=columns)
-    orders = _frame(
+    orders = query_frame(
         conn,
         f"select user_id, max(created_at) as last_order_at from {schema}.fct_orders "
         "where created_at >= :since group by user_id",
@@ -263,19 +259,18 @@ def _last_purchase(conn: sa.Connection, schema: str, day: date) -> pd.DataFrame:
         )
         select user_id, product_id from ranked where n_order = 1"""
     ).bindparams(sa.bindparam("statuses", expanding=True))
-    result = conn.execute(query, {"statuses": list(PURCHASE_STATUSES), "d": day})
-    return pd.DataFrame(result.fetchall(), columns=["user_id", "product_id"])
+    return query_frame(conn, query, statuses=list(PURCHASE_STATUSES), d=day)
 
 
 def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataFrame) -> dict[str, pd.Series]:
     """Per source (``cart``, ``recommendations``, ``associations``, ``similar``): a list of
     active product ids per customer, best first."""
-    active = set(_frame(conn, f"select product_id from {schema}.dim_product where is_active")["product_id"])
+    active = set(query_frame(conn, f"select product_id from {schema}.dim_product where is_active")["product_id"])
     keep = lambda items: [int(p) for p in items if int(p) in active]  # noqa: E731
     sources = {"cart": frame.set_index("user_id")["cart_products"].map(keep)}
 
     recs_day = _latest_on_or_before(conn, schema, "mart_recommendations", day)
-    recs = _frame(
+    recs = query_frame(
         conn,
         f"select user_id, product_id from {schema}.mart_recommendations where snapshot_date = :d and rank <= :n "
         "order by user_id, rank",
@@ -286,7 +281,7 @@ def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataF
 
     last_bought = _last_purchase(conn, schema, day)
     rules_day = _latest_on_or_before(conn, schema, "mart_product_associations", day)
-    rules = _frame(
+    rules = query_frame(
         conn,
         f"select antecedent_product_ids as antecedent, consequent_product_id, lift from {schema}.mart_product_associations "
         "where snapshot_date = :d and antecedent_size = 1 order by lift desc, confidence desc",
@@ -299,7 +294,7 @@ def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataF
     sources["associations"] = cross.groupby("user_id")["consequent_product_id"].agg(list).map(keep)
 
     similar_day = _latest_on_or_before(conn, schema, "mart_similar_items", day)
-    similar = _frame(
+    similar = query_frame(
         conn,
         f"select product_id, similar_product_id from {schema}.mart_similar_items where snapshot_date = :d "
         "order by product_id, rank",
@@ -335,7 +330,7 @@ def attach_products(user_ids: pd.Series, campaign: Campaign, sources: dict[str, 
 def _suppression_list(conn: sa.Connection, schema: str, day: date) -> dict[str, set[int]]:
     """User ids on the shop's suppression list by ``day``, per channel (a row for channel
     ``all`` suppresses every channel)."""
-    rows = _frame(
+    rows = query_frame(
         conn,
         f"select user_id, channel from {schema}.dim_suppression where cast(suppressed_at as date) <= :d",
         d=day,
@@ -356,7 +351,7 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
     kinds = {name: kind for name, (kind, _) in audience_fields(config.customers.tags_file).items()}
     with warehouse_engine(config).connect() as conn:
         frame = audience_frame(config, conn, day)
-        history = _frame(
+        history = query_frame(
             conn,
             f"select user_id, count(*) as contacts from {schema}.fct_campaign_contacts "
             "where contact_date between :first and :last group by user_id",

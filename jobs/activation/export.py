@@ -40,7 +40,7 @@ from jobs.platform.lake import has_parquet, lake_storage, restricted_prefix, spa
 from jobs.platform.ops import warehouse_engine
 from jobs.platform.provenance import code_version, files_hash
 from jobs.platform.storage import Storage, open_storage
-from jobs.platform.warehouse import record_run
+from jobs.platform.warehouse import query_frame, record_run
 
 log = logging.getLogger(__name__)
 CONTACT_FIELD = {"email": "email", "sms": "phone", "push": None}
@@ -104,15 +104,13 @@ def export_campaigns(config: PipelineConfig, day: date) -> dict:
             sa.text(f"select campaign_id, channel from {schema}.mart_campaign_funnel where snapshot_date = :d"),
             {"d": day},
         ).fetchall()
-        result = conn.execute(
-            sa.text(
-                f"select campaign_id, user_id, product_id_1, product_id_2, product_id_3, reason_code "
-                f"from {schema}.mart_campaign_targets where snapshot_date = :d and arm = 'target' "
-                "order by campaign_id, user_id"
-            ),
-            {"d": day},
+        targets = query_frame(
+            conn,
+            f"select campaign_id, user_id, product_id_1, product_id_2, product_id_3, reason_code "
+            f"from {schema}.mart_campaign_targets where snapshot_date = :d and arm = 'target' "
+            "order by campaign_id, user_id",
+            d=day,
         )
-        targets = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     if not funnel:
         raise UpstreamNotReadyError(f"no campaign allocation for {day}: run the allocate stage first")
     contacts = contacts_as_of(config, day, sorted(set(targets["user_id"].astype(int))))

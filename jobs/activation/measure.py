@@ -39,6 +39,7 @@ from jobs.platform.config import PipelineConfig
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.ops import warehouse_engine
 from jobs.platform.publish import Output, publish
+from jobs.platform.warehouse import query_frame
 
 log = logging.getLogger(__name__)
 RESULT_COLUMNS = (
@@ -47,11 +48,6 @@ RESULT_COLUMNS = (
     "p_value", "incremental_value", "incremental_ci_low", "incremental_ci_high", "srm_p_value", "is_srm_mismatch",
     "is_valid", "note",
 )  # fmt: skip
-
-
-def _frame(conn: sa.Connection, sql: str, **params) -> pd.DataFrame:
-    result = conn.execute(sa.text(sql), params)
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
 def per_customer(
@@ -120,8 +116,7 @@ def _purchases(conn: sa.Connection, schema: str, users: list[int], first: date, 
         f"select user_id, order_date, cast(total_amount as double precision) as total_amount from {schema}.fct_orders "
         "where status in :statuses and order_date between :first and :last"
     ).bindparams(sa.bindparam("statuses", expanding=True))
-    result = conn.execute(query, {"statuses": list(PURCHASE_STATUSES), "first": first, "last": last})
-    orders = pd.DataFrame(result.fetchall(), columns=["user_id", "order_date", "total_amount"])
+    orders = query_frame(conn, query, statuses=list(PURCHASE_STATUSES), first=first, last=last)
     return orders[orders["user_id"].isin(users)]
 
 
@@ -135,12 +130,12 @@ def measure_campaigns(config: PipelineConfig, as_of: date, settings: CampaignsCo
     shares = {c.id: settings.holdout_share(c) for c in settings.campaigns}
     rows: list[dict] = []
     with warehouse_engine(config).connect() as conn:
-        cohorts = _frame(
+        cohorts = query_frame(
             conn,
             f"select campaign_id, contact_date, max(attribution_window_days) as window_days, count(*) as customers "
             f"from {schema}.fct_campaign_contacts group by campaign_id, contact_date",
         )
-        done = _frame(
+        done = query_frame(
             conn,
             f"select distinct campaign_id, cohort_date from {schema}.mart_campaign_results where measured_on <> :d",
             d=as_of,
@@ -155,7 +150,7 @@ def measure_campaigns(config: PipelineConfig, as_of: date, settings: CampaignsCo
         else:
             todo = cohorts
         for cohort in todo.itertuples():
-            members = _frame(
+            members = query_frame(
                 conn,
                 f"select user_id, arm from {schema}.fct_campaign_contacts where campaign_id = :c and contact_date = :d",
                 c=cohort.campaign_id,
@@ -201,7 +196,7 @@ def _programme(conn: sa.Connection, schema: str, as_of: date, settings: Campaign
     before ``as_of``, over the days since."""
     m, holdout = settings.measurement, settings.global_holdout
     start = as_of - timedelta(days=m.programme_window_days)
-    users = _frame(conn, f"select user_id from {schema}.mart_user_profile where snapshot_date = :d", d=start)
+    users = query_frame(conn, f"select user_id from {schema}.mart_user_profile where snapshot_date = :d", d=start)
     if users.empty or holdout.share == 0:
         return []
     control = in_share(buckets(holdout.salt, users["user_id"].to_numpy()), holdout.share)

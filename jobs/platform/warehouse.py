@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import yaml
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame
 
 from jobs.platform.config import PROJECT_ROOT, PipelineConfig
@@ -193,6 +194,15 @@ def to_arrow(frame: DataFrame) -> pa.Table:
         pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f for f in table.schema
     ]
     return table.cast(pa.schema(fields))
+
+
+def query_frame(conn: sa.Connection, query: str | sa.TextClause, **params) -> pd.DataFrame:
+    """The rows of a query (SQL text or a ``text()`` clause with its bind parameters) as a
+    pandas frame with the result's column names."""
+    import pandas as pd
+
+    result = conn.execute(sa.text(query) if isinstance(query, str) else query, params)
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
 def stage_arrow(conn: sa.Connection, name: str, data: pa.Table, like: str) -> str:
