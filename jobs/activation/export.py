@@ -91,6 +91,35 @@ def export_file(frame: pd.DataFrame) -> dict[str, bytes]:
     return {"targets.csv": csv, "targets.parquet": buffer.getvalue()}
 
 
+def write_export(
+    storage: Storage,
+    campaign_id: str,
+    day: date,
+    channel: str,
+    frame: pd.DataFrame,
+    left_out: dict[str, int],
+    provenance: dict[str, str],
+) -> dict:
+    """Write one campaign's export of ``day``: both files, then the manifest (returned)."""
+    files = export_file(frame)
+    prefix = export_prefix(campaign_id, day)
+    for name, data in files.items():
+        storage.write_bytes(prefix + name, data)
+    manifest = {
+        "campaign_id": campaign_id,
+        "date": day.isoformat(),
+        "channel": channel,
+        "rows": len(frame),
+        "left_out": left_out,
+        "files": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in files.items()
+        },
+        **provenance,
+    }
+    storage.write_bytes(prefix + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return manifest
+
+
 def export_campaigns(config: PipelineConfig, day: date) -> dict:
     """Write D's export of every campaign allocated on D (see the module docstring)."""
     schema = config.warehouse.schema_name
@@ -124,22 +153,7 @@ def export_campaigns(config: PipelineConfig, day: date) -> dict:
     for campaign_id, channel in funnel:
         rows = targets[targets["campaign_id"] == campaign_id]
         frame, left_out = _with_contacts(rows, contacts, channel or channels.get(campaign_id), day)
-        files = export_file(frame)
-        prefix = export_prefix(campaign_id, day)
-        for name, data in files.items():
-            storage.write_bytes(prefix + name, data)
-        manifest = {
-            "campaign_id": campaign_id,
-            "date": day.isoformat(),
-            "channel": channel,
-            "rows": len(frame),
-            "left_out": left_out,
-            "files": {
-                name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in files.items()
-            },
-            **provenance,
-        }
-        storage.write_bytes(prefix + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        write_export(storage, campaign_id, day, channel, frame, left_out, provenance)
         summary[campaign_id] = {"rows": len(frame), "left_out": left_out}
     exported = sum(entry["rows"] for entry in summary.values())
     with engine.begin() as conn:

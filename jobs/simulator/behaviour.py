@@ -2,7 +2,8 @@
 anonymous visitors and bots, with channel, device and traffic source), the events of each
 session (landing and page views, searches, product views steered by interests and tastes,
 favourites, cart changes, checkout starts) and the orders placed at checkout, with coupons,
-a status lifecycle and the source dirt of impossible totals and unknown products."""
+a status lifecycle and the source dirt of impossible totals and unknown products. A few
+planted "bought together" pairs (:func:`planted_bundles`) give the baskets rules to find."""
 
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ from jobs.simulator.spec import (
     _times_in_days,
     _utc,
 )
+
+BUNDLES = 6  # planted "bought together" pairs
+BUNDLE_ATTACH = 0.5  # chance that an order with a pair's first product also gets the second
 
 # --------------------------------------------------------------------------------------------
 # Sessions
@@ -407,6 +411,7 @@ def _make_orders(
     items = items.groupby(["o", "product"], sort=False, as_index=False).agg(
         quantity=("quantity", "sum"), ns=("ns", "min")
     )
+    items = _add_bundled(spec, prod, items)
     items = items.sort_values(["o", "ns", "product"], kind="stable", ignore_index=True)
     items["line_no"] = items.groupby("o").cumcount() + 1
     o_idx = items["o"].to_numpy()
@@ -478,6 +483,34 @@ def _make_orders(
         }
     )
     return orders, order_items, history
+
+
+def planted_bundles(spec: SimulationSpec, prod: dict) -> pd.DataFrame:
+    """The shop's "bought together" pairs (think phone and charger): the ``BUNDLES`` most
+    popular active products, each with a consequent drawn from the other active products.
+    Drawn from a stream of their own."""
+    rng = _rng(spec, "bundles")
+    active = np.flatnonzero(prod["weight"] > 0)
+    k = min(BUNDLES, len(active) // 4)
+    antecedent = active[np.argsort(-prod["popularity"][active], kind="stable")][:k]
+    others = np.setdiff1d(active, antecedent)
+    consequent = rng.choice(others, k, replace=False) if k else np.zeros(0, np.int64)
+    return pd.DataFrame({"antecedent": antecedent, "consequent": consequent, "attach_probability": BUNDLE_ATTACH})
+
+
+def _add_bundled(spec: SimulationSpec, prod: dict, items: pd.DataFrame) -> pd.DataFrame:
+    """An order with a bundle's antecedent gets its consequent too (quantity 1, added just
+    after), with probability ``BUNDLE_ATTACH``, unless it holds it already."""
+    bundles = planted_bundles(spec, prod)
+    rng = _rng(spec, "bundle-orders")
+    added = []
+    for a, b in bundles[["antecedent", "consequent"]].itertuples(index=False):
+        with_a = items[items["product"] == a]
+        has_b = set(items.loc[items["product"] == b, "o"])
+        attach = (rng.random(len(with_a)) < BUNDLE_ATTACH) & ~with_a["o"].isin(has_b).to_numpy()
+        chosen = with_a[attach]
+        added.append(pd.DataFrame({"o": chosen["o"], "product": b, "quantity": 1, "ns": chosen["ns"] + NS_PER_MS}))
+    return pd.concat([items, *added], ignore_index=True) if added else items
 
 
 def _coupons(

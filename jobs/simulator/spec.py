@@ -140,6 +140,17 @@ class SimulationSpec:
     anonymous_share: float = 0.3  # share of sessions by not-logged-in visitors
     dirt_rate: float = 0.03  # overall dirt level; 0 disables ALL dirt kinds
     timezone: str = "Asia/Shanghai"
+    # true effect of each campaign (config/campaigns.yaml ids): the chance that a contacted
+    # customer places one extra order (jobs.simulator.responses); campaigns not listed have none
+    campaign_uplift: tuple[tuple[str, float], ...] = (
+        ("cart_abandonment", 0.15),
+        ("winback_high_value", 0.08),
+        ("vip_early_access", 0.0),
+        ("reactivation_churn_risk", 0.05),
+        ("repurchase_reminder", 0.10),
+        ("cross_sell", 0.0),
+        ("onboarding_new", 0.06),
+    )
 
 
 @dataclass(repr=False)

@@ -233,6 +233,7 @@ def truth_as_of(world: World, as_of: date) -> dict[str, pd.DataFrame]:
     ).reset_index(drop=True)
     dirty_items = truth["order_items_dirty"]
     dirty_items = dirty_items[dirty_items["order_id"].isin(orders["order_id"])].reset_index(drop=True)
+    answers = {"campaign_responses": truth["campaign_responses"]} if "campaign_responses" in truth else {}
     return {
         "landing_files": landing,
         "events_daily": daily,
@@ -241,7 +242,9 @@ def truth_as_of(world: World, as_of: date) -> dict[str, pd.DataFrame]:
         "orders": orders_truth,
         "order_items_dirty": dirty_items,
         "products": truth["products"],
+        "planted_bundles": truth["planted_bundles"],
         "suppressions": state["suppressions"][["user_id", "channel", "reason", "suppressed_at"]],
+        **answers,
     }
 
 
@@ -259,6 +262,7 @@ def _write_truth(world: World, as_of: date, truth_dir: str | Path | Storage) -> 
         "events_daily": ("local_date",),
         "lifecycle_daily": ("date",),
         "users": ("decline_from", "churned_from", "reactivated_from"),
+        "campaign_responses": ("contact_date",),
     }
     written = []
     for name, frame in tables.items():

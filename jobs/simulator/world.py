@@ -19,11 +19,12 @@ import pandas as pd
 from jobs.platform.config import PipelineConfig
 from jobs.platform.interface import CHANNELS, EVENT_TYPES
 from jobs.platform.storage import Storage, open_storage
-from jobs.simulator.behaviour import _make_events, _make_orders, _make_sessions
+from jobs.simulator.behaviour import _make_events, _make_orders, _make_sessions, planted_bundles
 from jobs.simulator.catalogue import _make_products
 from jobs.simulator.dirt import _plan_landing
 from jobs.simulator.landing import _write_landing
 from jobs.simulator.people import _lifecycle, _make_users
+from jobs.simulator.responses import with_responses
 from jobs.simulator.source_db import _sync_source
 from jobs.simulator.spec import (
     DEVICES,
@@ -120,6 +121,14 @@ def generate(spec: SimulationSpec) -> World:
     truth["landing_files"] = landing_truth
     truth["valid_events_by_file"] = valid_by_file
     truth["sessions"] = _sessions_truth(sessions)
+    bundles = planted_bundles(spec, prod)
+    truth["planted_bundles"] = pd.DataFrame(
+        {
+            "antecedent_product_id": bundles["antecedent"].to_numpy(np.int64) + 1,
+            "consequent_product_id": bundles["consequent"].to_numpy(np.int64) + 1,
+            "attach_probability": bundles["attach_probability"],
+        }
+    )
 
     user_versions = users["versions"]
     final_users = user_versions.drop_duplicates("user_id", keep="last").reset_index(drop=True)
@@ -193,14 +202,27 @@ def materialize(
     source_url: str,
     as_of: date,
     truth_dir: str | Path | Storage,
+    exports: Storage | None = None,
 ) -> dict:
     """Write everything known by the end of local day ``as_of``; idempotent and incremental.
 
     Landing files whose write hour ended by then and that are not in ``landing`` yet are
     written (existing ones are left alone). The source DB tables are created if missing and
     synchronised to their state at the end of ``as_of``. The truth tables (Parquet) are
-    rewritten under ``truth_dir`` (a local path, ``s3://`` URI or a Storage). Returns a summary.
+    rewritten under ``truth_dir`` (a local path, ``s3://`` URI or a Storage). With ``exports``
+    (the pipeline's exports root), customers answer the campaigns exported before ``as_of``
+    (:mod:`jobs.simulator.responses`): their extra orders join the source database and the truth
+    gets ``campaign_responses``. Returns a summary.
     """
+    answered = {}
+    if exports is not None:
+        world = with_responses(world, exports, as_of)
+        responses = world.truth["campaign_responses"]
+        answered = {
+            "campaign_messages": len(responses),
+            "campaign_responses": int(responses["responded"].sum()),
+            "exports_refused": world.truth["refused_exports"]["manifest"].tolist(),
+        }
     end_ns = _end_of_day_ns(as_of, world.spec.timezone)
     landing_summary = _write_landing(world, landing, end_ns)
     db_summary = _sync_source(world, source_url, end_ns)
@@ -211,6 +233,7 @@ def materialize(
         "landing_root": landing.root,
         **landing_summary,
         **db_summary,
+        **answered,
         "truth_files": truth_files,
     }
 

@@ -201,3 +201,24 @@ def test_settings_default_to_retail_values_and_refuse_unknown_keys_and_statuses(
         load_association_settings({"min_suport": 0.01})
     with pytest.raises(ValidationError, match="statuses"):
         load_association_settings({"statuses": ["paid", "lost"]})
+
+
+def test_fp_growth_recovers_the_bundles_planted_in_a_simulated_shop(spark):
+    """The simulator plants "bought together" pairs in its orders; with the shipped settings
+    every pair is found, and it is far stronger than chance."""
+    from jobs.activation.campaigns_config import load_campaigns
+    from jobs.simulator import SimulationSpec, generate, published_view
+
+    spec = SimulationSpec(seed=8, days=120, users=3000, products=300)
+    world = generate(spec)
+    view = published_view(world)
+    orders = spark.createDataFrame(view["orders"][["order_id", "status", "order_date"]])
+    items = spark.createDataFrame(view["order_items"][["order_id", "product_id"]])
+    last = spec.start_date + timedelta(days=spec.days - 1)
+    settings = load_campaigns().associations
+    rules = rules_of(association_rules(baskets(items, orders, last, settings), settings))
+    planted = world.truth["planted_bundles"]
+    assert len(planted) == 6
+    for a, b in planted[["antecedent_product_id", "consequent_product_id"]].itertuples(index=False):
+        rule = rules[((int(a),), int(b))]
+        assert rule["lift"] > 5 and rule["confidence"] > 0.3, rule
