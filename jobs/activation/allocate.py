@@ -197,7 +197,7 @@ def audience_frame(config: PipelineConfig, conn: sa.Connection, day: date) -> pd
     frame["days_until_expected_order"] = (expected - today).dt.days
     carts = _abandoned_carts(config, conn, day)
     frame = frame.merge(carts, on="user_id", how="left")
-    frame["abandoned_cart"] = frame["abandoned_cart"].fillna(False).astype(bool)
+    frame["abandoned_cart"] = frame["abandoned_cart"].eq(True)  # missing: no cart
     frame["cart_products"] = frame["cart_products"].apply(lambda v: v if isinstance(v, list) else [])
     return frame
 

@@ -30,6 +30,7 @@ PRODUCT_SOURCES = ("cart", "recommendations", "associations", "similar")
 LIFECYCLE_STAGES = ("prospect", "new", "growing", "loyal", "at_risk", "churned", "reactivated")
 CHURN_RISK_BANDS = ("low", "medium", "high")
 PROGRAMME = "programme"  # campaign_id of the global holdout's results
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 # name -> (kind, description): the profile's columns (mart_user_profile) an audience may use
@@ -78,6 +79,7 @@ class Campaign(_Strict):
     attribution_window_days: int | None = Field(None, ge=1, le=90)
     active_from: date | None = None
     active_to: date | None = None
+    weekdays: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()  # none: every day
     products: tuple[Literal["cart", "recommendations", "associations", "similar"], ...] = ()
     score: str | None = None  # a numeric audience field published as the score used
     version: int = Field(1, ge=1, description="changing it re-draws the holdout groups")
@@ -100,6 +102,8 @@ class Campaign(_Strict):
             raise ValueError("active_to is before active_from")
         if len(set(self.products)) != len(self.products):
             raise ValueError("products: a source is listed twice")
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays: a day is listed twice")
         return self
 
     @property
@@ -107,8 +111,11 @@ class Campaign(_Strict):
         return f"{self.id}:v{self.version}"
 
     def is_active(self, day: date) -> bool:
-        return (self.active_from is None or self.active_from <= day) and (
-            self.active_to is None or day <= self.active_to
+        """Within the active dates, on one of the weekdays (if any are given)."""
+        return (
+            (self.active_from is None or self.active_from <= day)
+            and (self.active_to is None or day <= self.active_to)
+            and (not self.weekdays or WEEKDAYS[day.weekday()] in self.weekdays)
         )
 
 

@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,6 +31,7 @@ def _reset_local_data(config: PipelineConfig) -> None:
         config.storage.landing_root,
         config.storage.lake_root,
         config.storage.reports_root,
+        config.storage.exports_root,
         config.storage.state_root,
     ]
     for url in (config.source.url, config.warehouse.url):
@@ -41,30 +45,60 @@ def _reset_local_data(config: PipelineConfig) -> None:
             raise ConfigError(f"refusing to reset {path}: the demo only resets folders inside {data_root}")
 
 
-def run_nightly_via_airflow(day: date, env: dict[str, str]) -> None:
-    """The nightly DAG, then the customers and recommender DAGs it triggers in production
-    (asset-scheduled). A recommender refused by its quality gate is reported, not fatal: the
-    previous lists stay live, as in production."""
-    from jobs.cli.airflow_env import dags_test
-
-    for dag_id in ("marketing_nightly", "marketing_customers", "marketing_recommender"):
-        result = dags_test(dag_id, day.isoformat(), env)
-        output = result.stdout + result.stderr
-        if result.returncode != 0 and dag_id == "marketing_recommender" and "ModelGateError" in output:
-            print(f"  night {day}: recommender not published: {gate_reason(output)}", flush=True)
-        elif result.returncode != 0:
-            tail = "\n".join(output.splitlines()[-40:])
-            raise PipelineError(f"airflow dags test {dag_id} for {day} failed:\n{tail}")
+DEMO_DAGS = ("marketing_nightly", "marketing_customers", "marketing_recommender", "marketing_campaigns")
 
 
-def gate_reason(task_output: str) -> str:
-    """The gate's own message from a failed recommender run's log: the text after the
-    exception's name on the failure alert line, not the line of source that raised it."""
-    marker = "ModelGateError: "
-    for line in reversed(task_output.splitlines()):
-        if marker in line and "raise " not in line:
-            return line.split(marker, 1)[1].strip()[:300]
-    return "see the task log"
+def run_nightly_via_airflow(config: PipelineConfig, day: date, runner) -> dict[str, float]:
+    """The nightly DAG, then the customers, recommender and campaigns DAGs it triggers in
+    production (asset-scheduled), each run by Airflow (``dag.test()``, in this process). A
+    recommender refused by its quality gate is reported, not fatal: the previous lists stay
+    live and the campaigns use them, as in production. Returns seconds per DAG."""
+    seconds = {}
+    for dag_id in DEMO_DAGS:
+        started = time.monotonic()
+        failed = runner.run(dag_id, day.isoformat())
+        seconds[dag_id] = time.monotonic() - started
+        if failed == ["recommender"] and (reason := gate_refusal(config, day)):
+            print(f"  night {day}: recommender not published: {reason}", flush=True)
+        elif failed:
+            raise PipelineError(f"Airflow run of {dag_id} for {day} failed in task(s) {', '.join(failed)}")
+    return seconds
+
+
+def gate_refusal(config: PipelineConfig, day: date) -> str | None:
+    """The quality gate's reason when it refused the recommender of ``day`` (from ops_pipeline_runs)."""
+    import json
+
+    from jobs.platform.warehouse import engine_for
+
+    engine = engine_for(config)
+    with engine.connect() as conn:
+        details = conn.execute(
+            sa.text(
+                f"select details_json from {config.warehouse.schema_name}.ops_pipeline_runs "
+                "where stage = 'recommender' and logical_date = :d and status = 'failed'"
+            ),
+            {"d": day},
+        ).scalar()
+    engine.dispose()
+    return json.loads(details).get("gate") if details else None
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """Send this process's standard error (file descriptor 2: Python, Airflow and the Spark
+    JVM it starts) to ``path`` while the nights run; the demo's own progress is on stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def summary(config: PipelineConfig, nights: list[date]) -> str:
@@ -142,6 +176,7 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
         for v, m in by_version.items()
     ] or ["  none"]
     lines += [f"  customers with a list: {n:,} ({reason})" for reason, n in lists]
+    lines += campaign_summary(config, nights[-1])
     lines += ["", "Data-quality checks not passed (warnings; errors would have blocked publishing):"]
     lines += [f"  {d} {ds:<12}{name}" for d, ds, name in warnings] or ["  none"]
     lines += [
@@ -154,10 +189,66 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
     return "\n".join(lines)
 
 
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def campaign_summary(config: PipelineConfig, night: date) -> list[str]:
+    """Each campaign's funnel on ``night``, and the measured lift of every cohort whose window
+    closed beside the true uplift the simulator planted (its truth ``campaign_responses``)."""
+    import pandas as pd
+
+    from jobs.platform.warehouse import engine_for, query_frame
+
+    schema = config.warehouse.schema_name
+    engine = engine_for(config)
+    with engine.connect() as conn:
+        funnel = query_frame(
+            conn, f"select * from {schema}.mart_campaign_funnel where snapshot_date = :d order by priority", d=night
+        )
+        results = query_frame(
+            conn,
+            f"select * from {schema}.mart_campaign_results where metric = 'orders_per_customer' "
+            "and adjustment = 'none' order by cohort_date, campaign_id",
+        )
+    engine.dispose()
+    lines = ["", f"Campaigns on {night} (eligible, then where they went; control and target are contacted):"]
+    lines += [
+        f"  {r.campaign_id:<24}{r.channel:<6}eligible {r.eligible:>5,}  no consent {r.suppressed_no_consent:>4,}"
+        f"  suppressed {r.suppressed_list:>3,}  global holdout {r.suppressed_global_holdout:>3,}"
+        f"  lower priority {r.lost_to_priority:>4,}  capped {r.capped:>4,}  control {r.control:>4,}"
+        f"  target {r.target:>5,}  exported {int(r.exported or 0):>5,}"
+        for r in funnel.itertuples()
+    ] or ["  none active"]
+    truth_file = Path(config.storage.state_root) / "truth" / "campaign_responses.parquet"
+    truth = pd.read_parquet(truth_file) if truth_file.exists() else pd.DataFrame()
+    lines += ["", "Measured lift in orders per customer (target - control, 95% interval) vs the simulator's truth:"]
+    if results.empty:
+        lines.append("  no cohort's attribution window has closed yet")
+    for r in results.itertuples():
+        head = f"  {r.campaign_id:<24}contacted {r.cohort_date}  target {r.n_target:>5,}  control {r.n_control:>4,}  "
+        if r.campaign_id == "programme" or pd.isna(r.abs_lift):
+            lines.append(head + (r.note or "not measured"))
+            continue
+        measured = f"{_signed(r.abs_lift)} [{_signed(r.abs_ci_low)}, {_signed(r.abs_ci_high)}]"
+        if not r.is_valid:
+            measured += f" (invalid: {r.note})"
+        if not truth.empty:
+            mine = truth[(truth["campaign_id"] == r.campaign_id) & (truth["contact_date"] == r.cohort_date)]
+            uplift = float(mine["true_uplift"].iloc[0]) if len(mine) else 0.0
+            # the truth is per contacted customer; the target group also holds anyone not exported
+            true = uplift * len(mine) / r.n_target if r.n_target else 0.0
+            inside = "inside" if r.abs_ci_low <= true <= r.abs_ci_high else "OUTSIDE"
+            measured += f"  true {_signed(true)} ({inside} the interval)"
+        lines.append(head + measured)
+    return lines
+
+
 def run_demo(
     config: PipelineConfig, nights: int = 3, days: int = 60, users: int = 2000, use_airflow: bool = True
 ) -> int:
-    from jobs.cli.airflow_env import airflow_env, ensure_metadata_db
+    from jobs.activation.export import exports_storage
+    from jobs.cli.airflow_env import InProcessDags, airflow_env, ensure_metadata_db, enter_airflow_env
     from jobs.platform.errors import ModelGateError
     from jobs.platform.lake import landing_storage
     from jobs.platform.stages import run_pipeline
@@ -173,23 +264,32 @@ def run_demo(
     last_day = spec.start_date + timedelta(days=days - 1)
     run_days = [last_day - timedelta(days=offset) for offset in range(nights - 1, -1, -1)]
     truth_dir = Path(config.storage.state_root) / "truth"
-    materialize(world, landing_storage(config), config.source.url, run_days[0] - timedelta(days=1), truth_dir)
-    env = None
+    exports = exports_storage(config)  # customers answer the campaigns exported on earlier nights
+    materialize(world, landing_storage(config), config.source.url, run_days[0] - timedelta(days=1), truth_dir, exports)
+    runner, log_path = None, PROJECT_ROOT / "data" / "demo-airflow.log"
     if use_airflow:
-        print("Preparing Airflow (SQLite metadata in airflow_home/) ...", flush=True)
+        print(f"Preparing Airflow (SQLite metadata in airflow_home/; task logs in {log_path}) ...", flush=True)
         env = airflow_env()
         ensure_metadata_db(env)
+        enter_airflow_env(env)  # the DAGs run in this process: one parse, one Spark session for all nights
+        runner = InProcessDags()
     for day in run_days:
-        materialize(world, landing_storage(config), config.source.url, day, truth_dir)
+        materialize(world, landing_storage(config), config.source.url, day, truth_dir, exports)
         night_started = time.monotonic()
-        if use_airflow:
-            run_nightly_via_airflow(day, env)
+        if runner is not None:
+            try:
+                with stderr_to(log_path):
+                    seconds = run_nightly_via_airflow(config, day, runner)
+            except PipelineError as exc:
+                raise PipelineError(f"{exc}; the task logs are in {log_path}") from None
+            print("  " + ", ".join(f"{d.removeprefix('marketing_')} {s:.0f}s" for d, s in seconds.items()), flush=True)
         else:
             run_pipeline(config, day, ["nightly", "customers"])
             try:
                 run_pipeline(config, day, ["models"])
             except ModelGateError as exc:
                 print(f"  night {day}: {exc}", flush=True)
+            run_pipeline(config, day, ["campaigns"])
         print(f"  night {day}: done in {time.monotonic() - night_started:.0f}s", flush=True)
     print()
     print(summary(config, run_days))

@@ -150,6 +150,7 @@ class SimulationSpec:
         ("repurchase_reminder", 0.10),
         ("cross_sell", 0.0),
         ("onboarding_new", 0.06),
+        ("weekly_newsletter", 0.04),
     )
 
 
