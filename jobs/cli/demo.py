@@ -1,12 +1,18 @@
 """``marketing demo``: a simulated shop, several nights through Airflow, and a summary.
 
 1. Reset the demo's local data folders (only folders inside the project's ``data/``).
-2. Simulate ~60 days of a small shop with a few percent of dirty data.
+2. Simulate 240 days of a small shop with a few percent of dirty data (long enough for the
+   churn model to learn: it needs 180 days of orders).
 3. For each of the last nights: write what the shop knows by the end of that day (event
-   files, source rows, late status changes), then run the ``marketing_nightly`` DAG and the
-   ``marketing_customers`` and ``marketing_recommender`` DAGs for it with ``airflow dags test``.
+   files, source rows, late status changes, and the orders of customers answering the
+   campaigns exported on the nights before), then run the ``marketing_nightly``,
+   ``marketing_customers``, ``marketing_recommender`` and ``marketing_campaigns`` DAGs for it
+   with Airflow (``dag.test()``, all in this process: one DAG parse and one Spark session for
+   every night; task logs go to ``data/demo-airflow.log``).
 4. Print rows per warehouse table, quarantine counts by reason, RFM groups and lifecycle
-   stages, data-quality warnings, and where the warehouse, lake and reports are.
+   stages, recommender metrics, each campaign's funnel, the measured lift of every cohort
+   whose window closed beside the simulator's true uplift, data-quality warnings, and where
+   the warehouse, lake and reports are.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def _reset_local_data(config: PipelineConfig) -> None:
         config.storage.reports_root,
         config.storage.exports_root,
         config.storage.state_root,
+        config.recommender.registry_root,
     ]
     for url in (config.source.url, config.warehouse.url):
         if url.startswith(("sqlite:///", "duckdb:///")):
@@ -48,21 +55,21 @@ def _reset_local_data(config: PipelineConfig) -> None:
 DEMO_DAGS = ("marketing_nightly", "marketing_customers", "marketing_recommender", "marketing_campaigns")
 
 
-def run_nightly_via_airflow(config: PipelineConfig, day: date, runner) -> dict[str, float]:
+def run_nightly_via_airflow(config: PipelineConfig, day: date, runner) -> tuple[dict[str, float], list[str]]:
     """The nightly DAG, then the customers, recommender and campaigns DAGs it triggers in
     production (asset-scheduled), each run by Airflow (``dag.test()``, in this process). A
     recommender refused by its quality gate is reported, not fatal: the previous lists stay
-    live and the campaigns use them, as in production. Returns seconds per DAG."""
-    seconds = {}
+    live and the campaigns use them, as in production. Returns seconds per DAG and notes."""
+    seconds, notes = {}, []
     for dag_id in DEMO_DAGS:
         started = time.monotonic()
         failed = runner.run(dag_id, day.isoformat())
         seconds[dag_id] = time.monotonic() - started
         if failed == ["recommender"] and (reason := gate_refusal(config, day)):
-            print(f"  night {day}: recommender not published: {reason}", flush=True)
+            notes.append(f"  night {day}: recommender not published: {reason}")
         elif failed:
             raise PipelineError(f"Airflow run of {dag_id} for {day} failed in task(s) {', '.join(failed)}")
-    return seconds
+    return seconds, notes
 
 
 def gate_refusal(config: PipelineConfig, day: date) -> str | None:
@@ -85,20 +92,21 @@ def gate_refusal(config: PipelineConfig, day: date) -> str | None:
 
 
 @contextlib.contextmanager
-def stderr_to(path: Path):
-    """Send this process's standard error (file descriptor 2: Python, Airflow and the Spark
-    JVM it starts) to ``path`` while the nights run; the demo's own progress is on stdout."""
+def output_to(path: Path):
+    """Send this process's standard output and error (file descriptors 1 and 2: Python, Airflow's
+    task logs and the Spark JVM it starts) to ``path`` while the DAGs run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     with path.open("ab") as log:
-        os.dup2(log.fileno(), 2)
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
     try:
         yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def summary(config: PipelineConfig, nights: list[date]) -> str:
@@ -245,7 +253,7 @@ def campaign_summary(config: PipelineConfig, night: date) -> list[str]:
 
 
 def run_demo(
-    config: PipelineConfig, nights: int = 3, days: int = 60, users: int = 2000, use_airflow: bool = True
+    config: PipelineConfig, nights: int = 3, days: int = 240, users: int = 2000, use_airflow: bool = True
 ) -> int:
     from jobs.activation.export import exports_storage
     from jobs.cli.airflow_env import InProcessDags, airflow_env, ensure_metadata_db, enter_airflow_env
@@ -278,10 +286,11 @@ def run_demo(
         night_started = time.monotonic()
         if runner is not None:
             try:
-                with stderr_to(log_path):
-                    seconds = run_nightly_via_airflow(config, day, runner)
+                with output_to(log_path):
+                    seconds, notes = run_nightly_via_airflow(config, day, runner)
             except PipelineError as exc:
                 raise PipelineError(f"{exc}; the task logs are in {log_path}") from None
+            print("\n".join(notes) or "", end="\n" if notes else "", flush=True)
             print("  " + ", ".join(f"{d.removeprefix('marketing_')} {s:.0f}s" for d, s in seconds.items()), flush=True)
         else:
             run_pipeline(config, day, ["nightly", "customers"])

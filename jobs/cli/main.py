@@ -2,7 +2,7 @@
 
     marketing simulate   write a simulated shop's event logs and source tables
     marketing run        run the nightly stages for one date (or a range) without Airflow
-    marketing demo       simulate ~60 days and run the nightly DAG through Airflow
+    marketing demo       simulate 8 months of a shop and run its last nights through Airflow
     marketing score-customers  RFM, lifecycle, churn risk and value for any order export
     marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
     marketing config     print the effective configuration (after MKT_* overrides)
@@ -113,12 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="simulate ~60 days and run the nightly DAG in Airflow for the last nights",
-        description="Reset data/, simulate a small shop, run the Airflow DAG (airflow dags test) for the last "
-        "--nights dates and print a summary.",
+        help="simulate 8 months of a shop and run its last nights through Airflow",
+        description="Reset data/, simulate a small shop, run the nightly, customers, recommender and campaigns "
+        "DAGs with Airflow (dag.test, in this process) for the last --nights dates and print a summary.",
     )
     demo.add_argument("--nights", type=_positive, default=3, help="nights run through Airflow (default 3)")
-    demo.add_argument("--days", type=_positive, default=60, help="simulated days of history (default 60)")
+    demo.add_argument(
+        "--days", type=_positive, default=240, help="simulated days of history (default 240: the churn model learns)"
+    )
     demo.add_argument("--users", type=_positive, default=2000, help="simulated users (default 2000)")
     demo.add_argument("--no-airflow", action="store_true", help="run the stages directly instead of through Airflow")
 

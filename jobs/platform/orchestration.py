@@ -4,6 +4,7 @@ the business date of a run, the published assets, and failure alerts."""
 from __future__ import annotations
 
 import logging
+import math
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -128,7 +129,21 @@ def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
             summary = stage(config, day)
     except DeterministicError as exc:  # TransientError propagates: Airflow retries it
         raise AirflowFailException(f"{name} {day}: {exc}") from exc
-    return {"business_date": day.isoformat(), **summary}
+    return json_safe({"business_date": day.isoformat(), **summary})
+
+
+def json_safe(value):
+    """``value`` as strict JSON can carry it (a task's return value goes to XCom through the
+    execution API as JSON): NaN and infinities become null, numpy scalars Python ones."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def run_stage_for_dates(config: PipelineConfig, name: str, days: list[date]) -> dict:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobs.platform.config import PROJECT_ROOT, load_config
-from jobs.platform.orchestration import PUBLISHED_TABLES, asset_uri, business_date
+from jobs.platform.orchestration import PUBLISHED_TABLES, asset_uri, business_date, json_safe
 
 DAG_ID = "marketing_nightly"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -340,3 +340,20 @@ def test_a_manual_run_without_an_interval_processes_the_day_before_its_logical_d
 def test_without_any_date_in_the_context_it_falls_back_to_yesterday_locally():
     today = datetime.now(SHANGHAI).date()
     assert business_date({}, TZ) in (today - timedelta(days=1), today)  # midnight race tolerated
+
+
+def test_a_stage_summary_becomes_strict_json_for_xcom():
+    """A task's return value travels as strict JSON: a lift whose control mean is zero (NaN),
+    an infinite ratio or a numpy count must not fail the task after its work is published."""
+    import json
+    import math
+
+    import numpy as np
+
+    summary = {"lift": {"cart@2026-10-01": [math.nan, -math.inf, 0.5]}, "rows": np.int64(3), "share": np.float64(0.1)}
+    safe = json_safe(summary)
+    assert json.loads(json.dumps(safe, allow_nan=False)) == {
+        "lift": {"cart@2026-10-01": [None, None, 0.5]},
+        "rows": 3,
+        "share": 0.1,
+    }
