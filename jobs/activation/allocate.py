@@ -8,6 +8,8 @@ For each campaign active on D, highest priority first, every step counted in
 2. **suppressed**, first reason wins: no consent for the channel; on the shop's suppression
    list for the channel (``dim_suppression``); in the **global holdout** (a fixed share of all
    customers, by its own salt, that no campaign reaches);
+   **recently contacted**: the campaign reached them (either group) in its last
+   ``recontact_days`` (a win-back goes out once a month, not every night);
 3. **allocated**: at most one campaign per customer and day (a customer already allocated to a
    higher-priority campaign is ``lost_to_priority``) and at most ``max_contacts_per_7_days``
    contacts in any 7 days, read from the contact history (``capped``);
@@ -49,6 +51,7 @@ FUNNEL_STEPS = (
     "suppressed_no_consent",
     "suppressed_list",
     "suppressed_global_holdout",
+    "recently_contacted",
     "lost_to_priority",
     "capped",
     "control",
@@ -77,13 +80,15 @@ def allocate(
     kinds: dict[str, str],
     contacts_last_6_days: pd.Series,
     suppressed: dict[str, set[int]] | None = None,
+    recently_contacted: dict[str, set[int]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Allocate the campaigns active on ``day`` over ``frame`` (one row per customer, the
     audience fields and ``user_id``). ``contacts_last_6_days``: contacts per user in D-6..D-1;
-    ``suppressed``: user ids on the suppression list per channel. Returns ``(assignments,
-    funnel)``: one row per allocated customer (campaign_id, user_id, arm, bucket) and one row
-    per campaign with the counts of :data:`FUNNEL_STEPS`."""
-    suppressed = suppressed or {}
+    ``suppressed``: user ids on the suppression list per channel; ``recently_contacted``: per
+    campaign, the user ids it reached within its ``recontact_days`` before D. Returns
+    ``(assignments, funnel)``: one row per allocated customer (campaign_id, user_id, arm,
+    bucket) and one row per campaign with the counts of :data:`FUNNEL_STEPS`."""
+    suppressed, recently_contacted = suppressed or {}, recently_contacted or {}
     frame = frame.reset_index(drop=True)
     users = frame["user_id"].to_numpy()
     in_global = in_share(buckets(settings.global_holdout.salt, users), settings.global_holdout.share)
@@ -99,6 +104,8 @@ def allocate(
         remaining &= ~listed
         global_holdout = remaining & in_global
         remaining &= ~global_holdout
+        recent = remaining & np.isin(users, list(recently_contacted.get(campaign.id, ())))
+        remaining &= ~recent
         lost = remaining & taken
         remaining &= ~taken
         capped = remaining & at_cap
@@ -120,7 +127,7 @@ def allocate(
         counts = dict(
             zip(
                 FUNNEL_STEPS,
-                (eligible, no_consent, listed, global_holdout, lost, capped),
+                (eligible, no_consent, listed, global_holdout, recent, lost, capped),
                 strict=False,
             )
         )
@@ -342,6 +349,24 @@ def _suppression_list(conn: sa.Connection, schema: str, day: date) -> dict[str, 
     }
 
 
+def _recently_contacted(conn: sa.Connection, schema: str, day: date, settings: CampaignsConfig) -> dict[str, set[int]]:
+    """Per active campaign, the customers it reached (either group) in its ``recontact_days``
+    before ``day``."""
+    longest = max((settings.recontact_days(c) for c in settings.campaigns), default=0)
+    rows = query_frame(
+        conn,
+        f"select campaign_id, user_id, contact_date from {schema}.fct_campaign_contacts "
+        "where contact_date >= :first and contact_date < :d",
+        first=day - timedelta(days=longest),
+        d=day,
+    )
+    since = pd.Timestamp(day) - pd.to_timedelta(
+        rows["campaign_id"].map({c.id: settings.recontact_days(c) for c in settings.campaigns}).fillna(0), unit="D"
+    )
+    recent = rows[pd.to_datetime(rows["contact_date"]) >= since]
+    return {c: set(users.astype(int)) for c, users in recent.groupby("campaign_id")["user_id"]}
+
+
 def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsConfig | None = None) -> dict:
     """Allocate D's campaigns and publish targets, funnel and contacts (see the module docstring)."""
     settings = settings or load_campaigns(
@@ -359,7 +384,10 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
             last=day - timedelta(days=1),
         )
         suppressed = _suppression_list(conn, schema, day)
-        chosen, funnel = allocate(frame, settings, day, kinds, history.set_index("user_id")["contacts"], suppressed)
+        recent = _recently_contacted(conn, schema, day, settings)
+        chosen, funnel = allocate(
+            frame, settings, day, kinds, history.set_index("user_id")["contacts"], suppressed, recent
+        )
         sources = product_sources(conn, schema, day, frame) if len(chosen) else {}
     loaded_at = datetime.now(timezone.utc)
     campaigns = {c.id: c for c in settings.campaigns}

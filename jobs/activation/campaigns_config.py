@@ -77,6 +77,7 @@ class Campaign(_Strict):
     audience_any: tuple[Condition, ...] = ()  # any of these must hold too
     holdout_share: float | None = Field(None, ge=0.01, le=0.5)
     attribution_window_days: int | None = Field(None, ge=1, le=90)
+    recontact_days: int | None = Field(None, ge=1, le=365)
     active_from: date | None = None
     active_to: date | None = None
     weekdays: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()  # none: every day
@@ -127,6 +128,9 @@ class GlobalHoldout(_Strict):
 class Defaults(_Strict):
     holdout_share: float = Field(0.10, ge=0.01, le=0.5)
     attribution_window_days: int = Field(14, ge=1, le=90)
+    recontact_days: int = Field(
+        7, ge=1, le=365, description="a campaign reaches a customer at most once in this many days"
+    )
 
 
 class Measurement(_Strict):
@@ -188,6 +192,9 @@ class CampaignsConfig(_Strict):
         if campaign.attribution_window_days is not None:
             return campaign.attribution_window_days
         return self.defaults.attribution_window_days
+
+    def recontact_days(self, campaign: Campaign) -> int:
+        return campaign.recontact_days if campaign.recontact_days is not None else self.defaults.recontact_days
 
     def active(self, day: date) -> list[Campaign]:
         """Campaigns active on ``day``, highest priority first."""

@@ -30,6 +30,7 @@ create table if not exists {schema}.mart_campaign_funnel (
     suppressed_no_consent       bigint not null,
     suppressed_list             bigint not null,
     suppressed_global_holdout   bigint not null,
+    recently_contacted          bigint not null,
     lost_to_priority            bigint not null,
     capped                      bigint not null,
     control                     bigint not null,

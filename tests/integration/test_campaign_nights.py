@@ -70,13 +70,23 @@ def test_every_published_row_keeps_suppression_consent_holdouts_and_the_cap(nigh
             assert today.loc[mine["user_id"], CONSENT_FIELD[channel]].all()
     assert not in_share(buckets(settings.global_holdout.salt, targets["user_id"]), settings.global_holdout.share).any()
 
-    # groups never change across nights, and each campaign's control share is within tolerance
-    arms = targets.groupby(["campaign_id", "user_id"])["arm"].nunique()
-    assert (arms == 1).all() and (targets.groupby(["campaign_id", "user_id"]).size() > 1).any()
+    # a customer's group is the campaign's date-free bucket rule on every night, and each
+    # campaign's control share is within tolerance
     shares = {c.id: settings.holdout_share(c) for c in settings.campaigns}
+    versions = {c.id: c.salt for c in settings.campaigns}
+    for campaign_id, rows in targets.groupby("campaign_id"):
+        control = in_share(buckets(versions[campaign_id], rows["user_id"]), shares[campaign_id])
+        assert (rows["arm"].to_numpy() == np.where(control, "control", "target")).all()
     for campaign_id, rows in targets.drop_duplicates(["campaign_id", "user_id"]).groupby("campaign_id"):
         share, n = shares[campaign_id], len(rows)
         assert abs((rows["arm"] == "control").mean() - share) <= 4 * np.sqrt(share * (1 - share) / n) + 1 / n
+
+    # a campaign reaches a customer at most once within its recontact_days
+    contacts = query(config, "select contact_date, campaign_id, user_id from fct_campaign_contacts")
+    contacts["contact_date"] = pd.to_datetime(contacts["contact_date"])
+    for (campaign_id, _), dates in contacts.groupby(["campaign_id", "user_id"])["contact_date"]:
+        gaps = dates.sort_values().diff().dt.days.dropna()
+        assert (gaps >= settings.recontact_days(next(c for c in settings.campaigns if c.id == campaign_id))).all()
 
     # the 7-day cap over the contact history (control is contacted too)
     contacts = query(config, "select contact_date, user_id from fct_campaign_contacts")
@@ -136,3 +146,41 @@ def test_the_first_nights_cohort_measured_on_the_third_finds_the_planted_uplift(
     true = dict(SMALL_SHOP.campaign_uplift)[BROAD] * len(mine) / row.n_target
     assert row.is_valid and row.abs_ci_low <= true <= row.abs_ci_high
     assert row.abs_ci_low > 0 and row.p_value < 0.01  # found, not just covered
+
+
+def test_no_published_customer_was_free_for_a_higher_priority_campaign(nights):
+    """Recomputed from the published profile of each night: a customer allocated to a campaign
+    was not in the audience of any higher-priority campaign that night with its channel's
+    consent, off the suppression list and outside the global holdout (the cap is global: a
+    customer capped for one campaign is capped for all)."""
+    from jobs.activation.allocate import _audience, _suppression_list, audience_frame, buckets, in_share
+    from jobs.activation.campaigns_config import CONSENT_FIELD, audience_fields, load_campaigns
+
+    config, _, _ = nights
+    settings = load_campaigns()
+    kinds = {name: kind for name, (kind, _) in audience_fields().items()}
+    engine = sa.create_engine(config.warehouse.url, poolclass=sa.pool.NullPool)
+    checked = 0
+    for night in NIGHTS:
+        with engine.connect() as conn:
+            frame = audience_frame(config, conn, night).reset_index(drop=True)
+            suppressed = _suppression_list(conn, config.warehouse.schema_name, night)
+        rows = query(config, "select campaign_id, user_id from mart_campaign_targets where snapshot_date = :d", d=night)
+        position = pd.Series(np.arange(len(frame)), index=frame["user_id"])
+        in_global = in_share(buckets(settings.global_holdout.salt, frame["user_id"]), settings.global_holdout.share)
+        active = settings.active(night)
+        free = {
+            c.id: _audience(frame, c, kinds)
+            & frame[CONSENT_FIELD[c.channel]].fillna(False).astype(bool).to_numpy()
+            & ~frame["user_id"].isin(suppressed[c.channel]).to_numpy()
+            & ~in_global
+            for c in active
+        }
+        priority = {c.id: c.priority for c in active}
+        for campaign_id, users in rows.groupby("campaign_id")["user_id"]:
+            at = position[users].to_numpy()
+            assert free[campaign_id][at].all()  # it was free for its own campaign
+            for higher in (c for c in active if c.priority < priority[campaign_id]):
+                assert not free[higher.id][at].any(), (night, campaign_id, higher.id)
+                checked += len(at)
+    assert checked > 0

@@ -3,7 +3,7 @@ warehouse): holdout buckets, suppression, priority, the 7-day cap and the funnel
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -133,6 +133,31 @@ def test_a_campaign_outside_its_active_dates_allocates_nobody():
     config = settings(campaign("later", 1, {"rfm_group": {"eq": "Champions"}}, active_from="2026-07-01"))
     chosen, funnel = allocate(frame, config, DAY, KINDS, pd.Series(dtype=int))
     assert chosen.empty and funnel.empty
+
+
+def test_a_campaign_recently_sent_to_a_customer_skips_them_and_leaves_them_to_others():
+    frame = customers(2_000, lifecycle_stage="at_risk")
+    config = settings(
+        campaign("winback", 1, {"lifecycle_stage": {"eq": "at_risk"}}, recontact_days=30),
+        campaign("newsletter", 2, {"has_email_consent": {"eq": True}}),
+        global_holdout={"share": 0.0, "salt": "g:v1"},
+    )
+    recent = {"winback": set(range(1, 501))}  # reached by win-back in its last 30 days
+    chosen, funnel = allocate(frame, config, DAY, KINDS, pd.Series(dtype=int), {}, recent)
+    funnel = funnel.set_index("campaign_id")
+    assert funnel.loc["winback", "recently_contacted"] == 500
+    assert funnel.loc["winback", "eligible"] == sum(funnel.loc["winback", s] for s in FUNNEL_STEPS[1:])
+    by_campaign = chosen.groupby("campaign_id")["user_id"].agg(set)
+    assert by_campaign["winback"] == set(range(501, 2001))
+    assert by_campaign["newsletter"] == set(range(1, 501))  # free again for a lower-priority campaign
+    assert [config.recontact_days(c) for c in config.campaigns] == [30, 7]  # its own, else the default
+
+
+def test_a_weekly_campaign_is_active_on_its_weekdays_only():
+    config = settings(campaign("weekly", 1, {"has_email_consent": {"eq": True}}, weekdays=["mon", "thu"]))
+    monday = date(2026, 9, 28)
+    active = [d.strftime("%a") for d in (monday + timedelta(days=k) for k in range(7)) if config.active(d)]
+    assert active == ["Mon", "Thu"]
 
 
 def test_audience_any_and_reason_codes():
