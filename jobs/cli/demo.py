@@ -216,15 +216,18 @@ def campaign_summary(config: PipelineConfig, night: date) -> list[str]:
         )
         results = query_frame(
             conn,
-            f"select * from {schema}.mart_campaign_results where metric = 'orders_per_customer' "
-            "and adjustment = 'none' order by cohort_date, campaign_id",
+            f"select * from {schema}.mart_campaign_results where adjustment = 'none' "
+            "order by cohort_date, campaign_id, metric <> 'orders_per_customer'",
         )
+    # one row per cohort: its orders-per-customer lift, else the note saying why there is none
+    results = results.drop_duplicates(["campaign_id", "cohort_date"])
     engine.dispose()
     lines = ["", f"Campaigns on {night} (eligible, then where they went; control and target are contacted):"]
     lines += [
         f"  {r.campaign_id:<24}{r.channel:<6}eligible {r.eligible:>5,}  no consent {r.suppressed_no_consent:>4,}"
         f"  suppressed {r.suppressed_list:>3,}  global holdout {r.suppressed_global_holdout:>3,}"
-        f"  lower priority {r.lost_to_priority:>4,}  capped {r.capped:>4,}  control {r.control:>4,}"
+        f"  recently sent {r.recently_contacted:>4,}  lower priority {r.lost_to_priority:>4,}"
+        f"  capped {r.capped:>4,}  control {r.control:>4,}"
         f"  target {r.target:>5,}  exported {int(r.exported or 0):>5,}"
         for r in funnel.itertuples()
     ] or ["  none active"]
@@ -235,13 +238,13 @@ def campaign_summary(config: PipelineConfig, night: date) -> list[str]:
         lines.append("  no cohort's attribution window has closed yet")
     for r in results.itertuples():
         head = f"  {r.campaign_id:<24}contacted {r.cohort_date}  target {r.n_target:>5,}  control {r.n_control:>4,}  "
-        if r.campaign_id == "programme" or pd.isna(r.abs_lift):
-            lines.append(head + (r.note or "not measured"))
+        if r.metric != "orders_per_customer" or pd.isna(r.abs_lift):
+            lines.append(head + f"not measured: {r.note or 'no lift'}")
             continue
         measured = f"{_signed(r.abs_lift)} [{_signed(r.abs_ci_low)}, {_signed(r.abs_ci_high)}]"
         if not r.is_valid:
             measured += f" (invalid: {r.note})"
-        if not truth.empty:
+        if not truth.empty and r.campaign_id != "programme":  # the programme's truth is every campaign's
             mine = truth[(truth["campaign_id"] == r.campaign_id) & (truth["contact_date"] == r.cohort_date)]
             uplift = float(mine["true_uplift"].iloc[0]) if len(mine) else 0.0
             # the truth is per contacted customer; the target group also holds anyone not exported
