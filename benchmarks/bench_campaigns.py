@@ -4,9 +4,10 @@
 
 Builds a customer frame with every audience field the shipped campaigns use (lifecycle stage,
 RFM group, scores, tags, derived fields; values drawn to realistic shares), a 6-day contact
-history and a suppression list, then times the seven campaigns of ``config/campaigns.yaml``
-through :func:`jobs.activation.allocate.allocate` (audience, suppression, priority, cap, md5
-holdout) and the measurement of every resulting cohort through
+history, a suppression list and each campaign's recently contacted customers, then times the
+campaigns of ``config/campaigns.yaml`` active on a Monday (all eight) through
+:func:`jobs.activation.allocate.allocate` (audience, suppression, re-contact interval,
+priority, cap, md5 holdout) and the measurement of every resulting cohort through
 :func:`jobs.activation.measure.cohort_results` on simulated orders. Pure in-process work: the
 warehouse reads and writes around it are not included. Reports wall time per step and the
 process's peak resident memory.
@@ -78,10 +79,11 @@ def main() -> None:
     )
     history = history.groupby(level=0).sum()
     suppressed = {ch: set(rng.choice(frame["user_id"], args.customers // 100)) for ch in ("email", "sms", "push")}
+    recent = {c.id: set(rng.choice(frame["user_id"], args.customers // 50)) for c in settings.campaigns}
     timings["build_inputs_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    chosen, funnel = allocate(frame, settings, DAY, kinds, history, suppressed)
+    chosen, funnel = allocate(frame, settings, DAY, kinds, history, suppressed, recent)
     timings["allocate_s"] = time.perf_counter() - started
 
     # orders of the allocated customers around their contact date: ~8% buy in a 14-day window
@@ -107,7 +109,7 @@ def main() -> None:
 
     result = {
         "customers": args.customers,
-        "campaigns": len(settings.campaigns),
+        "campaigns": len(settings.active(DAY)),
         "allocated": len(chosen),
         "result_rows": rows,
         **{k: round(v, 2) for k, v in timings.items()},

@@ -39,6 +39,7 @@ from jobs.platform.conditions import mask
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import UpstreamNotReadyError
 from jobs.platform.interface import PURCHASE_STATUSES
+from jobs.platform.lake import window_for
 from jobs.platform.ops import warehouse_engine
 from jobs.platform.publish import Output, publish, snapshot
 from jobs.platform.warehouse import query_frame
@@ -210,9 +211,9 @@ def audience_frame(config: PipelineConfig, conn: sa.Connection, day: date) -> pd
 
 
 def _abandoned_carts(config: PipelineConfig, conn: sa.Connection, day: date) -> pd.DataFrame:
-    """Customers who carted on ``day`` and ordered nothing after their last cart, with the
-    products they carted (latest first). Events are read in Spark; only per-customer results
-    come back."""
+    """Customers who carted on ``day`` and ordered nothing after their last cart by the end of
+    ``day``, with the products they carted (latest first). Events are read in Spark; only
+    per-customer results come back."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -235,11 +236,13 @@ def _abandoned_carts(config: PipelineConfig, conn: sa.Connection, day: date) -> 
     columns = ["user_id", "abandoned_cart", "cart_products"]
     if per_user.empty:
         return pd.DataFrame(columns=columns)
+    # orders up to the end of the day only: re-running D after later nights gives the same lists
     orders = query_frame(
         conn,
         f"select user_id, max(created_at) as last_order_at from {schema}.fct_orders "
-        "where created_at >= :since group by user_id",
+        "where created_at >= :since and created_at < :until group by user_id",
         since=datetime.combine(day - timedelta(days=2), datetime.min.time(), tzinfo=timezone.utc),
+        until=window_for(day, config.tz).end,
     )
     merged = per_user.merge(orders, on="user_id", how="left")
     last_cart = pd.to_datetime(merged["last_cart_at"], utc=True)
@@ -334,13 +337,11 @@ def attach_products(user_ids: pd.Series, campaign: Campaign, sources: dict[str, 
     return pd.DataFrame(columns)
 
 
-def _suppression_list(conn: sa.Connection, schema: str, day: date) -> dict[str, set[int]]:
-    """User ids on the shop's suppression list by ``day``, per channel (a row for channel
-    ``all`` suppresses every channel)."""
+def _suppression_list(conn: sa.Connection, schema: str, until: datetime) -> dict[str, set[int]]:
+    """User ids on the shop's suppression list before the instant ``until`` (the end of the
+    shop's local day), per channel (a row for channel ``all`` suppresses every channel)."""
     rows = query_frame(
-        conn,
-        f"select user_id, channel from {schema}.dim_suppression where cast(suppressed_at as date) <= :d",
-        d=day,
+        conn, f"select user_id, channel from {schema}.dim_suppression where suppressed_at < :until", until=until
     )
     everywhere = set(rows.loc[rows["channel"] == "all", "user_id"].astype(int))
     return {
@@ -383,7 +384,7 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
             first=day - timedelta(days=6),
             last=day - timedelta(days=1),
         )
-        suppressed = _suppression_list(conn, schema, day)
+        suppressed = _suppression_list(conn, schema, window_for(day, config.tz).end)
         recent = _recently_contacted(conn, schema, day, settings)
         chosen, funnel = allocate(
             frame, settings, day, kinds, history.set_index("user_id")["contacts"], suppressed, recent

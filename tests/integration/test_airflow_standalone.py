@@ -123,7 +123,7 @@ def _session_members(sid: int, zombies: bool = False) -> list[int]:
     return members
 
 
-def _stop(process: subprocess.Popen, grace: float = 30) -> list[int]:
+def _stop(process: subprocess.Popen, grace: float = 10) -> list[int]:
     """SIGTERM the process group, then SIGKILL whatever of the session is left; return survivors."""
     sid = process.pid  # start_new_session: the child leads a new session and process group
     with suppress(ProcessLookupError):

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from jobs.platform.lake import window_for
 from tests.integration.conftest import SMALL_SHOP
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -59,7 +60,7 @@ def test_every_published_row_keeps_suppression_consent_holdouts_and_the_cap(nigh
     suppressed = query(config, "select user_id, channel, suppressed_at from dim_suppression")
     profile = query(config, "select * from mart_user_profile")
     for night, rows in targets.groupby(pd.to_datetime(targets["snapshot_date"]).dt.date):
-        until = pd.Timestamp(night + timedelta(days=1), tz="UTC")
+        until = pd.Timestamp(window_for(night, config.tz).end)  # the end of the shop's local day
         listed = suppressed[pd.to_datetime(suppressed["suppressed_at"], utc=True) < until]
         on_list = set(zip(listed["user_id"], listed["channel"], strict=True))
         assert not any(
@@ -151,9 +152,17 @@ def test_the_first_nights_cohort_measured_on_the_third_finds_the_planted_uplift(
 def test_no_published_customer_was_free_for_a_higher_priority_campaign(nights):
     """Recomputed from the published profile of each night: a customer allocated to a campaign
     was not in the audience of any higher-priority campaign that night with its channel's
-    consent, off the suppression list and outside the global holdout (the cap is global: a
-    customer capped for one campaign is capped for all)."""
-    from jobs.activation.allocate import _audience, _suppression_list, audience_frame, buckets, in_share
+    consent, off the suppression list, outside the global holdout and not reached by that
+    campaign within its recontact_days (the cap is global: a customer capped for one campaign
+    is capped for all)."""
+    from jobs.activation.allocate import (
+        _audience,
+        _recently_contacted,
+        _suppression_list,
+        audience_frame,
+        buckets,
+        in_share,
+    )
     from jobs.activation.campaigns_config import CONSENT_FIELD, audience_fields, load_campaigns
 
     config, _, _ = nights
@@ -164,7 +173,8 @@ def test_no_published_customer_was_free_for_a_higher_priority_campaign(nights):
     for night in NIGHTS:
         with engine.connect() as conn:
             frame = audience_frame(config, conn, night).reset_index(drop=True)
-            suppressed = _suppression_list(conn, config.warehouse.schema_name, night)
+            suppressed = _suppression_list(conn, config.warehouse.schema_name, window_for(night, config.tz).end)
+            recent = _recently_contacted(conn, config.warehouse.schema_name, night, settings)
         rows = query(config, "select campaign_id, user_id from mart_campaign_targets where snapshot_date = :d", d=night)
         position = pd.Series(np.arange(len(frame)), index=frame["user_id"])
         in_global = in_share(buckets(settings.global_holdout.salt, frame["user_id"]), settings.global_holdout.share)
@@ -174,12 +184,13 @@ def test_no_published_customer_was_free_for_a_higher_priority_campaign(nights):
             & frame[CONSENT_FIELD[c.channel]].fillna(False).astype(bool).to_numpy()
             & ~frame["user_id"].isin(suppressed[c.channel]).to_numpy()
             & ~in_global
+            & ~frame["user_id"].isin(recent.get(c.id, ())).to_numpy()
             for c in active
         }
         priority = {c.id: c.priority for c in active}
         for campaign_id, users in rows.groupby("campaign_id")["user_id"]:
             at = position[users].to_numpy()
-            assert free[campaign_id][at].all()  # it was free for its own campaign
+            assert free[campaign_id][at].all(), (night, campaign_id, users[~free[campaign_id][at]].tolist())
             for higher in (c for c in active if c.priority < priority[campaign_id]):
                 assert not free[higher.id][at].any(), (night, campaign_id, higher.id)
                 checked += len(at)

@@ -111,9 +111,22 @@ def test_orders_after_the_as_of_date_are_ignored(nightly, tmp_path):
         ("", "is empty (not even a header line)"),
     ],
 )
-def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message):
+def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, capsys, content, message):
+    """In process (the command's ``main``), so the shared Spark session reads each file."""
+    from jobs.cli.main import main
+
     bad = tmp_path / "orders.csv"
     bad.write_text(content)
+    code = main(["score-customers", "--orders", str(bad), "--as-of", "2026-10-01", "--out", str(tmp_path / "o.csv")])
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and message in lines[0], stderr[-2000:]
+
+
+def test_the_command_exits_2_with_the_one_line_error(tmp_path):
+    """The installed command itself, in a process of its own: exit code 2, the line on stderr."""
+    bad = tmp_path / "orders.csv"
+    bad.write_text("user_id,order_id,amount\n1,2,3.5\n")
     result = subprocess.run(
         [
             sys.executable,
@@ -134,7 +147,7 @@ def test_a_bad_file_gets_one_line_naming_the_problem(tmp_path, content, message)
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert len(lines) == 1 and "missing column(s) order_ts" in lines[0], result.stderr[-2000:]
 
 
 def test_unsupported_extensions_are_named(tmp_path):
