@@ -14,14 +14,16 @@ used), for that business date, from published data only (`config/campaigns.yaml`
 4. **measure** – target vs control for every cohort whose attribution window closed (lift with intervals,
    CUPED, sample-ratio check) and the global holdout → **`mart_campaign_results`**;
 5. **kpis** – the shop's daily KPIs and traffic by source → **`mart_kpi_daily`**, **`mart_traffic_daily`**
-   (changes day over day and week over week in the view `v_kpi_daily`).
+   (changes day over day and week over week in the view `v_kpi_daily`);
+6. **report** – the nightly report of the date (HTML with plots, and JSON) under
+   `storage.reports_root/nightly/date=D/`, once everything above has run (whatever its outcome).
 
 Trigger by hand for a date with `--conf '{"business_date": "2026-10-30"}'`.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, TriggerRule, dag, get_current_context, task
 
 from jobs.platform.config import load_config
 from jobs.platform.orchestration import (
@@ -84,9 +86,11 @@ def marketing_campaigns():
     def kpis() -> dict:
         return announce(KPI_ASSETS, _run("kpis"))
 
-    associations() >> allocate() >> export()
-    measure()
-    kpis()
+    @task(trigger_rule=TriggerRule.ALL_DONE)  # a failed campaign step is in the report, not a reason to skip it
+    def report() -> dict:
+        return _run("report")
+
+    [associations() >> allocate() >> export(), measure(), kpis()] >> report()
 
 
 marketing_campaigns()

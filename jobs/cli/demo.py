@@ -191,7 +191,8 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
         "",
         f"Warehouse : {masked_url(config.warehouse.url)}",
         f"Lake      : {config.storage.lake_root}  (raw/, clean/, quarantine/, restricted/)",
-        f"Reports   : {config.storage.reports_root}/data_docs/index.html  (Great Expectations Data Docs)",
+        f"Report    : {config.storage.reports_root}/nightly/date={nights[-1]}/report.html  (open it in a browser)",
+        f"Data Docs : {config.storage.reports_root}/data_docs/index.html  (Great Expectations)",
         "Airflow UI: make airflow  (then open http://localhost:8080)",
     ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
     marketing simulate   write a simulated shop's event logs and source tables
     marketing run        run the nightly stages for one date (or a range) without Airflow
     marketing demo       simulate 8 months of a shop and run its last nights through Airflow
+    marketing report     the nightly report of a date (HTML with plots, and JSON)
     marketing score-customers  RFM, lifecycle, churn risk and value for any order export
     marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
     marketing config     print the effective configuration (after MKT_* overrides)
@@ -91,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     sim.add_argument("--until", type=_date, help="write what is known by the end of this day (default: last day)")
 
+    report = sub.add_parser(
+        "report",
+        help="write the nightly report of a date (HTML and JSON)",
+        description="Read the warehouse for the date and write reports_root/nightly/date=D/report.html "
+        "(self-contained, plots inline), report.json (the same numbers) and plots/*.png.",
+    )
+    report.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD")
+
     run = sub.add_parser(
         "run",
         help="run nightly stages for a date or a date range, without Airflow",
@@ -106,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="only this stage (repeatable): collect_events, collect_sources, clean_sources, clean_events, "
-        "validate, load, segments, scores, tags, recommender, associations, allocate, export, measure, kpis, or the "
-        "groups collect / clean / nightly / customers / models / campaigns (default: nightly and customers)",
+        "validate, load, segments, scores, tags, recommender, associations, allocate, export, measure, kpis, "
+        "report, or the groups collect / clean / nightly / customers / models / campaigns / reports "
+        "(default: nightly and customers)",
     )
     run.add_argument("--full-reload", action="store_true", help="extract source tables completely, ignoring watermarks")
 
@@ -219,6 +229,11 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         from jobs.customers.tags_config import describe_tags, load_tags
 
         print(describe_tags(load_tags(config.customers.tags_file)))
+        return 0
+    if args.command == "report":
+        from jobs.platform.stages import run_stage
+
+        print(json.dumps(run_stage(config, "report", args.date), indent=2))
         return 0
     if args.command == "campaigns":
         from jobs.activation.campaigns_config import describe_campaigns, load_campaigns

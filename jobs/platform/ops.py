@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
+import logging
+from datetime import date, datetime
 
 import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.warehouse import engine_for, ensure_schema, record_quarantine, record_run
 
+log = logging.getLogger(__name__)
 _ENGINES: dict[tuple[str, str], sa.Engine] = {}
 
 
@@ -25,6 +27,43 @@ def warehouse_engine(config: PipelineConfig) -> sa.Engine:
         ensure_schema(engine, config.warehouse.schema_name, config.warehouse.bi_role)
         _ENGINES[key] = engine
     return _ENGINES[key]
+
+
+def record_stage_run(
+    config: PipelineConfig,
+    day: date,
+    stage: str,
+    status: str,
+    started_at: datetime,
+    finished_at: datetime,
+    error: str | None = None,
+) -> None:
+    """Upsert the ``ops_stage_runs`` row of a stage's latest run for a date (how long it took
+    and how it ended); never raises: a failure to record must not hide the stage's own."""
+    schema = config.warehouse.schema_name
+    try:
+        with warehouse_engine(config).begin() as conn:
+            conn.execute(
+                sa.text(f"delete from {schema}.ops_stage_runs where logical_date = :d and stage = :s"),
+                {"d": day, "s": stage},
+            )
+            conn.execute(
+                sa.text(
+                    f"insert into {schema}.ops_stage_runs (logical_date, stage, status, started_at, finished_at, "
+                    "duration_s, error) values (:d, :s, :status, :started, :finished, :seconds, :error)"
+                ),
+                {
+                    "d": day,
+                    "s": stage,
+                    "status": status,
+                    "started": started_at,
+                    "finished": finished_at,
+                    "seconds": (finished_at - started_at).total_seconds(),
+                    "error": error[:1000] if error else None,
+                },
+            )
+    except Exception as exc:  # noqa: BLE001 - the stage's outcome matters more than its timing
+        log.warning("could not record the %s run of %s in ops_stage_runs: %s", stage, day, exc)
 
 
 def record_stage(config: PipelineConfig, record: dict, status: str = "success") -> None:

@@ -120,13 +120,10 @@ def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from jobs.platform.errors import DeterministicError
-    from jobs.platform.locks import warehouse_lock
-    from jobs.platform.stages import stage_function
+    from jobs.platform.stages import run_stage as run_one
 
-    stage = stage_function(name)
     try:
-        with warehouse_lock(config, f"{name} {day}"):
-            summary = stage(config, day)
+        summary = run_one(config, name, day)
     except DeterministicError as exc:  # TransientError propagates: Airflow retries it
         raise AirflowFailException(f"{name} {day}: {exc}") from exc
     return json_safe({"business_date": day.isoformat(), **summary})

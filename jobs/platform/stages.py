@@ -12,7 +12,7 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import ConfigError
@@ -52,7 +52,9 @@ CAMPAIGN_STAGES: dict[str, str] = {
     "measure": "jobs.activation.measure:measure_campaigns",
     "kpis": "jobs.activation.kpis:build_kpis",
 }
-ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES, **CAMPAIGN_STAGES}
+# The nightly report (the campaigns DAG's last task): everything above, for people.
+REPORT_STAGES: dict[str, str] = {"report": "jobs.reporting.nightly:build_report"}
+ALL_STAGES = {**STAGES, **CUSTOMER_STAGES, **MODEL_STAGES, **CAMPAIGN_STAGES, **REPORT_STAGES}
 STAGE_GROUPS = {
     "collect": ("collect_events", "collect_sources"),
     "clean": ("clean_sources", "clean_events"),
@@ -60,6 +62,7 @@ STAGE_GROUPS = {
     "customers": tuple(CUSTOMER_STAGES),
     "models": tuple(MODEL_STAGES),
     "campaigns": tuple(CAMPAIGN_STAGES),
+    "reports": tuple(REPORT_STAGES),
 }
 
 
@@ -88,13 +91,26 @@ def resolve_stages(names: list[str] | None) -> list[str]:
     return [stage for stage in ALL_STAGES if stage in wanted]
 
 
+def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
+    """Run one stage for a date under the warehouse lock, and record in ``ops_stage_runs`` when
+    it started, how long it took and how it ended (``success``, ``skipped`` or ``failed``)."""
+    from jobs.platform.ops import record_stage_run
+
+    function = stage_function(name)
+    started, clock = datetime.now(UTC), time.monotonic()
+    log.info("%s %s: starting", day, name)
+    try:
+        with warehouse_lock(config, f"{name} {day}"):
+            summary = function(config, day)
+    except BaseException as exc:
+        record_stage_run(config, day, name, "failed", started, datetime.now(UTC), f"{type(exc).__name__}: {exc}")
+        raise
+    status = summary.get("status", "success") if isinstance(summary, dict) else "success"
+    record_stage_run(config, day, name, status, started, datetime.now(UTC))
+    log.info("%s %s: %s in %.1fs", day, name, status, time.monotonic() - clock)
+    return summary
+
+
 def run_pipeline(config: PipelineConfig, day: date, stages: list[str] | None = None) -> dict[str, dict]:
     """Run the selected stages (all by default) for one logical date; return their summaries."""
-    results = {}
-    for stage in resolve_stages(stages):
-        started = time.monotonic()
-        log.info("%s %s: starting", day, stage)
-        with warehouse_lock(config, f"{stage} {day}"):
-            results[stage] = stage_function(stage)(config, day)
-        log.info("%s %s: done in %.1fs", day, stage, time.monotonic() - started)
-    return results
+    return {stage: run_stage(config, stage, day) for stage in resolve_stages(stages)}

@@ -107,6 +107,17 @@ create table if not exists {schema}.ops_pipeline_runs (
     primary key (logical_date, stage, dataset)
 );
 
+create table if not exists {schema}.ops_stage_runs (
+    logical_date        date not null,
+    stage               varchar not null,
+    status              varchar not null,
+    started_at          timestamptz not null,
+    finished_at         timestamptz not null,
+    duration_s          double precision not null,
+    error               varchar,
+    primary key (logical_date, stage)
+);
+
 create table if not exists {schema}.ops_quarantine_daily (
     logical_date        date not null,
     dataset             varchar not null,

@@ -40,6 +40,9 @@ RUN_TIME_COLUMNS = {
     "collected_at",
     "model_version",
     "first_loaded_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
 }
 # Where each stage is killed: (object, attribute), after the original call did its writing.
 KILL_POINTS = {

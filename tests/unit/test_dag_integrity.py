@@ -174,6 +174,7 @@ def test_the_campaigns_dag_runs_on_the_profile_and_the_finished_recommender(tmp_
     assert campaigns["catchup"] is False and campaigns["params"] == ["business_date"]
     tasks = campaigns["tasks"]
     assert tasks["allocate"]["upstream"] == ["associations"] and tasks["export"]["upstream"] == ["allocate"]
+    assert sorted(tasks["report"]["upstream"]) == ["export", "kpis", "measure"]  # the night's last word
     assert {o["uri"] for o in tasks["allocate"]["outlets"]} == {
         asset_uri(config, t) for t in ("mart_campaign_targets", "mart_campaign_funnel", "fct_campaign_contacts")
     }
