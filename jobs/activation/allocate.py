@@ -31,7 +31,6 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import sqlalchemy as sa
 
 from jobs.activation.campaigns_config import CONSENT_FIELD, Campaign, CampaignsConfig, audience_fields, load_campaigns
@@ -42,7 +41,7 @@ from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.lake import window_for
 from jobs.platform.ops import warehouse_engine
 from jobs.platform.publish import Output, publish, snapshot
-from jobs.platform.warehouse import query_frame
+from jobs.platform.warehouse import frame_to_arrow, query_frame
 
 log = logging.getLogger(__name__)
 BUCKETS = 10_000
@@ -406,10 +405,14 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
         targets.append(part)
     targets = pd.concat(targets, ignore_index=True) if targets else pd.DataFrame()
     outputs = [
-        snapshot("mart_campaign_targets", _arrow(targets.assign(snapshot_date=day, loaded_at=loaded_at))),
-        snapshot("mart_campaign_funnel", _arrow(funnel.assign(snapshot_date=day, exported=None, loaded_at=loaded_at))),
+        snapshot("mart_campaign_targets", frame_to_arrow(targets.assign(snapshot_date=day, loaded_at=loaded_at))),
+        snapshot(
+            "mart_campaign_funnel", frame_to_arrow(funnel.assign(snapshot_date=day, exported=None, loaded_at=loaded_at))
+        ),
         Output(
-            "fct_campaign_contacts", _arrow(_contacts(targets, settings, day, loaded_at)), where="contact_date = :d"
+            "fct_campaign_contacts",
+            frame_to_arrow(_contacts(targets, settings, day, loaded_at)),
+            where="contact_date = :d",
         ),
     ]
     rows = publish(
@@ -437,7 +440,3 @@ def _contacts(targets: pd.DataFrame, settings: CampaignsConfig, day: date, loade
             "loaded_at": loaded_at,
         }
     )
-
-
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import UpstreamNotReadyError
 from jobs.platform.interface import PAID_STATUSES, PURCHASE_STATUSES
-from jobs.platform.published import published_batches
+from jobs.platform.published import published_batches, published_events
 from jobs.platform.warehouse import delete_where, read_sql, to_arrow
 
 log = logging.getLogger(__name__)
@@ -48,24 +48,6 @@ TRAFFIC_COLUMNS = (
     "cart_session_count", "checkout_session_count", "abandoned_cart_session_count", "loaded_at",
 )  # fmt: skip
 HEADLINE = ("net_sales_amount", "order_count", "paying_customer_count", "new_customer_count", "session_count")
-
-
-def published_session_events(config: PipelineConfig, batches: set[date], day: date) -> DataFrame:
-    """Non-bot clean events dated ``day`` from published batches, anonymous visitors included.
-
-    :func:`jobs.platform.published.published_events` keeps identified customers only and
-    drops ``anonymous_id`` and ``utm_source``; traffic is about every visitor."""
-    from jobs.platform.lake import clean_events_prefix, has_parquet, lake_storage, spark_uri
-    from jobs.platform.spark import get_spark
-
-    spark = get_spark(config)
-    lake = lake_storage(config)
-    if not batches or not has_parquet(lake, clean_events_prefix()):
-        return spark.createDataFrame([], SESSION_EVENT_SCHEMA)
-    events = spark.read.parquet(spark_uri(lake, clean_events_prefix()))
-    return events.where(
-        F.col("batch_date").isin(*sorted(batches)) & (F.col("event_date") == F.lit(day)) & ~F.col("is_bot")
-    ).select(*[field.split(" ")[0] for field in SESSION_EVENT_SCHEMA.split(", ")])
 
 
 def sessions_of(events: DataFrame) -> DataFrame:
@@ -158,7 +140,7 @@ def build_kpis(config: PipelineConfig, as_of: date) -> dict:
 
     batches = _check_covered(config, as_of)
     loaded_at = datetime.now(timezone.utc)
-    sessions = sessions_of(published_session_events(config, batches, as_of))
+    sessions = sessions_of(published_events(config, batches, as_of, 1, anonymous=True, schema=SESSION_EVENT_SCHEMA))
     traffic = to_arrow(
         traffic_by_source(sessions)
         .withColumn("kpi_date", F.lit(as_of))

@@ -29,7 +29,6 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import sqlalchemy as sa
 
 from jobs.activation import stats
@@ -39,7 +38,7 @@ from jobs.platform.config import PipelineConfig
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.ops import warehouse_engine
 from jobs.platform.publish import Output, publish
-from jobs.platform.warehouse import query_frame
+from jobs.platform.warehouse import frame_to_arrow, query_frame
 
 log = logging.getLogger(__name__)
 RESULT_COLUMNS = (
@@ -170,7 +169,7 @@ def measure_campaigns(config: PipelineConfig, as_of: date, settings: CampaignsCo
     frame = frame.astype({"is_srm_mismatch": bool, "is_valid": bool, "n_target": "int64", "n_control": "int64"})
     published = publish(
         config, as_of, "measure", "campaign_results",
-        [Output("mart_campaign_results", pa.Table.from_pandas(frame, preserve_index=False), where="measured_on = :d")],
+        [Output("mart_campaign_results", frame_to_arrow(frame), where="measured_on = :d")],
         counts={"input": int(todo["customers"].sum()) if len(todo) else 0, "output": len(frame)},
         details={"cohorts": len(todo)},
     )  # fmt: skip

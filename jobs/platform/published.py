@@ -90,21 +90,37 @@ def published_tables(
     return batches, {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}
 
 
-def published_events(config, batches: set[date], as_of: date, days: int) -> DataFrame:
-    """Identified, non-bot clean events of published batches with event_date in (D - days, D]."""
+CUSTOMER_EVENT_SCHEMA = (
+    "user_id long, event_type string, event_at timestamp, event_date date, session_id string, product_id long, "
+    "channel string, device string"
+)
+
+
+def published_events(
+    config,
+    batches: set[date],
+    as_of: date,
+    days: int,
+    *,
+    anonymous: bool = False,
+    schema: str = CUSTOMER_EVENT_SCHEMA,
+) -> DataFrame:
+    """Non-bot clean events of published batches with event_date in (D - days, D], with the
+    columns of ``schema``: identified customers' only, or every visitor's with ``anonymous``."""
     from jobs.platform.lake import clean_events_prefix, has_parquet, lake_storage, spark_uri
     from jobs.platform.spark import get_spark
 
     spark = get_spark(config)
     lake = lake_storage(config)
-    schema = "user_id long, event_type string, event_at timestamp, event_date date, session_id string, product_id long, channel string, device string"
-    if not has_parquet(lake, clean_events_prefix()):
+    if not batches or not has_parquet(lake, clean_events_prefix()):
         return spark.createDataFrame([], schema)
     events = spark.read.parquet(spark_uri(lake, clean_events_prefix()))
-    return events.where(
+    wanted = (
         F.col("batch_date").isin(*sorted(batches))
         & (F.col("event_date") > F.date_sub(F.lit(as_of), days))
         & (F.col("event_date") <= F.lit(as_of))
         & ~F.col("is_bot")
-        & F.col("user_id").isNotNull()
-    ).select(*[field.split(" ")[0] for field in schema.split(", ")])
+    )
+    if not anonymous:
+        wanted &= F.col("user_id").isNotNull()
+    return events.where(wanted).select(*[field.split(" ")[0] for field in schema.split(", ")])

@@ -186,6 +186,11 @@ def read_sql(name: str, schema: str, **parts: str) -> list[str]:
     return _statements(text)
 
 
+def frame_to_arrow(frame) -> pa.Table:
+    """A pandas frame as an Arrow table for staging (its index dropped)."""
+    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+
+
 def to_arrow(frame: DataFrame) -> pa.Table:
     """A Spark frame as an Arrow table for staging, timestamps marked as UTC."""
     table = frame.toArrow()

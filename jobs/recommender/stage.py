@@ -37,7 +37,7 @@ from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.provenance import code_version
 from jobs.platform.publish import Output, publish, snapshot
 from jobs.platform.published import as_date, published_events, published_tables
-from jobs.platform.warehouse import to_arrow
+from jobs.platform.warehouse import frame_to_arrow, to_arrow
 from jobs.recommender.interactions import (
     IdIndex,
     event_signals,
@@ -368,13 +368,13 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
 
     evaluation = Output(
         "mart_model_evaluation",
-        _arrow(pd.DataFrame(evaluation_rows)),
+        frame_to_arrow(pd.DataFrame(evaluation_rows)),
         where="model_version = :v",
         params={"v": version},
     )
     counts = publish(
         config, as_of, "recommender", "recommendations",
-        [evaluation, *(snapshot(name, _arrow(frame)) for name, frame in outputs.items())],
+        [evaluation, *(snapshot(name, frame_to_arrow(frame)) for name, frame in outputs.items())],
         counts={"input": result.report["train"]["interactions"], "output": len(outputs.get("mart_recommendations", ()))},
         details={"version": version, "gate": reason, "params": result.best.model_dump()},
         status="success" if passed else "failed",
@@ -392,10 +392,6 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         "params": result.best.model_dump(),
         "rows_by_table": counts,
     }
-
-
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
 def _registry(config):
@@ -424,7 +420,10 @@ def republish(config, meta: dict) -> dict:
         latest = conn.execute(sa.text(f"select max(snapshot_date) from {schema}.mart_recommendations")).scalar_one()
     day = max(filter(None, [as_date(latest), date.fromisoformat(meta["snapshot_date"])]))
     outputs = [
-        snapshot(name, _arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)))
+        snapshot(
+            name,
+            frame_to_arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)),
+        )
         for name in PUBLISHED
     ]
     restored = outputs[0].rows
