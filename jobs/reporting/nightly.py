@@ -209,6 +209,21 @@ def _by_day(ax, dates) -> None:
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
 
 
+def _by_model_over_time(frame: pd.DataFrame, value: str, label: str) -> bytes:
+    """One line per ``model`` of ``value`` by ``snapshot_date``."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(6, 3))
+    for model, rows in frame.groupby("model"):
+        ax.plot(pd.to_datetime(rows["snapshot_date"]), rows[value], marker="o", label=model)
+    ax.set_ylabel(label)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _by_day(ax, frame["snapshot_date"])
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
 def report_plots(numbers: dict) -> dict[str, bytes]:
     """The report's plots as PNG bytes, by name; a plot without data is left out."""
     import matplotlib
@@ -257,26 +272,10 @@ def report_plots(numbers: dict) -> dict[str, bytes]:
         plots["churn_calibration"] = _png(figure)
     quality = pd.DataFrame(numbers["churn"]["quality"])
     if len(quality):
-        figure, ax = plt.subplots(figsize=(6, 3))
-        for model, rows in quality.groupby("model"):
-            ax.plot(pd.to_datetime(rows["snapshot_date"]), rows["auc"], marker="o", label=model)
-        ax.set_ylabel("AUC on the backtest")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        _by_day(ax, quality["snapshot_date"])
-        figure.autofmt_xdate()
-        plots["churn_quality"] = _png(figure)
+        plots["churn_quality"] = _by_model_over_time(quality, "auc", "AUC on the backtest")
     ndcg = pd.DataFrame(numbers["recommender"]["ndcg_at_10"])
     if len(ndcg):
-        figure, ax = plt.subplots(figsize=(6, 3))
-        for model, rows in ndcg.groupby("model"):
-            ax.plot(pd.to_datetime(rows["snapshot_date"]), rows["ndcg_at_10"], marker="o", label=model)
-        ax.set_ylabel("nDCG@10 on the holdout")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        _by_day(ax, ndcg["snapshot_date"])
-        figure.autofmt_xdate()
-        plots["recommender_ndcg"] = _png(figure)
+        plots["recommender_ndcg"] = _by_model_over_time(ndcg, "ndcg_at_10", "nDCG@10 on the holdout")
     lifts = pd.DataFrame(numbers["campaigns"]["results"])
     if len(lifts):
         lifts = lifts[(lifts["metric"] == "orders_per_customer") & lifts["abs_lift"].notna()]
