@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -335,7 +336,9 @@ def render_html(numbers: dict, plots: dict[str, bytes]) -> str:
         money=lambda v: "–" if v is None or pd.isna(v) else f"{currency} {float(v):,.2f}",
         seconds=lambda v: "–" if v is None else f"{float(v):,.1f} s",
     )
-    images = {name: "data:image/png;base64," + base64.b64encode(data).decode() for name, data in plots.items()}
+    # a plot without data is missing: the page leaves its image out (the section says why)
+    images = defaultdict(str, {name: "data:image/png;base64," + base64.b64encode(data).decode()
+                               for name, data in plots.items()})  # fmt: skip
     template = environment.from_string(TEMPLATE.read_text(encoding="utf-8"))
     return template.render(n=numbers, images=images, kpi_trends=KPI_TRENDS)
 
