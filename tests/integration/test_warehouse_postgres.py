@@ -58,7 +58,15 @@ EVENT_COLUMNS = (
     "first_event_at", "last_event_at", "loaded_at",
 )  # fmt: skip
 # Run metadata that legitimately differs between two runs of the same date.
-RUN_TIME_COLUMNS = {"loaded_at", "recorded_at", "validated_at", "extracted_at"}
+RUN_TIME_COLUMNS = {
+    "loaded_at",
+    "recorded_at",
+    "validated_at",
+    "extracted_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
+}
 NASTY = (
     "O'Brien's \"best\" shirt",
     "'); drop table dim_product; --",
