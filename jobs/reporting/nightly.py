@@ -28,7 +28,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
-import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.ops import warehouse_engine
@@ -71,55 +70,51 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return [{key: _plain(value) for key, value in row.items()} for row in frame.to_dict(orient="records")]
 
 
-def _frame(conn: sa.Connection, sql: str, **params) -> pd.DataFrame:
-    return query_frame(conn, sql, **params)
-
-
 def report_numbers(config: PipelineConfig, day: date) -> dict:
     """Every number of the report for ``day`` (the JSON file), read from the warehouse."""
     s = config.warehouse.schema_name
     first = day - timedelta(days=TREND_DAYS - 1)
     with warehouse_engine(config).connect() as conn:
-        runs = _frame(conn, f"select stage, status, started_at, duration_s, error from {s}.ops_stage_runs "
+        runs = query_frame(conn, f"select stage, status, started_at, duration_s, error from {s}.ops_stage_runs "
                             "where logical_date = :d and stage <> 'report' order by started_at", d=day)  # fmt: skip
-        reconciliation = _frame(
+        reconciliation = query_frame(
             conn,
             f"select stage, dataset, status, rows_in, rows_out, rows_quarantined, rows_duplicate "
             f"from {s}.ops_pipeline_runs where logical_date = :d and stage in ('collect', 'clean') "
             "order by stage, dataset",
             d=day,
         )
-        quarantine = _frame(conn, f"select dataset, reason, row_count from {s}.ops_quarantine_daily "
+        quarantine = query_frame(conn, f"select dataset, reason, row_count from {s}.ops_quarantine_daily "
                                   "where logical_date = :d order by dataset, reason", d=day)  # fmt: skip
-        quality = _frame(
+        quality = query_frame(
             conn,
             f"select dataset, check_name, severity, is_success, unexpected_count, observed_value "
             f"from {s}.ops_data_quality where logical_date = :d order by dataset, check_name",
             d=day,
         )
-        kpis = _frame(conn, f"select * from {s}.v_kpi_daily where kpi_date between :a and :d order by kpi_date",
+        kpis = query_frame(conn, f"select * from {s}.v_kpi_daily where kpi_date between :a and :d order by kpi_date",
                       a=first, d=day)  # fmt: skip
-        rfm = _frame(conn, f"select rfm_group, count(*) as customers from {s}.mart_user_rfm "
+        rfm = query_frame(conn, f"select rfm_group, count(*) as customers from {s}.mart_user_rfm "
                            "where snapshot_date = :d group by rfm_group order by customers desc", d=day)  # fmt: skip
-        stages = _frame(conn, f"select lifecycle_stage, count(*) as customers from {s}.mart_user_lifecycle "
+        stages = query_frame(conn, f"select lifecycle_stage, count(*) as customers from {s}.mart_user_lifecycle "
                               "where snapshot_date = :d group by lifecycle_stage order by customers desc",
                         d=day)  # fmt: skip
-        transitions = _frame(conn, f"select from_stage, to_stage, user_count from {s}.mart_lifecycle_transitions "
+        transitions = query_frame(conn, f"select from_stage, to_stage, user_count from {s}.mart_lifecycle_transitions "
                                    "where snapshot_date = :d order by from_stage, to_stage", d=day)  # fmt: skip
-        profiles = _frame(conn, f"select count(*) as n from {s}.mart_user_profile where snapshot_date = :d", d=day)
-        tags = _frame(conn, f"select tag, count(distinct user_id) as customers from {s}.mart_user_tags "
+        profiles = query_frame(conn, f"select count(*) as n from {s}.mart_user_profile where snapshot_date = :d", d=day)
+        tags = query_frame(conn, f"select tag, count(distinct user_id) as customers from {s}.mart_user_tags "
                             "where snapshot_date = :d group by tag order by tag", d=day)  # fmt: skip
-        churn = _frame(conn, f"select snapshot_date, model, auc, brier, n_train, n_test, is_selected "
+        churn = query_frame(conn, f"select snapshot_date, model, auc, brier, n_train, n_test, is_selected "
                              f"from {s}.mart_churn_model_quality where snapshot_date between :a and :d "
                              "order by snapshot_date, model", a=first, d=day)  # fmt: skip
-        calibration = _frame(
+        calibration = query_frame(
             conn,
             f"select snapshot_date, bin_low, bin_high, customers, mean_predicted, observed_rate "
             f"from {s}.mart_churn_calibration where snapshot_date = (select max(snapshot_date) "
             f"from {s}.mart_churn_calibration where snapshot_date <= :d) order by bin_low",
             d=day,
         )
-        recommender = _frame(
+        recommender = query_frame(
             conn,
             f"select snapshot_date, model_version, model, value as ndcg_at_10, is_published "
             f"from {s}.mart_model_evaluation where user_group = 'all' and metric = 'ndcg@10' "
@@ -127,12 +122,12 @@ def report_numbers(config: PipelineConfig, day: date) -> dict:
             a=first,
             d=day,
         )
-        gates = _frame(conn, f"select logical_date, status, details_json from {s}.ops_pipeline_runs "
+        gates = query_frame(conn, f"select logical_date, status, details_json from {s}.ops_pipeline_runs "
                              "where stage = 'recommender' and logical_date between :a and :d order by logical_date",
                        a=first, d=day)  # fmt: skip
-        funnel = _frame(conn, f"select * from {s}.mart_campaign_funnel where snapshot_date = :d order by priority",
+        funnel = query_frame(conn, f"select * from {s}.mart_campaign_funnel where snapshot_date = :d order by priority",
                         d=day)  # fmt: skip
-        results = _frame(
+        results = query_frame(
             conn,
             f"select campaign_id, cohort_date, metric, adjustment, n_target, n_control, mean_target, mean_control, "
             f"abs_lift, abs_ci_low, abs_ci_high, rel_lift, rel_ci_low, rel_ci_high, p_value, srm_p_value, "
