@@ -40,6 +40,7 @@ def make_config(tmp_path: Path):
             },
             "source": {"url": f"sqlite:///{tmp_path / 'source.db'}"},
             "warehouse": {"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
+            "portal": {"database_url": f"sqlite:///{tmp_path / 'portal.db'}"},
             "spark": {"master": "local[2]", "shuffle_partitions": 2},
             "recommender": {"registry_root": str(tmp_path / "models")},
         }
@@ -62,6 +63,7 @@ def shop_config(root: Path, **sections):
         },
         "source": {"url": f"sqlite:///{root / 'source.db'}"},
         "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
+        "portal": {"database_url": f"sqlite:///{root / 'portal.db'}"},
         "collect": {"lookback_days": 40},
         "retention": {"raw_days": 60},  # more than collect reads back (lookback + late scan)
         "clean": {"late_window_days": 40},

@@ -4,6 +4,7 @@
     marketing run        run the nightly stages for one date (or a range) without Airflow
     marketing demo       simulate 8 months of a shop and run its last nights through Airflow
     marketing report     the nightly report of a date (HTML with plots, and JSON)
+    marketing portal     the marketers' portal (lists, reports); add-user / remove-user manage accounts
     marketing score-customers  RFM, lifecycle, churn risk and value for any order export
     marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
     marketing config     print the effective configuration (after MKT_* overrides)
@@ -48,6 +49,13 @@ def _number(text: str, ok, expected: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not ok(value):
         raise argparse.ArgumentTypeError(f"must be {expected}: {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
     return value
 
 
@@ -99,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(self-contained, plots inline), report.json (the same numbers) and plots/*.png.",
     )
     report.add_argument("--date", type=_date, required=True, help="logical date YYYY-MM-DD")
+
+    portal = sub.add_parser(
+        "portal",
+        help="serve the marketers' portal, or add/remove its users",
+        description="Without an action: serve the portal (campaign lists to preview and download, nightly "
+        "reports) until interrupted. 'add-user NAME --role ROLE' creates an account or sets a new role and "
+        "password (read from standard input, never an argument); 'remove-user NAME' deletes one.",
+    )
+    portal.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    portal.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    portal.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                        help="proxies whose X-Forwarded-For/-Proto are trusted (default 127.0.0.1)")  # fmt: skip
+    portal_sub = portal.add_subparsers(dest="portal_action", metavar="ACTION")
+    add_user = portal_sub.add_parser("add-user", help="create a user, or change a user's role and password")
+    add_user.add_argument("name", help="user name (a-z, 0-9, '.', '_', '-')")
+    add_user.add_argument("--role", required=True, choices=["viewer", "marketer", "admin"])
+    remove_user = portal_sub.add_parser("remove-user", help="delete a user and end their sessions")
+    remove_user.add_argument("name")
 
     run = sub.add_parser(
         "run",
@@ -234,6 +260,18 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         from jobs.platform.stages import run_stage
 
         print(json.dumps(run_stage(config, "report", args.date), indent=2))
+        return 0
+    if args.command == "portal":
+        from jobs.portal import cli as portal
+
+        if args.portal_action == "add-user":
+            outcome = portal.add_user(config, args.name, args.role, portal.read_password())
+            print(f"{outcome} portal user {args.name} ({args.role})")
+        elif args.portal_action == "remove-user":
+            portal.remove_user(config, args.name)
+            print(f"removed portal user {args.name}")
+        else:
+            portal.serve(config, args.host, args.port, args.forwarded_allow_ips)
         return 0
     if args.command == "campaigns":
         from jobs.activation.campaigns_config import describe_campaigns, load_campaigns

@@ -158,6 +158,35 @@ class PiiConfig(_Section):
     )
 
 
+class PortalConfig(_Section):
+    database_url: str = Field(
+        "sqlite:///data/portal/portal.db", description="the portal's own database: users, sessions, audit log"
+    )
+    app_role: str | None = Field(
+        None, description="PostgreSQL: the role the portal connects as (granted no UPDATE/DELETE on the audit log)"
+    )
+    session_idle_minutes: int = Field(30, ge=1, description="a session ends after this long without a request")
+    session_max_hours: int = Field(12, ge=1, description="and this long after sign-in, whatever happens")
+    login_max_failures: int = Field(5, ge=1, description="failed sign-ins per name or address before a pause")
+    login_window_minutes: int = Field(15, ge=1, description="the window those failures are counted in")
+    secure_cookies: bool = Field(
+        False, description="always mark cookies Secure (they are whenever the request came over https)"
+    )
+    preview_rows: int = Field(20, ge=1, le=500, description="rows shown in a list preview")
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        return _check_sqlalchemy_url(value)
+
+    @field_validator("app_role")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
+            raise ValueError(f"role {value!r} must be a lower-case SQL identifier")
+        return value
+
+
 class AirflowConfig(_Section):
     schedule: str = "0 3 * * *"
     start_date: str = "2026-01-01"
@@ -186,6 +215,7 @@ class PipelineConfig(BaseSettings):
     recommender: RecommenderSection = RecommenderSection()
     activation: ActivationConfig = ActivationConfig()
     pii: PiiConfig = PiiConfig()
+    portal: PortalConfig = PortalConfig()
     airflow: AirflowConfig = AirflowConfig()
     source_file: str | None = None
 
@@ -218,7 +248,12 @@ def masked_url(url: str) -> str:
 def printable(config: PipelineConfig) -> dict[str, Any]:
     """The configuration as ``marketing config`` shows it: passwords in URLs masked."""
     data = config.model_dump(by_alias=True)
-    for section, key in (("source", "url"), ("warehouse", "url"), ("storage", "s3_endpoint_url")):
+    for section, key in (
+        ("source", "url"),
+        ("warehouse", "url"),
+        ("portal", "database_url"),
+        ("storage", "s3_endpoint_url"),
+    ):
         if data[section].get(key):
             data[section][key] = masked_url(data[section][key])
     return data
@@ -381,6 +416,9 @@ def load_config(
             ),
             "source": config.source.model_copy(update={"url": _resolve_sqlite_like(config.source.url, base)}),
             "warehouse": config.warehouse.model_copy(update={"url": _resolve_sqlite_like(config.warehouse.url, base)}),
+            "portal": config.portal.model_copy(
+                update={"database_url": _resolve_sqlite_like(config.portal.database_url, base)}
+            ),
             "source_file": str(config_path),
         }
     )
