@@ -25,7 +25,8 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup  ## simulate a shop and run the nightly DAG through Airflow (< 10 min)
 	$(VENV)/bin/marketing demo
 
-test: setup  ## run the whole test suite (unit, integration, end-to-end)
+test: setup  ## run the whole test suite (unit, integration, end-to-end); installs chromium for the browser test
+	@scripts/install_browser.sh
 	$(PY) -m pytest -q --durations=15 tests
 
 test-fast: setup  ## unit tests only

@@ -41,7 +41,7 @@ def _reset_local_data(config: PipelineConfig) -> None:
         config.storage.state_root,
         config.recommender.registry_root,
     ]
-    for url in (config.source.url, config.warehouse.url):
+    for url in (config.source.url, config.warehouse.url, config.portal.database_url):
         if url.startswith(("sqlite:///", "duckdb:///")):
             roots.append(str(Path(url.split(":///", 1)[1]).parent))
     for root in roots:
@@ -306,5 +306,25 @@ def run_demo(
         print(f"  night {day}: done in {time.monotonic() - night_started:.0f}s", flush=True)
     print()
     print(summary(config, run_days))
+    print(portal_accounts(config))
     print(f"\nDemo finished in {time.monotonic() - started:.0f}s")
     return 0
+
+
+DEMO_ACCOUNTS = (("demo", "marketer"), ("demo-admin", "admin"))
+
+
+def portal_accounts(config: PipelineConfig) -> str:
+    """Demo accounts for the portal, each with a fresh random password, and how to open it."""
+    import secrets
+
+    from jobs.portal.cli import add_user
+
+    lines = ["Portal    : .venv/bin/marketing portal   then open http://127.0.0.1:8000/ and sign in as"]
+    for name, role in DEMO_ACCOUNTS:
+        password = secrets.token_urlsafe(12)
+        while name in password.lower():  # the password may not contain the name
+            password = secrets.token_urlsafe(12)
+        add_user(config, name, role, password)
+        lines.append(f"            {name} / {password}   ({role})")
+    return "\n".join(lines)

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the marketers' portal, or add/remove its users",
         description="Without an action: serve the portal (campaign lists to preview and download, nightly "
         "reports) until interrupted. 'add-user NAME --role ROLE' creates an account or sets a new role and "
-        "password (read from standard input, never an argument); 'remove-user NAME' deletes one.",
+        "password (read from standard input, never an argument); 'remove-user NAME' deletes one; 'setup' "
+        "creates the portal's tables (done by the others too) and grants portal.app_role on PostgreSQL.",
     )
     portal.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     portal.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_user.add_argument("--role", required=True, choices=["viewer", "marketer", "admin"])
     remove_user = portal_sub.add_parser("remove-user", help="delete a user and end their sessions")
     remove_user.add_argument("name")
+    portal_sub.add_parser(
+        "setup", help="create the portal's tables and grant portal.app_role (run once as the database owner)"
+    )
 
     run = sub.add_parser(
         "run",
@@ -267,6 +271,8 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         if args.portal_action == "add-user":
             outcome = portal.add_user(config, args.name, args.role, portal.read_password())
             print(f"{outcome} portal user {args.name} ({args.role})")
+        elif args.portal_action == "setup":
+            print(portal.setup(config))
         elif args.portal_action == "remove-user":
             portal.remove_user(config, args.name)
             print(f"removed portal user {args.name}")

@@ -294,8 +294,7 @@ def create_app(config: PipelineConfig, clock: Callable[[], datetime] = store.now
             manifest = checked(exports.manifest, campaign_id, dates[0]) if dates else None
             rows.append({"id": campaign_id, **info, "funnel": latest.get(campaign_id), "latest": manifest,
                          "dates": len(dates)})  # fmt: skip
-        funnel_date = None if funnel is None or funnel.empty else funnel["snapshot_date"].iloc[0]
-        return page(request, "campaigns.html", session=session, campaigns=rows, notice=notice, funnel_date=funnel_date)
+        return page(request, "campaigns.html", session=session, campaigns=rows, notice=notice)
 
     @app.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
     def campaign_page(request: Request, campaign_id: str):

@@ -31,6 +31,16 @@ def _actor() -> str:
         return "cli"
 
 
+def setup(config: PipelineConfig) -> str:
+    """Create the portal's tables and append-only guard, and grant ``portal.app_role`` (run as the owner)."""
+    engine = store.portal_engine(config.portal)
+    store.ensure_portal_schema(engine, config.portal.app_role)
+    role = (
+        f"; role {config.portal.app_role} may read and append to the audit log only" if config.portal.app_role else ""
+    )
+    return f"portal database ready{role}"
+
+
 def add_user(config: PipelineConfig, username: str, role: str, password: str) -> str:
     engine = store.portal_engine(config.portal)
     store.ensure_portal_schema(engine, config.portal.app_role)

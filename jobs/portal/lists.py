@@ -150,12 +150,13 @@ class Exports:
     # funnel (warehouse) -------------------------------------------------------------------
 
     def funnel(self, campaign_id: str | None = None, day: date | None = None) -> pd.DataFrame:
-        """``mart_campaign_funnel`` rows (all campaigns' latest date, or one campaign's dates)."""
+        """``mart_campaign_funnel`` rows: each campaign's latest, or one campaign's dates (or date)."""
         schema = self.config.warehouse.schema_name
         if campaign_id is None:
             query = (
-                f"select * from {schema}.mart_campaign_funnel "
-                f"where snapshot_date = (select max(snapshot_date) from {schema}.mart_campaign_funnel)"
+                f"select f.* from {schema}.mart_campaign_funnel f join (select campaign_id, "
+                f"max(snapshot_date) as snapshot_date from {schema}.mart_campaign_funnel group by campaign_id) latest "
+                "using (campaign_id, snapshot_date)"
             )
             params = {}
         else:
