@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 README = ROOT / "README.md"
+CADDYFILE = ROOT / "docker" / "Caddyfile"
 
 EXPECTED_SERVICES = {
     "postgres-airflow",
@@ -34,6 +36,9 @@ EXPECTED_SERVICES = {
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "portal-init",
+    "portal",
+    "portal-proxy",
 }
 AIRFLOW_SERVICES = {
     "airflow-apiserver",
@@ -41,7 +46,15 @@ AIRFLOW_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT_SERVICES = {"minio-init", "airflow-init"}
+ONE_SHOT_SERVICES = {"minio-init", "airflow-init", "portal-init"}
+# The only secrets the portal may hold: its own database role, the read-only BI role and its own
+# read-only MinIO user. Never the PII hash key, the warehouse owner or the pipeline's S3 user.
+PORTAL_SECRET_VARIABLES = {
+    "PORTAL_DB_APP_PASSWORD",
+    "BI_READER_PASSWORD",
+    "PORTAL_S3_ACCESS_KEY",
+    "PORTAL_S3_SECRET_KEY",
+}
 
 # Names of settings that hold a secret. "*_FILE" settings name a file, not a secret.
 SECRET_NAME = re.compile(r"PASSWORD(?!S_FILE)|SECRET|TOKEN|FERNET|HASH_KEY|ACCESS_KEY", re.I)
@@ -50,8 +63,8 @@ REQUIRED_REF = r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}"
 # ${VAR...} but not the escaped $${VAR} that compose passes through to the container's shell.
 VARIABLE_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
 URL_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^@\s]+)@")
-# Compose service names as the README would spell them: postgres-airflow, minio, airflow-init...
-SERVICE_NAME = re.compile(r"^(?:(?:postgres|airflow|minio)(?:-[a-z0-9]+)+|minio)$")
+# Compose service names as the README would spell them: postgres-airflow, minio, airflow-init, portal...
+SERVICE_NAME = re.compile(r"^(?:(?:postgres|airflow|minio|portal)(?:-[a-z0-9]+)+|minio|portal)$")
 
 
 def _compose_cli_available() -> bool:
@@ -159,6 +172,7 @@ def test_init_jobs_wait_for_healthy_dependencies(rendered):
     assert init_deps["postgres-airflow"]["condition"] == "service_healthy"
     assert init_deps["minio-init"]["condition"] == "service_completed_successfully"
     assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["portal-init"]["depends_on"]["postgres-warehouse"]["condition"] == "service_healthy"
 
 
 @needs_compose
@@ -169,6 +183,99 @@ def test_long_running_services_have_healthchecks(rendered):
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     api_check = " ".join(rendered["services"]["airflow-apiserver"]["healthcheck"]["test"])
     assert "/api/v2/monitor/health" in api_check
+
+
+@needs_compose
+def test_exports_go_to_the_object_store_for_the_pipeline_and_the_portal(rendered):
+    services = rendered["services"]
+    exports_root = _env_example()["EXPORTS_ROOT"]
+    assert exports_root.startswith("s3://")
+    for name in AIRFLOW_SERVICES | {"airflow-init", "portal"}:
+        assert _environment(services[name]).get("MKT_STORAGE__EXPORTS_ROOT") == exports_root, name
+    bucket = urlsplit(exports_root).netloc
+    assert f"local/{bucket}" in " ".join(services["minio-init"]["command"])
+
+
+@needs_compose
+def test_portal_runs_the_pipeline_image_after_its_init_job(rendered):
+    services = rendered["services"]
+    image = services["airflow-scheduler"]["image"]
+    for name in ("portal-init", "portal"):
+        assert services[name]["image"] == image, name
+        # the image's Airflow entrypoint would wait for an Airflow metadata DB first
+        assert "/entrypoint" not in services[name].get("entrypoint", []), name
+    deps = services["portal"]["depends_on"]
+    assert deps["portal-init"]["condition"] == "service_completed_successfully"
+    assert deps["minio-init"]["condition"] == "service_completed_successfully"
+    assert services["portal-proxy"]["depends_on"]["portal"]["condition"] == "service_healthy"
+    assert "/healthz" in " ".join(services["portal"]["healthcheck"]["test"])
+
+
+@needs_compose
+def test_portal_holds_no_pipeline_secrets(rendered):
+    env = _environment(rendered["services"]["portal"])
+    examples = _env_example()
+    assert not any(key.startswith("MKT_PII") for key in env), "the portal must not get the PII hash key"
+    # no other secret's value (its placeholder in .env.example) reaches the portal
+    foreign = {
+        name: value
+        for name, value in examples.items()
+        if (SECRET_NAME.search(name) or URL_PASSWORD.search(value)) and name not in PORTAL_SECRET_VARIABLES
+    }
+    pipeline_secrets = {
+        "MKT_PII_HASH_KEY",
+        "WAREHOUSE_OWNER_PASSWORD",
+        "PIPELINE_S3_ACCESS_KEY",
+        "PIPELINE_S3_SECRET_KEY",
+    }
+    assert pipeline_secrets <= set(foreign)
+    for key, value in env.items():
+        leaked = [name for name, secret in foreign.items() if secret in value]
+        assert not leaked, f"portal: {key} carries {leaked}"
+    assert env["AWS_ACCESS_KEY_ID"] == examples["PORTAL_S3_ACCESS_KEY"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == examples["PORTAL_S3_SECRET_KEY"]
+
+
+@needs_compose
+def test_portal_reads_the_warehouse_as_bi_reader_and_its_database_as_portal_app(rendered):
+    services = rendered["services"]
+    env = _environment(services["portal"])
+    warehouse = urlsplit(env["MKT_WAREHOUSE__URL"])
+    assert warehouse.username == "bi_reader"
+    assert warehouse.hostname == "postgres-warehouse"
+    assert warehouse.path == "/" + _env_example()["WAREHOUSE_DB"]
+    assert urlsplit(env["MKT_PORTAL__DATABASE_URL"]).username == "portal_app"
+    assert "MKT_PORTAL__APP_ROLE" not in env  # only the owner (portal-init) grants
+    init_env = _environment(services["portal-init"])
+    assert urlsplit(init_env["MKT_PORTAL__DATABASE_URL"]).username == "portal_owner"
+    assert init_env["MKT_PORTAL__APP_ROLE"] == "portal_app"
+
+
+@needs_compose
+def test_portal_cookies_are_secure(rendered):
+    env = _environment(rendered["services"]["portal"])
+    assert env.get("MKT_PORTAL__SECURE_COOKIES", "").lower() == "true"
+
+
+@needs_compose
+def test_only_the_tls_proxy_publishes_the_portal(rendered):
+    services = rendered["services"]
+    assert not services["portal"].get("ports"), "the portal must be reachable only through portal-proxy"
+    assert not services["portal-init"].get("ports")
+    proxy_ports = services["portal-proxy"].get("ports", [])
+    assert 443 in {int(port["target"]) for port in proxy_ports}
+    for port in proxy_ports:
+        assert port.get("host_ip") == _env_example()["PORTAL_BIND"], port
+
+
+@needs_compose
+def test_portal_proxy_mounts_the_caddyfile_read_only(rendered):
+    mounts = rendered["services"]["portal-proxy"]["volumes"]
+    caddyfile = [mount for mount in mounts if mount["target"] == "/etc/caddy/Caddyfile"]
+    assert len(caddyfile) == 1
+    assert caddyfile[0]["type"] == "bind"
+    assert Path(caddyfile[0]["source"]) == CADDYFILE
+    assert caddyfile[0].get("read_only") is True
 
 
 @needs_compose
@@ -192,6 +299,25 @@ def test_secret_settings_are_only_required_variable_references():
                 assert re.fullmatch(REQUIRED_REF, match["password"]), (
                     f"{name}: {key} has a password in its URL that is not a ${{VAR}} reference"
                 )
+
+
+def test_portal_references_only_its_own_secrets():
+    services = _raw_compose()["services"]
+    for name in ("portal", "portal-proxy"):
+        referenced = {
+            variable
+            for value in _environment(services[name]).values()
+            for variable, _ in VARIABLE_REF.findall(value)
+            if SECRET_NAME.search(variable)
+        }
+        assert referenced <= PORTAL_SECRET_VARIABLES, f"{name}: {sorted(referenced - PORTAL_SECRET_VARIABLES)}"
+
+
+def test_caddyfile_terminates_tls_in_front_of_the_portal():
+    lines = [line.split("#", 1)[0].strip() for line in CADDYFILE.read_text().splitlines()]
+    assert "reverse_proxy portal:8000" in lines
+    assert "tls internal" in lines
+    assert any(line.startswith("redir https://") for line in lines), "plain HTTP must redirect to HTTPS"
 
 
 def test_secret_variables_never_fall_back_to_a_default():
