@@ -166,7 +166,7 @@ def create_app(config: PipelineConfig, clock: Callable[[], datetime] = store.now
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers.setdefault("Cache-Control", "no-store")
-        if secure(request):
+        if request.url.scheme == "https":
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
         return response
 

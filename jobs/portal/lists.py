@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import date
@@ -22,9 +23,11 @@ import sqlalchemy as sa
 
 from jobs.activation.export import CONTACT_FIELD, MANIFEST, export_prefix, exports_storage
 from jobs.platform.config import PipelineConfig
+from jobs.platform.errors import one_line
 from jobs.platform.storage import CHUNK_BYTES, Storage, open_storage
 from jobs.platform.warehouse import query_frame
 
+log = logging.getLogger(__name__)
 EXPORT_FILES = {"targets.csv": "text/csv; charset=utf-8", "targets.parquet": "application/vnd.apache.parquet"}
 CONTACT_COLUMNS = tuple(field for field in CONTACT_FIELD.values() if field)
 _DATE_FOLDER = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
@@ -165,8 +168,14 @@ class Exports:
             if day is not None:
                 query += " and snapshot_date = :d"
                 params["d"] = day
-        with self._warehouse() as conn:
-            frame = query_frame(conn, query + " order by snapshot_date desc, priority", **params)
+        try:
+            with self._warehouse() as conn:
+                frame = query_frame(conn, query + " order by snapshot_date desc, priority", **params)
+        except sa.exc.DBAPIError as exc:  # no funnel table yet, a server that does not answer, a lock
+            log.warning("portal: the campaign funnel could not be read: %s", one_line(exc))
+            raise Unavailable(
+                "the campaign funnel cannot be read right now (has the pipeline published yet?)"
+            ) from None
         frame["snapshot_date"] = pd.to_datetime(frame["snapshot_date"]).dt.date
         return frame
 

@@ -515,3 +515,25 @@ def test_users_are_added_with_a_password_from_stdin_and_removed(world, monkeypat
     assert "no portal user 'nora'" in capsys.readouterr().err
     actions = [e["action"] for e in store.audit_entries(engine)]
     assert actions == ["user_removed", "user_added"]
+
+
+def test_lists_still_show_when_the_warehouse_is_being_written_or_not_loaded(world, clock, tmp_path):
+    """A nightly run holding the DuckDB writer lock, or a warehouse without the funnel yet: the
+    pages show the lists and say why the funnel figures are missing."""
+    from jobs.platform.locks import warehouse_lock
+
+    client = sign_in(create_app(world, clock), "vera")
+    with warehouse_lock(world, "a nightly run"):
+        page = client.get("/")
+        assert page.status_code == 200 and "writing the warehouse right now" in page.text
+        assert ">55<" in page.text  # the newsletter's list size comes from the exports
+        assert client.get(f"/campaigns/weekly_newsletter/{DAYS[1]}").status_code == 200
+    assert "writing the warehouse" not in client.get("/").text
+
+    empty = tmp_path / "empty.duckdb"
+    sa.create_engine(f"duckdb:///{empty}").dispose()
+    with sa.create_engine(f"duckdb:///{empty}").connect() as conn:
+        conn.execute(sa.text("select 1"))
+    config = world.model_copy(update={"warehouse": world.warehouse.model_copy(update={"url": f"duckdb:///{empty}"})})
+    page = sign_in(create_app(config, clock), "vera").get("/campaigns/weekly_newsletter")
+    assert page.status_code == 200 and "has the pipeline published yet?" in page.text

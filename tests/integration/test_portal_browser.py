@@ -123,7 +123,9 @@ def busiest_campaign(shop) -> tuple[str, str, int]:
                     "where snapshot_date = :d order by exported desc, campaign_id limit 1"),
             {"d": shop.last},
         ).one()  # fmt: skip
-    settings = load_campaigns(config.activation.campaigns_file, config.customers.tags_file, config.customers.segments_file)
+    settings = load_campaigns(
+        config.activation.campaigns_file, config.customers.tags_file, config.customers.segments_file
+    )
     names = {c.id: c.name for c in settings.campaigns}
     return campaign_id, names[campaign_id], int(exported)
 

@@ -145,3 +145,49 @@ def test_a_date_without_history_or_campaigns_and_a_refused_gate_render(small_sho
     assert numbers["recommender"]["gate"] == [{"date": refused.isoformat(), "status": "failed", "reason": reason}]
     assert "refused" in html and reason in html
     assert '<tr class="srm">' in html and "SAMPLE RATIO MISMATCH" in html and "campaign_lift.png" in plots
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_the_report_is_archived_in_s3_and_a_rerun_replaces_it_whole(report, s3_server, monkeypatch):
+    """reports_root on an S3 API: the same files as the local report, and a re-run after a
+    plot lost its data leaves no stale plot behind."""
+    import boto3
+
+    from jobs.platform.storage import open_storage
+    from jobs.reporting import nightly
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("NO_PROXY", "127.0.0.1,localhost"), ("no_proxy", "127.0.0.1,localhost")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="shop-reports")
+    config, day, html, numbers, plots = report
+    storage = {"reports_root": "s3://shop-reports/reports", "s3_endpoint_url": s3_server}
+    on_s3 = config.model_copy(update={"storage": config.storage.model_copy(update=storage)})
+    nightly.build_report(on_s3, day)
+    archive = open_storage(on_s3.storage.reports_root, s3_server)
+    prefix = nightly.report_prefix(day)
+    keys = {info.key.removeprefix(prefix) for info in archive.list(prefix)}
+    assert keys == {"report.html", "report.json"} | {f"plots/{name}" for name in plots}
+    archived = json.loads(archive.read_bytes(prefix + "report.json"))
+    assert {k: v for k, v in archived.items() if k != "generated_at"} == {
+        k: v for k, v in numbers.items() if k != "generated_at"
+    }
+    for name in plots:
+        assert archive.read_bytes(f"{prefix}plots/{name}").startswith(b"\x89PNG"), name
+
+    lost = next(iter(plots)).removesuffix(".png")
+    drawn = nightly.report_plots
+    monkeypatch.setattr(nightly, "report_plots", lambda n: {k: v for k, v in drawn(n).items() if k != lost})
+    nightly.build_report(on_s3, day)
+    assert {info.key.removeprefix(prefix) for info in archive.list(prefix)} == keys - {f"plots/{lost}.png"}
+    assert f"plots/{lost}.png" not in json.loads(archive.read_bytes(prefix + "report.json"))["plots"]
