@@ -24,6 +24,31 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto) on loopback for the whole session: its endpoint URL. Tests
+    create their own buckets (and may reset it with ``POST /moto-api/reset``)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Credentials and region only in this test's env; loopback never through a proxy."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def make_config(tmp_path: Path):
     """Build a config whose every store lives under tmp_path (plus any overrides)."""

@@ -12,11 +12,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -31,6 +31,16 @@ from jobs.platform.errors import ConfigError, one_line
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "pipeline.yaml"
 ENV_PREFIX = "MKT_"
+
+
+def _sql_identifier(value: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
+        raise ValueError(f"{value!r} must be a lower-case SQL identifier")
+    return value
+
+
+# schema and role names are formatted into DDL and grants: only plain identifiers pass
+SqlIdentifier = Annotated[str, AfterValidator(_sql_identifier)]
 
 
 class _Section(BaseModel):
@@ -81,8 +91,8 @@ class SourceConfig(_Section):
 
 class WarehouseConfig(_Section):
     url: str = "duckdb:///data/warehouse/marketing.duckdb"
-    schema_name: str = Field("main", alias="schema")
-    bi_role: str | None = Field(None, description="PostgreSQL role granted read-only, PII-free access")
+    schema_name: SqlIdentifier = Field("main", alias="schema")
+    bi_role: SqlIdentifier | None = Field(None, description="PostgreSQL role granted read-only, PII-free access")
     lock_timeout_seconds: int = Field(
         600, ge=0, description="how long a run waits for another run writing the warehouse before it gives up"
     )
@@ -91,13 +101,6 @@ class WarehouseConfig(_Section):
     @classmethod
     def _sqlalchemy_url(cls, value: str) -> str:
         return _check_sqlalchemy_url(value)
-
-    @field_validator("schema_name")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
-            raise ValueError(f"schema {value!r} must be a lower-case SQL identifier")
-        return value
 
 
 class SparkConfig(_Section):
@@ -162,7 +165,7 @@ class PortalConfig(_Section):
     database_url: str = Field(
         "sqlite:///data/portal/portal.db", description="the portal's own database: users, sessions, audit log"
     )
-    app_role: str | None = Field(
+    app_role: SqlIdentifier | None = Field(
         None, description="PostgreSQL: the role the portal connects as (granted no UPDATE/DELETE on the audit log)"
     )
     session_idle_minutes: int = Field(30, ge=1, description="a session ends after this long without a request")
@@ -178,13 +181,6 @@ class PortalConfig(_Section):
     @classmethod
     def _sqlalchemy_url(cls, value: str) -> str:
         return _check_sqlalchemy_url(value)
-
-    @field_validator("app_role")
-    @classmethod
-    def _identifier(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
-            raise ValueError(f"role {value!r} must be a lower-case SQL identifier")
-        return value
 
 
 class AirflowConfig(_Section):

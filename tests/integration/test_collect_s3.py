@@ -1,6 +1,6 @@
 """Collecting event files from an S3 landing zone, against a real S3 API server on loopback.
 
-A moto server runs in a thread for the whole module; every test starts from an empty S3
+A moto server runs in a thread (the session's ``s3_server``); every test starts from an empty S3
 (``/moto-api/reset``), creates the ``shop-landing`` bucket and materialises a tiny simulated
 shop into ``s3://shop-landing/landing``. The lake is a local temporary directory.
 """
@@ -32,29 +32,6 @@ BUCKET = "shop-landing"
 LANDING_ROOT = f"s3://{BUCKET}/landing"
 START = date(2026, 9, 1)
 D = date(2026, 9, 3)
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    """Credentials and region only in this test's env; loopback never through a proxy."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture

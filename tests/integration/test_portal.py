@@ -449,23 +449,9 @@ def test_pages_carry_security_headers_and_the_report_may_run_no_script(app):
 # the object store ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def test_exports_and_reports_are_read_from_s3_and_streamed(world, s3_server, monkeypatch, clock):
+def test_exports_and_reports_are_read_from_s3_and_streamed(world, s3_server, aws_env, clock):
     import boto3
 
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("NO_PROXY", "127.0.0.1,localhost"), ("no_proxy", "127.0.0.1,localhost")):  # fmt: skip
-        monkeypatch.setenv(name, value)
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="shop-exports")
     storage = {"exports_root": "s3://shop-exports/exports", "reports_root": "s3://shop-exports/reports",
                "s3_endpoint_url": s3_server}  # fmt: skip

@@ -147,18 +147,7 @@ def test_a_date_without_history_or_campaigns_and_a_refused_gate_render(small_sho
     assert '<tr class="srm">' in html and "SAMPLE RATIO MISMATCH" in html and "campaign_lift.png" in plots
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def test_the_report_is_archived_in_s3_and_a_rerun_replaces_it_whole(report, s3_server, monkeypatch):
+def test_the_report_is_archived_in_s3_and_a_rerun_replaces_it_whole(report, s3_server, aws_env, monkeypatch):
     """reports_root on an S3 API: the same files as the local report, and a re-run after a
     plot lost its data leaves no stale plot behind."""
     import boto3
@@ -166,9 +155,6 @@ def test_the_report_is_archived_in_s3_and_a_rerun_replaces_it_whole(report, s3_s
     from jobs.platform.storage import open_storage
     from jobs.reporting import nightly
 
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("NO_PROXY", "127.0.0.1,localhost"), ("no_proxy", "127.0.0.1,localhost")):  # fmt: skip
-        monkeypatch.setenv(name, value)
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="shop-reports")
     config, day, html, numbers, plots = report
     storage = {"reports_root": "s3://shop-reports/reports", "s3_endpoint_url": s3_server}

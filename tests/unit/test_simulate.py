@@ -491,33 +491,20 @@ def test_simulate_uses_the_configuration(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_materialize_to_an_s3_api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="shop")
-        spec = SimulationSpec(seed=2, days=2, users=80, products=20)
-        w = generate(spec)
-        landing = open_storage("s3://shop/landing", endpoint_url=endpoint)
-        summary = materialize(w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth")
-        keys = {info.key for info in landing.list("events/")}
-        truth = pd.read_parquet(tmp_path / "truth" / "landing_files.parquet")
-        assert keys == set(truth["key"]) and len(keys) == summary["files_written"] > 0
-        first = sorted(keys)[0]
-        assert landing.exists(first)
-        lines = gzip.decompress(landing.read_bytes(first)).decode().splitlines()
-        assert len(lines) == int(truth.set_index("key").loc[first, "n_lines"])
-        again = materialize(w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth")
-        assert again["files_written"] == 0
-    finally:
-        server.stop()
+def test_materialize_to_an_s3_api_server(tmp_path: Path, s3_server: str, aws_env) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="shop")
+    spec = SimulationSpec(seed=2, days=2, users=80, products=20)
+    w = generate(spec)
+    landing = open_storage("s3://shop/landing", endpoint_url=s3_server)
+    summary = materialize(w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth")
+    keys = {info.key for info in landing.list("events/")}
+    truth = pd.read_parquet(tmp_path / "truth" / "landing_files.parquet")
+    assert keys == set(truth["key"]) and len(keys) == summary["files_written"] > 0
+    first = sorted(keys)[0]
+    assert landing.exists(first)
+    lines = gzip.decompress(landing.read_bytes(first)).decode().splitlines()
+    assert len(lines) == int(truth.set_index("key").loc[first, "n_lines"])
+    again = materialize(w, landing, f"sqlite:///{tmp_path}/shop.db", _day(spec, 1), tmp_path / "truth")
+    assert again["files_written"] == 0
