@@ -83,30 +83,6 @@ def ensure_metadata_db(env: dict[str, str] | None = None) -> None:
     run_airflow(["db", "migrate"], env=env, stdout=subprocess.DEVNULL)
 
 
-def dags_test(dag_id: str, business_date: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``airflow dags test`` for one business date (passed as the run's ``business_date`` param).
-
-    The logical date is noon UTC of that date, so the run is unique per date; the DAG takes
-    the date to process from the param. Exit code is non-zero when the run failed.
-    """
-    import json
-
-    return run_airflow(
-        [
-            "dags",
-            "test",
-            dag_id,
-            f"{business_date}T12:00:00+00:00",
-            "--conf",
-            json.dumps({"business_date": business_date}),
-        ],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-
-
 def enter_airflow_env(env: dict[str, str]) -> None:
     """Make this process's environment ``env`` (from :func:`airflow_env`), before anything
     imports Airflow (it reads its configuration once, at import)."""
@@ -127,8 +103,10 @@ class InProcessDags:
         self._dags: dict = {}
 
     def run(self, dag_id: str, business_date: str) -> list[str]:
-        """Run ``dag_id`` for a business date (logical date noon UTC, as :func:`dags_test`);
-        returns the ids of the tasks that failed (none: the run succeeded)."""
+        """Run ``dag_id`` for a business date, as ``airflow dags test DAG <date>T12:00:00+00:00
+        --conf '{"business_date": ...}'`` does (noon UTC makes the logical date unique per date;
+        the DAG takes the date to process from the param). Returns the ids of the tasks that
+        failed (none: the run succeeded)."""
         from datetime import datetime
 
         from airflow.utils.cli import get_bagged_dag

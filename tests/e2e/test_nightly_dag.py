@@ -1,4 +1,5 @@
-"""The nightly DAG, run by Airflow 3 (``airflow dags test``) on a small simulated shop.
+"""The nightly DAG, run by Airflow 3 (``dag.test()``, in one worker process for the module:
+see ``dag_worker.py``) on a small simulated shop.
 
 Three consecutive nights and a re-run, checked against the simulator's ground truth:
 counts per dirt kind, reconciliation, idempotent re-runs, late order status changes, and an
@@ -7,8 +8,11 @@ error-level contract violation that blocks publishing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from jobs.cli.airflow_env import airflow_env, dags_test, ensure_metadata_db
+from jobs.cli.airflow_env import airflow_env, ensure_metadata_db
 from jobs.platform.config import PROJECT_ROOT, PipelineConfig, load_config
 from jobs.platform.lake import (
     lake_storage,
@@ -46,18 +50,44 @@ REJECT_KINDS = (
 )
 
 
+class DagWorker:
+    """Runs DAGs through Airflow (``dag.test()``) in one long-lived process (``dag_worker.py``)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.dag_worker", str(log_path)],
+            cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def run(self, dag_id: str, day: date, **extra_env: str) -> subprocess.CompletedProcess:
+        """Run ``dag_id`` for ``day``; the result reads like ``airflow dags test``'s."""
+        request = {"dag_id": dag_id, "date": day.isoformat(), "env": extra_env}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the DAG worker exited ({self.process.wait()}); its log: {self.log_path}")
+        reply = json.loads(line)
+        return subprocess.CompletedProcess([dag_id, day], 1 if reply["failed"] else 0, reply["output"], "")
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=120)
+
+
 @dataclass
 class Shop:
     root: Path
     world: World
     config: PipelineConfig
-    env: dict[str, str]
+    dags: DagWorker
 
     def advance(self, day: date) -> None:
         materialize(self.world, landing_storage(self.config), self.config.source.url, day, self.root / "truth")
 
     def run(self, day: date, **extra_env: str):
-        return dags_test("marketing_nightly", day.isoformat(), {**self.env, **extra_env})
+        return self.dags.run("marketing_nightly", day, **extra_env)
 
     def query(self, sql: str, **params) -> list[tuple]:
         engine = sa.create_engine(self.config.warehouse.url)
@@ -78,7 +108,7 @@ class Shop:
                     frame = pd.read_sql(sa.text(f"select * from {table}"), conn).drop(
                         columns=["loaded_at"], errors="ignore"
                     )
-                    tables[table] = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
+                    tables[table] = frame.sort_values(list(frame.columns), kind="stable").reset_index(drop=True)
                 return tables
         finally:
             engine.dispose()
@@ -91,7 +121,7 @@ def _passed(result) -> bool:
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory) -> Shop:
+def shop(tmp_path_factory):
     root = tmp_path_factory.mktemp("shop")
     settings = {
         "MKT_STORAGE__LANDING_ROOT": str(root / "landing"),
@@ -115,7 +145,9 @@ def shop(tmp_path_factory) -> Shop:
     env = airflow_env(home=root / "airflow", base={**base, **settings, "AIRFLOW_HOME": str(root / "airflow")})
     ensure_metadata_db(env)
     config = load_config(environ=settings)
-    return Shop(root=root, world=generate(SPEC), config=config, env=env)
+    worker = DagWorker(env, root / "airflow-tasks.log")
+    yield Shop(root=root, world=generate(SPEC), config=config, dags=worker)
+    worker.close()
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +252,7 @@ def test_rerunning_a_night_changes_nothing(two_nights: Shop):
 
 def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_nights: Shop):
     for night in (NIGHT1, NIGHT2):
-        assert _passed(dags_test("marketing_customers", night.isoformat(), two_nights.env))
+        assert _passed(two_nights.dags.run("marketing_customers", night))
     ((buyers,),) = two_nights.query(
         "select count(distinct user_id) from fct_orders where status in ('paid', 'shipped', 'completed') "
         "and order_date <= :d",
@@ -272,13 +304,13 @@ def test_customer_segments_dag_builds_rfm_and_lifecycle_from_published_data(two_
 
     snapshot = "select * exclude (loaded_at) from {} order by all"
     before = {t: two_nights.query(snapshot.format(t)) for t in ("mart_user_rfm", "mart_user_tags", "mart_user_profile")}
-    assert _passed(dags_test("marketing_customers", NIGHT2.isoformat(), two_nights.env))
+    assert _passed(two_nights.dags.run("marketing_customers", NIGHT2))
     assert {t: two_nights.query(snapshot.format(t)) for t in before} == before
 
 
 def test_the_recommender_dag_skips_a_shop_too_young_to_evaluate_and_says_why(two_nights: Shop):
     # 11 days of history: less than the 7-day holdout plus the 7-day tuning window before it
-    result = dags_test("marketing_recommender", NIGHT2.isoformat(), two_nights.env)
+    result = two_nights.dags.run("marketing_recommender", NIGHT2)
     assert _passed(result)
     ((status, details),) = two_nights.query(
         "select status, details_json from ops_pipeline_runs where stage = 'recommender' and logical_date = :d", d=NIGHT2
@@ -288,13 +320,11 @@ def test_the_recommender_dag_skips_a_shop_too_young_to_evaluate_and_says_why(two
 
 
 def test_the_campaigns_dag_allocates_exports_measures_and_counts_kpis(two_nights: Shop):
-    import json
-
     from jobs.activation.campaigns_config import load_campaigns
 
     if two_nights.query("select count(*) from mart_user_profile where snapshot_date = :d", d=NIGHT2) == [(0,)]:
-        assert _passed(dags_test("marketing_customers", NIGHT2.isoformat(), two_nights.env))
-    assert _passed(dags_test("marketing_campaigns", NIGHT2.isoformat(), two_nights.env))
+        assert _passed(two_nights.dags.run("marketing_customers", NIGHT2))
+    assert _passed(two_nights.dags.run("marketing_campaigns", NIGHT2))
     funnel = two_nights.query(
         "select campaign_id, eligible, control, target, exported from mart_campaign_funnel where snapshot_date = :d",
         d=NIGHT2,

@@ -12,7 +12,7 @@ from jobs.simulator import SimulationSpec, generate, materialize
 from tests.faults.test_retries import warehouse_digest
 
 SPEC = SimulationSpec(seed=33, days=12, users=200, products=50)
-NIGHTS = [SPEC.start_date + timedelta(days=SPEC.days - n) for n in (3, 2, 1)]
+NIGHTS = [SPEC.start_date + timedelta(days=SPEC.days - n) for n in (2, 1)]
 PUBLISHED = (
     "dim_user",
     "dim_product",
