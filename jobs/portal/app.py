@@ -44,6 +44,7 @@ from jobs.portal.lists import EXPORT_FILES, BadRequest, Exports, NotFound, Unava
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SESSION_COOKIE = "mkt_session"
+SESSION_RECORDS_DAYS = 30  # ended sessions are forgotten after this; their cookies then read as unknown
 ADDRESS_FACTOR = 4  # failed sign-ins allowed per client address, as a multiple of those per name
 LOGIN_CSRF_COOKIE = "mkt_login_csrf"
 PAGE_CSP = (
@@ -118,7 +119,7 @@ def create_app(config: PipelineConfig, clock: Callable[[], datetime] = store.now
             raise PageError(
                 403,
                 "Session not recognised",
-                "This browser's session is not one the portal issued (altered, or its account was removed). "
+                "This browser's session is not one the portal knows (altered, a month old, or its account was removed). "
                 "Sign in again.",
             )
         return found
@@ -258,6 +259,7 @@ def create_app(config: PipelineConfig, clock: Callable[[], datetime] = store.now
         if role is None:
             audit(request, "login_failed", name or None)
             return login_page(request, 401, "Wrong name or password.", next)
+        store.purge_sessions(engine, now - timedelta(days=SESSION_RECORDS_DAYS))
         token, _ = store.start_session(engine, name, client_of(request), now)
         audit(request, "login", name, detail=f"role {role}")
         response = RedirectResponse(safe_next(next), status_code=303)

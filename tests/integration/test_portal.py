@@ -261,6 +261,15 @@ def test_signing_out_needs_the_sessions_csrf_token_and_ends_the_session(app, wor
     assert audit_rows(world, "logout")[0]["username"] == "vera"
 
 
+def test_sessions_are_forgotten_a_month_after_they_started(app, clock):
+    old = sign_in(app, "vera")
+    clock.advance(days=31)
+    sign_in(app, "mark")  # signing in clears out the old records
+    response = old.get("/")
+    assert_clean_error(response, 403)
+    assert "not one the portal knows" in response.text
+
+
 @pytest.mark.parametrize("cookie", ["tampered", "x" * 200, "' or 1=1 --"])
 def test_a_tampered_session_cookie_gets_a_clear_refusal(app, cookie):
     client = sign_in(app, "mark")
