@@ -20,8 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from jobs.platform.config import PortalConfig
-from jobs.platform.errors import ConfigError
+from jobs.platform.config import PortalConfig, masked_url
+from jobs.platform.errors import ConfigError, EndpointUnavailableError, one_line
 
 ROLES = ("viewer", "marketer", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -102,7 +102,10 @@ def portal_engine(config: PortalConfig) -> sa.Engine:
         from pathlib import Path
 
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"portal.database_url {masked_url(url)}: {one_line(exc)}") from None
     if engine.dialect.name == "sqlite":
         # cascade deletes of a removed user's sessions; wait for another writer instead of failing
         sa.event.listen(engine, "connect", lambda conn, _: conn.execute("pragma foreign_keys = on"))
@@ -115,6 +118,15 @@ def ensure_portal_schema(engine: sa.Engine, app_role: str | None = None) -> None
     dialect = engine.dialect.name
     if dialect not in _APPEND_ONLY:
         raise ConfigError(f"portal.database_url: {dialect} is not supported (use sqlite or postgresql)")
+    try:
+        _create(engine, dialect, app_role)
+    except sa.exc.OperationalError as exc:
+        raise EndpointUnavailableError(
+            f"portal.database_url {masked_url(engine.url.render_as_string())}: {one_line(exc.orig)}"
+        ) from None
+
+
+def _create(engine: sa.Engine, dialect: str, app_role: str | None) -> None:
     with engine.begin() as conn:
         if app_role is None and all(sa.inspect(conn).has_table(table.name) for table in metadata.sorted_tables):
             return  # set up already (maybe by the owner: the portal's own role may not run DDL)

@@ -511,6 +511,13 @@ def test_users_are_added_with_a_password_from_stdin_and_removed(world, monkeypat
     actions = [e["action"] for e in store.audit_entries(engine)]
     assert actions == ["user_removed", "user_added"]
 
+    for url, message in (("nosuch+driver://x", "portal.database_url nosuch+driver://x: "),
+                         ("postgresql+psycopg://nobody:secret@127.0.0.1:1/portal", "portal.database_url postgresql")):  # fmt: skip
+        config_file.write_text(f"portal:\n  database_url: {url}\n")
+        assert main(["--config", str(config_file), "portal", "remove-user", "nora"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: " + message) and err.count("\n") == 1 and "secret" not in err
+
 
 def test_lists_still_show_when_the_warehouse_is_being_written_or_not_loaded(world, clock, tmp_path):
     """A nightly run holding the DuckDB writer lock, or a warehouse without the funnel yet: the
