@@ -316,12 +316,12 @@ def create_app(config: PipelineConfig, clock: Callable[[], datetime] = store.now
         session = require(request, "viewer")
         info = checked(exports.campaign, campaign_id)
         when = day_of(day)
-        manifest = checked(exports.manifest, campaign_id, when)
+        key, csv, manifest = checked(exports.export_file, campaign_id, when, "targets.csv")
         with_contacts = store.ROLE_RANK[session.role] >= store.ROLE_RANK["marketer"]
-        preview = checked(exports.preview, campaign_id, when, settings.preview_rows, with_contacts)
+        preview = exports.preview(key, settings.preview_rows, with_contacts)
         funnel, notice = funnel_or_notice(campaign_id, when)
         audit(request, "preview", session.username, campaign_id=campaign_id, logical_date=when,
-              file_name="targets.csv", rows=len(preview), sha256=manifest["files"]["targets.csv"]["sha256"])  # fmt: skip
+              file_name="targets.csv", rows=len(preview), sha256=csv["sha256"])  # fmt: skip
         return page(
             request, "list.html", session=session, campaign={"id": campaign_id, **info}, day=when, manifest=manifest,
             columns=list(preview.columns), rows=preview.to_dict("records"), can_download=with_contacts,

@@ -124,10 +124,9 @@ class Exports:
             while chunk := source.read(CHUNK_BYTES):
                 yield chunk
 
-    def preview(self, campaign_id: str, day: date, rows: int, with_contacts: bool) -> pd.DataFrame:
-        """The first ``rows`` rows of the list (read from the CSV's head only); contact columns
-        are dropped unless ``with_contacts``."""
-        key, _, _ = self.export_file(campaign_id, day, "targets.csv")
+    def preview(self, key: str, rows: int, with_contacts: bool) -> pd.DataFrame:
+        """The first ``rows`` rows of the CSV at ``key`` (from :meth:`export_file`; only its head
+        is read); contact columns are dropped unless ``with_contacts``."""
         with contextlib.closing(self.storage.open_read(key)) as source:
             frame = pd.read_csv(io.BufferedReader(_Readable(source)), nrows=rows, dtype=str, keep_default_na=False)
         if not with_contacts:
