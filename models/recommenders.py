@@ -3,11 +3,13 @@ popularity and item-kNN (the baselines), blockwise top-N scoring and the ALS tun
 
 Users and items are dense indices (``u``, ``i``) into ``Interactions``; ids are mapped by the
 caller (:mod:`jobs.recommender.interactions`). A model is ``fit`` on interactions and gives ``scores`` for
-a block of users (rows x all items). ALS trains in Spark on the distributed frame and only
-its factors come to the driver; the baselines and the "already seen" mask are sparse
-matrices on the driver. :func:`recommend` scores users in blocks sized to a memory budget
+a block of users (rows x all items). ALS trains in Spark on the distributed frame; its item
+factors come to the driver, its user factors stay in Spark (``user_frame``) unless an
+evaluation asks for ``user_factors``. The baselines and the "already seen" mask are sparse
+matrices on the driver. :func:`top_n` scores rows in blocks sized to a memory budget
 (rows x items), masks seen and disallowed items with -inf, takes the top N by partial sort
-and applies a per-category cap, all vectorised.
+and applies a per-category cap, all vectorised; :func:`top_n_spark` runs the same scoring in
+Spark's executors, one Arrow batch of rows at a time, for lists of every customer.
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ class AlsRecommender:
 
     def __init__(self, params, seed: int = 0):
         self.params, self.seed = params, seed
-        self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.spark_model = None
+        self.n_users = 0
+        self._user_factors: np.ndarray | None = None
 
     def fit(self, data: Interactions) -> AlsRecommender:
         from pyspark.ml.recommendation import ALS
@@ -115,9 +118,22 @@ class AlsRecommender:
         )
         ratings = data.frame.select("u", "i", confidence(F.col("weight"), p.confidence).alias("rating"))
         self.spark_model = als.fit(ratings)
-        self.user_factors = _factors(self.spark_model.userFactors, data.n_users, p.rank)
+        self.n_users, self._user_factors = data.n_users, None
         self.item_factors = _factors(self.spark_model.itemFactors, data.n_items, p.rank)
         return self
+
+    @property
+    def user_frame(self) -> DataFrame:
+        """Spark ``u int, features array<float>``: the user factors, where they were trained."""
+        return self.spark_model.userFactors.select(F.col("id").alias("u"), "features")
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        """Every user's factors on the driver (evaluation of a training split); publishing
+        scores in Spark from :attr:`user_frame` instead."""
+        if self._user_factors is None:
+            self._user_factors = _factors(self.spark_model.userFactors, self.n_users, self.params.rank)
+        return self._user_factors
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors[users] @ self.item_factors.T
@@ -231,6 +247,74 @@ def top_n(
     return pd.concat(parts, ignore_index=True)[["row", "rank", "column", "score"]]
 
 
+def _exclusions(lists: pd.Series, n_columns: int) -> sp.csr_matrix:
+    """Rows of column lists (or None) as a sparse 0/1 matrix, for :func:`top_n`'s ``exclude``."""
+    lengths = np.fromiter((0 if v is None else len(v) for v in lists), dtype=np.int64, count=len(lists))
+    columns = np.concatenate([np.asarray(v, dtype=np.int64) for v in lists if v is not None and len(v)] or [[]])
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((np.ones(len(columns), np.float32), columns, indptr), shape=(len(lists), n_columns))
+
+
+def top_n_spark(
+    rows: DataFrame,
+    vectors,
+    item_vectors: np.ndarray,
+    n: int,
+    key: str,
+    allowed: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
+    per_category: int | None = None,
+) -> DataFrame:
+    """:func:`top_n` in Spark's executors: the top ``n`` items for every row of ``rows``.
+
+    ``rows``: a Spark frame with the output ``key``, ``exclude`` (array of item indices never
+    returned, or null) and whatever ``vectors`` reads; ``vectors(batch) -> rows x d`` turns a
+    pandas batch of it into vectors, and a row's scores are its vector times ``item_vectors``
+    (items x d) transposed. The item side travels to each executor with the task (Spark
+    broadcasts a large task), the rows never leave the executors. Returns Spark
+    ``key, rank int, column int, score float`` (rank 1 = best).
+    """
+    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
+
+    item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+    n_columns = len(item_vectors)
+    schema = StructType(
+        [
+            StructField(key, rows.schema[key].dataType),
+            StructField("rank", IntegerType()),
+            StructField("column", IntegerType()),
+            StructField("score", FloatType()),
+        ]
+    )
+
+    def score(batches):
+        for batch in batches:
+            if not len(batch):
+                continue
+            users = np.asarray(vectors(batch), dtype=np.float32)
+            exclude = _exclusions(batch["exclude"], n_columns)
+            best = top_n(
+                lambda block, users=users: users[block] @ item_vectors.T,
+                np.arange(len(batch)),
+                n_columns,
+                n,
+                exclude,
+                allowed,
+                categories,
+                per_category,
+            )
+            yield pd.DataFrame(
+                {
+                    key: batch[key].to_numpy()[best["row"].to_numpy(dtype=np.int64)],
+                    "rank": best["rank"].to_numpy(dtype=np.int32),
+                    "column": best["column"].to_numpy(dtype=np.int32),
+                    "score": best["score"].to_numpy(dtype=np.float32),
+                }
+            )
+
+    return rows.mapInPandas(score, schema)
+
+
 def recommend(
     model, users: np.ndarray, data: Interactions, n: int, exclude: sp.csr_matrix | None = None, **filters
 ) -> pd.DataFrame:
@@ -241,14 +325,15 @@ def recommend(
     return result.rename(columns={"row": "u", "column": "i"})
 
 
-def similar_items(item_factors: np.ndarray, n: int, allowed: np.ndarray | None = None) -> pd.DataFrame:
-    """``i, rank, similar_i, similarity``: cosine similarity of item factors, self excluded."""
+def similar_items(spark, item_factors: np.ndarray, n: int, allowed: np.ndarray | None = None) -> DataFrame:
+    """Spark ``i, rank, similar_i, similarity``: cosine similarity of item factors, self
+    excluded, scored in the executors (:func:`top_n_spark`)."""
     norms = np.linalg.norm(item_factors, axis=1, keepdims=True)
-    unit = item_factors / np.maximum(norms, 1e-12)
-    items = np.flatnonzero(norms.ravel() > 0)
-    self_mask = sp.identity(len(item_factors), format="csr")
-    result = top_n(lambda block: unit[block] @ unit.T, items, len(unit), n, exclude=self_mask, allowed=allowed)
-    return result.rename(columns={"row": "i", "column": "similar_i", "score": "similarity"})
+    unit = (item_factors / np.maximum(norms, 1e-12)).astype(np.float32)
+    items = spark.createDataFrame(pd.DataFrame({"i": np.flatnonzero(norms.ravel() > 0).astype(np.int32)}))
+    rows = items.withColumn("exclude", F.array("i"))
+    result = top_n_spark(rows, lambda batch: unit[batch["i"].to_numpy()], unit, n, "i", allowed=allowed)
+    return result.select("i", "rank", F.col("column").alias("similar_i"), F.col("score").alias("similarity"))
 
 
 def candidate_params(tuning) -> list:

@@ -5,7 +5,10 @@ Layout under the registry root::
     <model>/versions/<version>/meta.json        parameters, metrics, gate decision, data
                                                  snapshot facts, code version, created_at
     <model>/versions/<version>/<name>.parquet   artefacts (factors with their ids, the
-                                                 training interactions snapshot, ...)
+                                                 training interactions snapshot, ...): one
+                                                 file, or a folder of part files when the
+                                                 artefact is a Spark frame (written by the
+                                                 executors, never collected)
     <model>/production.json                     the live version
     <model>/history.jsonl                       every promotion and rollback, appended
 
@@ -37,11 +40,18 @@ class Registry:
     def _key(self, *parts: str) -> str:
         return "/".join([self.model, *parts])
 
-    def save(self, version: str, meta: dict, artefacts: dict[str, pa.Table]) -> None:
+    def save(self, version: str, meta: dict, artefacts: dict) -> None:
+        """Write the artefacts (Arrow tables, or Spark frames) and then ``meta.json``."""
         for name, table in artefacts.items():
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            self.storage.write_bytes(self._key("versions", version, f"{name}.parquet"), buffer.getvalue())
+            key = self._key("versions", version, f"{name}.parquet")
+            if isinstance(table, pa.Table):
+                buffer = io.BytesIO()
+                pq.write_table(table, buffer)
+                self.storage.write_bytes(key, buffer.getvalue())
+            else:
+                from jobs.platform.lake import spark_uri
+
+                table.write.mode("overwrite").parquet(spark_uri(self.storage, key))
         record = {**meta, "version": version, "model": self.model, "artefacts": sorted(artefacts)}
         record.setdefault("created_at", datetime.now(UTC).isoformat())
         self.storage.write_bytes(
@@ -56,7 +66,13 @@ class Registry:
 
     def load(self, version: str, name: str) -> pa.Table:
         self.meta(version)
-        return pq.read_table(io.BytesIO(self.storage.read_bytes(self._key("versions", version, f"{name}.parquet"))))
+        key = self._key("versions", version, f"{name}.parquet")
+        if self.storage.exists(key):
+            return pq.read_table(io.BytesIO(self.storage.read_bytes(key)))
+        parts = [info.key for info in self.storage.list(key + "/") if info.key.endswith(".parquet")]
+        if not parts:
+            raise RegistryError(f"{self.model}: version {version!r} has no artefact {name!r}")
+        return pa.concat_tables(pq.read_table(io.BytesIO(self.storage.read_bytes(part))) for part in parts)
 
     def versions(self) -> list[dict]:
         """Every version's metadata, oldest first."""

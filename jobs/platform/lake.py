@@ -11,6 +11,7 @@ Zones (keys relative to ``storage.lake_root``)::
     quarantine/event_files/batch_date=D/<landing key> whole files collect rejected (corrupt gzip)
     restricted/users_pii/extract_date=D/              email/phone in clear, for consented exports
     _runs/<stage>/<dataset>/D.json                    counts of each stage run (reconciliation)
+    _tmp/spark-checkpoints/                           Spark's checkpoints (long ALS runs), removed by Spark
 
 A logical date D is a local date in the shop's time zone; its window is
 ``[D 00:00 local, D+1 00:00 local)`` expressed in UTC.

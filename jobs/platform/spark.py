@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from jobs.platform.config import PROJECT_ROOT, PipelineConfig
 
+log = logging.getLogger(__name__)
+CHECKPOINTS = "_tmp/spark-checkpoints"  # lake key
 LOG4J_CONFIG = PROJECT_ROOT / "config" / "log4j2.properties"  # JVM logs to stderr, warnings and up
 
 
@@ -31,6 +34,8 @@ def get_spark(config: PipelineConfig):
         # A JSON line with a repeated key must not fail the whole batch; the last value wins.
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
+        # checkpoint files (long ALS runs) are deleted once their RDD is gone
+        .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
     )
     if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master(config.spark.master)
@@ -38,6 +43,14 @@ def get_spark(config: PipelineConfig):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
+    if spark.sparkContext.getCheckpointDir() is None:
+        # in the lake, not a driver-local folder: on a cluster the executors write and read it
+        from jobs.platform.lake import lake_storage, spark_uri
+
+        spark.sparkContext.setCheckpointDir(spark_uri(lake_storage(config), CHECKPOINTS))
+    log.info(
+        "Spark %s: master %s, %d cores", spark.version, spark.sparkContext.master, spark.sparkContext.defaultParallelism
+    )
     return spark
 
 

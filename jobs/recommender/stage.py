@@ -27,9 +27,8 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
 import sqlalchemy as sa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.platform.errors import ConfigError, ModelGateError
@@ -46,7 +45,7 @@ from jobs.recommender.interactions import (
     temporal_split,
 )
 from jobs.recommender.settings import RecommenderConfig, load_recommender
-from models.recommenders import AlsRecommender, top_n
+from models.recommenders import AlsRecommender, top_n_spark
 
 log = logging.getLogger(__name__)
 MODEL = "recommender"
@@ -126,73 +125,104 @@ def _catalogue(products: DataFrame, index: IdIndex) -> pd.DataFrame:
 
 
 def publish_lists(
-    model: AlsRecommender,
+    model,
     index: IdIndex,
     data,
-    users: np.ndarray,
+    users: DataFrame,
     purchased: DataFrame,
     catalogue: pd.DataFrame,
     settings: RecommenderConfig,
-) -> pd.DataFrame:
-    """Top-N per registered user: ALS for users with enough history, category (or shop)
-    popularity for the rest. Returns ``user_id, rank, product_id, score, reason_code``."""
+) -> DataFrame:
+    """Top-N per registered user (``users``: Spark ``user_id``), scored in Spark's executors:
+    ALS (``model.user_frame`` x ``model.item_factors``) for users with enough history, category
+    (or shop) popularity for the rest. Returns Spark ``user_id, rank, product_id, score,
+    reason_code``.
+
+    The fallback is scored like a factor model: a cold user's vector is ``[1, boost x
+    one-hot(favourite category)]``, an item's ``[popularity, one-hot(category)]``, so its
+    score is the item's popularity, lifted by ``boost`` (more than any popularity) in the
+    category where most of the user's (few) interactions fall.
+    """
     pub = settings.publishing
+    spark = users.sparkSession
     n_items = len(catalogue)
     categories = pd.Categorical(catalogue["category"])
-    codes = np.asarray(categories.codes)
+    codes = np.asarray(categories.codes, dtype=np.int32)
     repurchasable = catalogue["category"].isin(pub.repurchasable_categories).to_numpy()
-    position = pd.Series(np.arange(len(users)), index=users)
-    user_u = pd.Series(np.arange(index.n_users), index=index.user_ids()).reindex(users)
-    # bought items (not repurchasable) are excluded, in the publishing user space
-    bought = index.indexed(purchased).select("user_id", "i").toPandas()
-    bought = bought[~repurchasable[bought["i"].to_numpy()] & bought["user_id"].isin(position.index)]
-    exclude = sp.csr_matrix(
-        (np.ones(len(bought), np.float32), (position[bought["user_id"]].to_numpy(), bought["i"].to_numpy())),
-        shape=(len(users), n_items),
+    items = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "i": np.arange(n_items, dtype=np.int32),
+                "code": codes,
+                "repurchasable": repurchasable,
+                "product_id": catalogue["product_id"].to_numpy(),
+            }
+        )
     )
-    csr = data.to_csr()
-    distinct_items = np.diff(csr.indptr)
-    warm = user_u.notna().to_numpy()
-    warm[warm] = distinct_items[user_u[warm].astype(int).to_numpy()] >= pub.min_history_items
+    # bought items (not repurchasable) are excluded
+    bought = (
+        index.indexed(purchased)
+        .join(items.where(~F.col("repurchasable")).select("i"), "i")
+        .groupBy("user_id")
+        .agg(F.collect_set("i").alias("exclude"))
+    )
+    seen = data.frame.join(items.select("i", "code"), "i")
+    history = seen.groupBy("u").agg(F.count("*").alias("distinct_items"))
+    # a cold user's category: where most of their interaction weight falls (ties: first category)
+    by_category = seen.groupBy("u", "code").agg(F.sum("weight").alias("w"))
+    first = Window.partitionBy("u").orderBy(F.desc("w"), "code")
+    favourite = (
+        by_category.withColumn("n", F.row_number().over(first))
+        .where("n = 1")
+        .select("u", F.col("code").alias("favourite"))
+    )
+    people = (
+        users.select("user_id")
+        .distinct()
+        .join(index.users, "user_id", "left")
+        .join(history, "u", "left")
+        .join(favourite, "u", "left")
+        .join(bought, "user_id", "left")
+        .join(model.user_frame, "u", "left")
+    )
+    warm = F.col("features").isNotNull() & (F.col("distinct_items") >= pub.min_history_items)
     allowed = catalogue["active"].to_numpy()
     cap = {"categories": codes, "per_category": pub.max_per_category} if pub.max_per_category else {}
 
-    u_of_row = user_u.fillna(-1).astype(int).to_numpy()
-    als = top_n(
-        lambda rows: model.scores(u_of_row[rows]), np.flatnonzero(warm), n_items, pub.top_n, exclude, allowed, **cap
+    als = top_n_spark(
+        people.where(warm), lambda batch: np.stack(batch["features"].to_numpy()), model.item_factors,
+        pub.top_n, "user_id", allowed, **cap,
+    ).withColumn("reason_code", F.lit("als"))  # fmt: skip
+
+    counts = data.frame.groupBy("i").agg(F.count("*").alias("n")).toPandas()
+    popularity = np.zeros(n_items, np.float32)
+    popularity[counts["i"].to_numpy()] = counts["n"].to_numpy()
+    boost = float(popularity.max() + 1)
+    n_categories = len(categories.categories)
+    item_side = np.hstack([popularity[:, None], np.eye(n_categories, dtype=np.float32)[codes]])
+
+    def fallback_vectors(batch: pd.DataFrame) -> np.ndarray:
+        vectors = np.zeros((len(batch), 1 + n_categories), np.float32)
+        vectors[:, 0] = 1.0
+        known = batch["favourite"].notna().to_numpy()
+        vectors[np.flatnonzero(known), 1 + batch["favourite"].to_numpy()[known].astype(np.int64)] = boost
+        return vectors
+
+    cold = people.where(~warm).select("user_id", "exclude", "favourite")
+    rest = top_n_spark(cold, fallback_vectors, item_side, pub.top_n, "user_id", allowed, **cap)
+    rest = rest.join(cold.select("user_id", "favourite"), "user_id").select(
+        "user_id",
+        "rank",
+        "column",
+        (F.col("score") % F.lit(boost)).alias("score"),  # the popularity, without the boost
+        F.when(F.col("favourite").isNotNull(), "fallback_category_popularity")
+        .otherwise("fallback_popularity")
+        .alias("reason_code"),
     )
-    als["reason_code"] = "als"
-
-    popularity = np.asarray((csr > 0).sum(axis=0)).ravel().astype(np.float32)
-    # a cold user's category: where most of their (few) interactions fall
-    favourite = np.full(len(users), -1)
-    known = np.flatnonzero(user_u.notna().to_numpy() & ~warm)
-    if len(known):
-        rows = csr[user_u.to_numpy()[known].astype(int)]
-        per_category = rows @ sp.csr_matrix(
-            (np.ones(n_items), (np.arange(n_items), codes)), shape=(n_items, len(categories.categories))
-        )
-        favourite[known] = np.asarray(per_category.argmax(axis=1)).ravel()
-    boost = popularity.max() + 1
-
-    def fallback(rows: np.ndarray) -> np.ndarray:
-        return popularity[None, :] + boost * (codes[None, :] == favourite[rows][:, None])
-
-    cold = np.flatnonzero(~warm)
-    rest = top_n(fallback, cold, n_items, pub.top_n, exclude, allowed, **cap)
-    rest["reason_code"] = np.where(
-        favourite[rest["row"].to_numpy()] >= 0, "fallback_category_popularity", "fallback_popularity"
-    )
-    rest["score"] = rest["score"] % boost  # the popularity itself, without the category boost
-    lists = pd.concat([als, rest], ignore_index=True)
-    return pd.DataFrame(
-        {
-            "user_id": users[lists["row"].to_numpy()],
-            "rank": lists["rank"].to_numpy().astype(int),
-            "product_id": catalogue["product_id"].to_numpy()[lists["column"].to_numpy()],
-            "score": lists["score"].to_numpy().astype(float),
-            "reason_code": lists["reason_code"].to_numpy(),
-        }
+    return (
+        als.unionByName(rest)
+        .join(F.broadcast(items.select(F.col("i").alias("column"), "product_id")), "column")
+        .select("user_id", "rank", "product_id", F.col("score").cast("double").alias("score"), "reason_code")
     )
 
 
@@ -256,6 +286,12 @@ def evaluate_holdout(
     )
 
 
+def stamped(table: pa.Table, loaded_at: datetime) -> pa.Table:
+    """``table`` with its ``loaded_at`` column."""
+    kind = pa.timestamp("us", tz="UTC")
+    return table.append_column(pa.field("loaded_at", kind), pa.repeat(pa.scalar(loaded_at, kind), table.num_rows))
+
+
 def build_recommender(config, as_of: date, settings: RecommenderConfig | None = None) -> dict:
     """Run the nightly recommender for D; see the module docstring."""
     from models.recommenders import similar_items
@@ -317,35 +353,36 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         data = index.interactions(all_pairs)
         model = AlsRecommender(result.best, settings.tuning.seed).fit(data)
         catalogue = _catalogue(current["products"], index)
-        registered = current["users"].select("user_id").toPandas()["user_id"].sort_values().to_numpy()
-        lists = publish_lists(model, index, data, registered, owned.select("user_id", "item_id"), catalogue, settings)
-        similar = similar_items(
-            model.item_factors, settings.publishing.similar_n, allowed=catalogue["active"].to_numpy()
+        spark = data.frame.sparkSession
+        lists = publish_lists(
+            model, index, data, current["users"], owned.select("user_id", "item_id"), catalogue, settings
         )
+        similar = similar_items(
+            spark, model.item_factors, settings.publishing.similar_n, allowed=catalogue["active"].to_numpy()
+        )
+        ids = spark.createDataFrame(pd.DataFrame({"i": np.arange(len(catalogue), dtype=np.int32),
+                                                  "product_id": catalogue["product_id"].to_numpy()}))  # fmt: skip
+        similar = (
+            similar.join(F.broadcast(ids), "i")
+            .join(F.broadcast(ids.select(F.col("i").alias("similar_i"), F.col("product_id").alias("similar_product_id"))), "similar_i")
+            .select(F.lit(as_of).alias("snapshot_date"), "product_id", "rank", "similar_product_id",
+                    F.col("similarity").cast("double").alias("similarity"), F.lit(version).alias("model_version"))
+        )  # fmt: skip
+        # the lists leave the executors once, as Arrow, for the warehouse's one publish path
         outputs = {
-            "mart_recommendations": lists.assign(snapshot_date=as_of, model_version=version, loaded_at=loaded_at),
-            "mart_similar_items": pd.DataFrame(
-                {
-                    "snapshot_date": as_of,
-                    "product_id": catalogue["product_id"].to_numpy()[similar["i"].to_numpy()],
-                    "rank": similar["rank"].to_numpy().astype(int),
-                    "similar_product_id": catalogue["product_id"].to_numpy()[similar["similar_i"].to_numpy()],
-                    "similarity": similar["similarity"].to_numpy().astype(float),
-                    "model_version": version,
-                    "loaded_at": loaded_at,
-                }
-            ),
-        }
+            "mart_recommendations": to_arrow(lists.select(
+                F.lit(as_of).alias("snapshot_date"), "user_id", "rank", "product_id", "score", "reason_code",
+                F.lit(version).alias("model_version"))),
+            "mart_similar_items": to_arrow(similar),
+        }  # fmt: skip
         artefacts = {
-            "user_factors": pa.table({"user_id": index.user_ids(), "factors": list(model.user_factors)}),
+            # factors and the training snapshot are written by the executors
+            "user_factors": model.user_frame.join(index.users, "u").select("user_id", F.col("features").alias("factors")),
             "item_factors": pa.table({"product_id": index.item_ids(), "factors": list(model.item_factors)}),
-            "interactions": to_arrow(all_pairs.select("user_id", "item_id", "weight", "last_day")),
+            "interactions": all_pairs.select("user_id", "item_id", "weight", "last_day"),
             # the published outputs, so promote/rollback can put exactly these back
-            **{
-                name: pa.Table.from_pandas(frame.drop(columns=["loaded_at"]), preserve_index=False)
-                for name, frame in outputs.items()
-            },
-        }
+            **outputs,
+        }  # fmt: skip
     else:
         artefacts = {}
     meta = {
@@ -374,8 +411,8 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     )
     counts = publish(
         config, as_of, "recommender", "recommendations",
-        [evaluation, *(snapshot(name, frame_to_arrow(frame)) for name, frame in outputs.items())],
-        counts={"input": result.report["train"]["interactions"], "output": len(outputs.get("mart_recommendations", ()))},
+        [evaluation, *(snapshot(name, stamped(table, loaded_at)) for name, table in outputs.items())],
+        counts={"input": result.report["train"]["interactions"], "output": outputs["mart_recommendations"].num_rows if outputs else 0},
         details={"version": version, "gate": reason, "params": result.best.model_dump()},
         status="success" if passed else "failed",
     )  # fmt: skip

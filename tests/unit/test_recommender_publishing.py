@@ -54,13 +54,11 @@ def test_registry_saves_versions_and_promotes_and_rolls_back(tmp_path):
 
 
 class Planted:
-    """Scores: every user prefers items in index order (item 0 best)."""
+    """Factors under which every user prefers items in index order (item 0 best)."""
 
-    def __init__(self, n_items):
-        self.n_items = n_items
-
-    def scores(self, users):
-        return np.tile(np.arange(self.n_items, 0, -1, dtype=np.float32), (len(users), 1))
+    def __init__(self, spark, n_users, n_items):
+        self.user_frame = spark.createDataFrame([(u, [1.0]) for u in range(n_users)], "u int, features array<float>")
+        self.item_factors = np.arange(n_items, 0, -1, dtype=np.float32)[:, None]
 
 
 def test_published_lists_follow_the_rules(spark):
@@ -81,7 +79,8 @@ def test_published_lists_follow_the_rules(spark):
         update={"publishing": SETTINGS.publishing.model_copy(update={
             "top_n": 3, "max_per_category": 1, "repurchasable_categories": ("c",), "min_history_items": 3})}
     )  # fmt: skip
-    lists = publish_lists(Planted(5), index, data, np.array(["u1", "u2", "u3"]), purchased, catalogue, settings)
+    users = spark.createDataFrame([("u1",), ("u2",), ("u3",)], "user_id string")
+    lists = publish_lists(Planted(spark, 2, 5), index, data, users, purchased, catalogue, settings).toPandas()
     got = {
         u: list(zip(part["product_id"], part["reason_code"], strict=True))
         for u, part in lists.sort_values("rank").groupby("user_id")
@@ -93,4 +92,8 @@ def test_published_lists_follow_the_rules(spark):
     # u3: no history -> shop popularity
     assert {reason for _, reason in got["u3"]} == {"fallback_popularity"}
     assert "p1" not in set(lists["product_id"])  # inactive, and never interacted
-    assert lists.groupby("user_id")["rank"].apply(list).to_dict() == {"u1": [1, 2, 3], "u2": [1, 2, 3], "u3": [1, 2, 3]}
+    assert lists.sort_values("rank").groupby("user_id")["rank"].apply(list).to_dict() == {
+        "u1": [1, 2, 3],
+        "u2": [1, 2, 3],
+        "u3": [1, 2, 3],
+    }

@@ -27,6 +27,7 @@ from models.recommenders import (
     recommend,
     similar_items,
     top_n,
+    top_n_spark,
 )
 
 SETTINGS = load_recommender()
@@ -113,9 +114,43 @@ def test_top_n_scores_in_blocks_with_the_same_result(monkeypatch):
     pd.testing.assert_frame_equal(whole, blocked)
 
 
-def test_similar_items_are_the_nearest_factors():
+def test_scoring_in_spark_gives_the_drivers_lists(spark):
+    """Every user of several partitions and Arrow batches: the same lists, ranks and scores as
+    scoring on the driver, with exclusions, inactive items and a per-category cap."""
+    rng = np.random.default_rng(1)
+    users, items, n = 700, 60, 6
+    user_vectors = rng.normal(size=(users, 4)).astype(np.float32)
+    item_vectors = rng.normal(size=(items, 4)).astype(np.float32)
+    exclude = [sorted(rng.choice(items, rng.integers(0, 5), replace=False).tolist()) or None for _ in range(users)]
+    allowed = rng.random(items) > 0.1
+    categories = rng.integers(0, 5, items)
+    rows = spark.createDataFrame(
+        pd.DataFrame({"user_id": [f"u{k}" for k in range(users)], "k": np.arange(users), "exclude": exclude})
+    ).repartition(3)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100")
+    try:
+        got = top_n_spark(
+            rows, lambda batch: user_vectors[batch["k"].to_numpy()], item_vectors, n, "user_id", allowed, categories, 2
+        ).toPandas()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    mask = sp.lil_matrix((users, items), dtype=np.float32)
+    for row, columns in enumerate(exclude):
+        for column in columns or []:
+            mask[row, column] = 1
+    expected = top_n(
+        lambda r: user_vectors[r] @ item_vectors.T, np.arange(users), items, n, mask.tocsr(), allowed, categories, 2
+    )
+    expected["user_id"] = [f"u{k}" for k in expected["row"]]
+    key = ["user_id", "rank"]
+    got, expected = got.sort_values(key).reset_index(drop=True), expected.sort_values(key).reset_index(drop=True)
+    assert len(got) == users * n and got["column"].tolist() == expected["column"].tolist()
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-6)
+
+
+def test_similar_items_are_the_nearest_factors(spark):
     factors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0, 0]], dtype=np.float32)
-    got = similar_items(factors, 1)
+    got = similar_items(spark, factors, 1).toPandas()
     assert dict(zip(got["i"], got["similar_i"], strict=True)) == {0: 1, 1: 0, 2: 3, 3: 2}  # item 4 has no factors
 
 
