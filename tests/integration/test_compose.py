@@ -39,6 +39,8 @@ EXPECTED_SERVICES = {
     "portal-init",
     "portal",
     "portal-proxy",
+    "spark-master",
+    "spark-worker",
 }
 AIRFLOW_SERVICES = {
     "airflow-apiserver",
@@ -64,7 +66,7 @@ REQUIRED_REF = r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}"
 VARIABLE_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
 URL_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^@\s]+)@")
 # Compose service names as the README would spell them: postgres-airflow, minio, airflow-init, portal...
-SERVICE_NAME = re.compile(r"^(?:(?:postgres|airflow|minio|portal)(?:-[a-z0-9]+)+|minio|portal)$")
+SERVICE_NAME = re.compile(r"^(?:(?:postgres|airflow|minio|portal|spark)(?:-[a-z0-9]+)+|minio|portal)$")
 
 
 def _compose_cli_available() -> bool:
@@ -183,6 +185,26 @@ def test_long_running_services_have_healthchecks(rendered):
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     api_check = " ".join(rendered["services"]["airflow-apiserver"]["healthcheck"]["test"])
     assert "/api/v2/monitor/health" in api_check
+
+
+@needs_compose
+def test_stages_submit_to_the_spark_cluster_whose_workers_run_the_pipeline_image(rendered):
+    services = rendered["services"]
+    master, worker = services["spark-master"], services["spark-worker"]
+    assert "org.apache.spark.deploy.master.Master" in " ".join(master["command"])
+    assert "org.apache.spark.deploy.worker.Worker spark://spark-master:7077" in " ".join(worker["command"])
+    # executors unpickle the project's pandas UDFs and read s3a: the same image as the driver
+    assert master["image"] == worker["image"] == services["airflow-scheduler"]["image"]
+    assert worker["depends_on"]["spark-master"]["condition"] == "service_healthy"
+    for name in AIRFLOW_SERVICES:
+        env = _environment(services[name])
+        assert env["MKT_SPARK__MASTER"] == "spark://spark-master:7077", name
+        conf = json.loads(env["MKT_SPARK__CONF"])
+        assert conf["spark.driver.host"] == "airflow-scheduler" and conf["spark.driver.bindAddress"] == "0.0.0.0"
+        assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
+    scheduler = _environment(services["airflow-scheduler"])
+    assert _environment(worker)["AWS_ACCESS_KEY_ID"] == scheduler["AWS_ACCESS_KEY_ID"]  # the pipeline's user
+    assert not {"7077"} & {str(p.get("target")) for p in master.get("ports", [])}  # not published
 
 
 @needs_compose
