@@ -334,10 +334,10 @@ def validate(config: PipelineConfig, logical_date: date) -> dict:
             "failed_warnings": sum(1 for r in rows if not r["is_success"] and r["severity"] == "warning"),
         }
 
-    if config.validation.build_data_docs:
-        validator.context.build_data_docs(site_names=[SITE])
-        if not local_docs:
-            _upload_dir(docs_dir, reports, "data_docs")
+    # each checkpoint's UpdateDataDocsAction rendered its result and the index: no full rebuild,
+    # which would render every night's results again and grow with the history
+    if config.validation.build_data_docs and not local_docs:
+        _upload_dir(docs_dir, reports, "data_docs")
 
     record_quality(config, logical_date, quality_rows, [contract.id for contract in contracts.values()])
     record = {
