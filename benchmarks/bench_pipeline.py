@@ -17,48 +17,11 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * PAGE
-            with open(f"/proc/{current}/task/{current}/children") as handle:
-                stack.extend(int(child) for child in handle.read().split())
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return total
-
-
-class PeakMemory:
-    """Samples the process tree's RSS in a background thread; ``reset()`` starts a new window."""
-
-    def __init__(self, interval: float = 0.1):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
-            time.sleep(self.interval)
-
-    def reset(self) -> None:
-        self.peak = _tree_rss(os.getpid())
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+from jobs.platform.ops import PeakMemory
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import PeakMemory  # noqa: E402
+from jobs.platform.ops import PeakMemory
 
 
 def synthetic(n: int, seed: int = 0) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from datetime import date, datetime
@@ -22,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import PeakMemory  # noqa: E402
+from jobs.platform.ops import PeakMemory
 
 
 def synthetic_orders(n_orders: int, n_customers: int, seed: int = 0) -> pd.DataFrame:

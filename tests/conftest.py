@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.postgres", "tests.spark_cluster"]
+pytest_plugins = ["tests.postgres", "tests.spark_cluster", "tests.alert_sinks"]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)

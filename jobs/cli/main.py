@@ -7,6 +7,7 @@
     marketing portal     the marketers' portal (lists, reports); add-user / remove-user manage accounts
     marketing score-customers  RFM, lifecycle, churn risk and value for any order export
     marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
+    marketing status     last runs, failures, the night's deadline, stale tables, quarantine rates
     marketing config     print the effective configuration (after MKT_* overrides)
 
 Expected failures (bad settings or arguments, a missing input, a violated data contract,
@@ -212,6 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     air.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow")
 
+    status = sub.add_parser(
+        "status",
+        help="last runs, failures, the night's deadline, stale tables and quarantine rates at a glance",
+        description="Read the warehouse's ops tables: each stage's runs over the last --days nights, failures, "
+        "whether the newest due night finished by alerts.finish_by, published tables older than that night, and "
+        "per dataset the share of rows quarantined and the failed error/warning checks. Colour on a terminal "
+        "(NO_COLOR turns it off).",
+    )
+    status.add_argument("--days", type=_positive, default=7, help="nights to show (default 7)")
+    status.add_argument(
+        "--date", type=_date, help="the night to check against its deadline (default: the newest one due by now)"
+    )
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.add_argument(
+        "--check", action="store_true", help="exit with 1 when the due night is late or failed, or a table is stale"
+    )
+
     sub.add_parser(
         "config", help="print the effective configuration as JSON", description="Validate and print the configuration."
     )
@@ -317,6 +335,13 @@ def _dispatch(args: argparse.Namespace, config) -> int:
             print(json.dumps({"logical_date": day.isoformat(), "stages": results}, indent=2, default=str))
             day += timedelta(days=1)
         return 0
+    if args.command == "status":
+        from jobs.cli.status import needs_attention, render, use_colour
+        from jobs.platform.monitoring import status_report
+
+        report = status_report(config, args.days, night=args.date)
+        print(json.dumps(report, indent=2) if args.json else render(report, use_colour()))
+        return 1 if args.check and needs_attention(report) else 0
     if args.command == "score-customers":
         from jobs.customers.score_file import score_file
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -190,6 +191,31 @@ class AirflowConfig(_Section):
     retry_delay_minutes: int = Field(5, ge=0)
 
 
+class AlertsConfig(_Section):
+    finish_by: str = Field(
+        "07:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="local time (HH:MM, shop time zone) by which the night's whole chain must have finished",
+    )
+    webhook_url: str | None = Field(
+        None, description="POST every alert here as JSON (a Slack-style 'text' field); a secret: set it by environment"
+    )
+    smtp_conn_id: str | None = Field(None, description="Airflow connection of the SMTP server that mails alerts")
+    email_to: list[str] = Field(default_factory=list, description="who gets the alert e-mails")
+    email_from: str | None = Field(None, description="sender of the alert e-mails (default: the connection's)")
+
+    @model_validator(mode="after")
+    def _mail_needs_both(self) -> AlertsConfig:
+        if bool(self.smtp_conn_id) != bool(self.email_to):
+            raise ValueError("smtp_conn_id and email_to go together: set both to mail alerts, or neither")
+        return self
+
+    @property
+    def finish_by_time(self) -> time:
+        hours, minutes = self.finish_by.split(":")
+        return time(int(hours), int(minutes))
+
+
 class PipelineConfig(BaseSettings):
     """The whole configuration: the YAML file, then ``MKT_<SECTION>__<KEY>`` environment
     variables over it (read by pydantic-settings), then explicit overrides over both."""
@@ -213,6 +239,7 @@ class PipelineConfig(BaseSettings):
     pii: PiiConfig = PiiConfig()
     portal: PortalConfig = PortalConfig()
     airflow: AirflowConfig = AirflowConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source_file: str | None = None
 
     @model_validator(mode="after")

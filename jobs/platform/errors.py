@@ -63,6 +63,14 @@ class ModelGateError(DeterministicError, RuntimeError):
     """The candidate model did not pass the quality gate; the live lists stay as they are."""
 
 
+class DeadlineMissedError(DeterministicError, RuntimeError):
+    """A night's chain was not finished by ``alerts.finish_by``; the message lists what is missing."""
+
+
+class StaleDataError(DeterministicError, RuntimeError):
+    """Published tables are older than the night that is due; the message lists them."""
+
+
 class HashKeyMismatchError(DeterministicError, RuntimeError):
     """The PII hashing key differs from the one the warehouse's hashes were made with."""
 

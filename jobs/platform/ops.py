@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from datetime import date, datetime
 
 import sqlalchemy as sa
@@ -29,6 +31,53 @@ def warehouse_engine(config: PipelineConfig) -> sa.Engine:
     return _ENGINES[key]
 
 
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (Linux ``/proc``; 0 elsewhere)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/statm") as handle:
+                total += int(handle.read().split()[1]) * page
+            with open(f"/proc/{current}/task/{current}/children") as handle:
+                stack.extend(int(child) for child in handle.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+            continue
+    return total
+
+
+class PeakMemory:
+    """Samples this process tree's resident memory (the Python driver, the Spark JVM and its
+    Python workers) in a background thread; ``peak`` is the highest sample since ``reset``.
+    Use as a context manager to stop the thread at the end."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self._stop = interval, threading.Event()
+        self.peak = tree_rss(os.getpid())
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-memory")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, tree_rss(os.getpid()))
+
+    def reset(self) -> None:
+        self.peak = tree_rss(os.getpid())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.peak = max(self.peak, tree_rss(os.getpid()))
+        return self.peak
+
+    def __enter__(self) -> PeakMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def record_stage_run(
     config: PipelineConfig,
     day: date,
@@ -37,6 +86,7 @@ def record_stage_run(
     started_at: datetime,
     finished_at: datetime,
     error: str | None = None,
+    peak_rss_bytes: int | None = None,
 ) -> None:
     """Upsert the ``ops_stage_runs`` row of a stage's latest run for a date (how long it took
     and how it ended); never raises: a failure to record must not hide the stage's own."""
@@ -50,7 +100,8 @@ def record_stage_run(
             conn.execute(
                 sa.text(
                     f"insert into {schema}.ops_stage_runs (logical_date, stage, status, started_at, finished_at, "
-                    "duration_s, error) values (:d, :s, :status, :started, :finished, :seconds, :error)"
+                    "duration_s, error, peak_rss_mb) values (:d, :s, :status, :started, :finished, :seconds, :error, "
+                    ":rss)"
                 ),
                 {
                     "d": day,
@@ -60,6 +111,7 @@ def record_stage_run(
                     "finished": finished_at,
                     "seconds": (finished_at - started_at).total_seconds(),
                     "error": error[:1000] if error else None,
+                    "rss": round(peak_rss_bytes / 2**20, 1) if peak_rss_bytes else None,
                 },
             )
     except Exception as exc:  # noqa: BLE001 - the stage's outcome matters more than its timing

@@ -1,16 +1,13 @@
 """What the Airflow DAG files need from the project, kept out of the DAG files themselves:
-the business date of a run, the published assets, and failure alerts."""
+the business date of a run, the published assets, failure alerts and the watchdog's checks."""
 
 from __future__ import annotations
 
-import logging
 import math
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from jobs.platform.config import PipelineConfig
-
-log = logging.getLogger("marketing.alerts")
 
 # Each published warehouse table is an Airflow Asset; later DAGs can be scheduled on them.
 PUBLISHED_TABLES = ("dim_user", "dim_product", "fct_orders", "fct_order_items", "fct_events_daily", "dim_suppression")
@@ -70,27 +67,12 @@ def business_date_from_assets(context: dict, tz: str) -> date:
     return business_dates_from_assets(context, tz)[-1]
 
 
-def alert_on_failure(context: dict) -> None:
-    """Failure callback: one structured log line a log-based alerting rule can match.
-
-    The error message of our own exceptions already names the contract, column and count
-    (validation) or the unreconciled rows (clean), so the alert says exactly what broke.
-    """
-    ti = context.get("task_instance") or context.get("ti")
-    exc = context.get("exception")
-    log.error(
-        "ALERT marketing pipeline failure dag=%s task=%s run=%s try=%s error=%s",
-        getattr(ti, "dag_id", "?"),
-        getattr(ti, "task_id", "?"),
-        context.get("run_id"),
-        getattr(ti, "try_number", "?"),
-        f"{type(exc).__name__}: {exc}" if exc else "unknown",
-    )
-
-
 def dag_defaults(config: PipelineConfig) -> dict:
     """DAG arguments every marketing DAG shares: start, no catchup, one run at a time,
-    serial tasks on DuckDB (one writing process at a time), retries with back-off, alerts."""
+    serial tasks on DuckDB (one writing process at a time), retries with back-off, alerts
+    (:mod:`jobs.platform.alerts`)."""
+    from jobs.platform.alerts import failure_notifiers
+
     return {
         "start_date": datetime.fromisoformat(config.airflow.start_date).replace(tzinfo=config.tz),
         "catchup": False,
@@ -102,7 +84,7 @@ def dag_defaults(config: PipelineConfig) -> dict:
             "retry_delay": timedelta(minutes=config.airflow.retry_delay_minutes),
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(hours=1),
-            "on_failure_callback": alert_on_failure,
+            "on_failure_callback": failure_notifiers(config),
         },
     }
 
@@ -141,6 +123,19 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def run_check(check, config: PipelineConfig, day: date) -> dict:
+    """Run a watchdog check (:mod:`jobs.platform.monitoring`) in a task: a finding fails the
+    task at once (no retry), and its failure callbacks send the alert."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from jobs.platform.errors import DeterministicError
+
+    try:
+        return json_safe(check(config, day))
+    except DeterministicError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def run_stage_for_dates(config: PipelineConfig, name: str, days: list[date]) -> dict:

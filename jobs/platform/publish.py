@@ -4,8 +4,9 @@ One call is one transaction. Each output is bulk-copied into a staging table and
 its published table (``upsert`` by key, newer ``updated_at`` wins; ``insert_new`` by key, only
 keys not published yet are inserted and an existing row is never changed, so a record stays as
 first published; or ``replace`` the rows a ``where`` clause selects, e.g. the date's snapshot),
-optional follow-up SQL runs in the same transaction, and the stage's ``ops_pipeline_runs`` row
-is written last. Readers (BI, portal) see the previous complete version or the new one, never a
+optional follow-up SQL runs in the same transaction, each table's ``ops_table_freshness`` row
+moves to the date (on success, never backwards), and the stage's ``ops_pipeline_runs`` row is
+written last. Readers (BI, portal) see the previous complete version or the new one, never a
 half-written table; re-running a date replaces that date's rows (``insert_new`` tables keep
 theirs). The connection is always released, also on error.
 """
@@ -23,7 +24,15 @@ import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.ops import warehouse_engine
-from jobs.platform.warehouse import delete_where, insert_new, record_run, replace_where, stage_arrow, upsert
+from jobs.platform.warehouse import (
+    delete_where,
+    insert_new,
+    record_freshness,
+    record_run,
+    replace_where,
+    stage_arrow,
+    upsert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,8 @@ def publish(
                 delete_where(conn, schema, output.table, output.where, {"d": day, **output.params})
         if then is not None:
             then(conn)
+        if status == "success":
+            record_freshness(conn, schema, day, stage, rows)
         record_run(
             conn,
             schema,

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import UpstreamNotReadyError
+from jobs.platform.warehouse import as_date
 
 
 def latest_per_key(frame: DataFrame, keys: list[str]) -> tuple[DataFrame, DataFrame]:
@@ -23,11 +24,6 @@ def latest_per_key(frame: DataFrame, keys: list[str]) -> tuple[DataFrame, DataFr
     order = Window.partitionBy(*keys).orderBy(F.col("updated_at").desc_nulls_last())
     ranked = frame.withColumn("_rank", F.row_number().over(order))
     return ranked.where("_rank = 1").drop("_rank"), ranked.where("_rank > 1").drop("_rank")
-
-
-def as_date(value) -> date | None:
-    """A date column's value as a ``date`` (SQLite and some drivers hand back text)."""
-    return value if value is None or isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def published_batches(conn: sa.Connection, schema: str) -> set[date]:

@@ -93,21 +93,25 @@ def resolve_stages(names: list[str] | None) -> list[str]:
 
 def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
     """Run one stage for a date under the warehouse lock, and record in ``ops_stage_runs`` when
-    it started, how long it took and how it ended (``success``, ``skipped`` or ``failed``)."""
-    from jobs.platform.ops import record_stage_run
+    it started, how long it took, its peak memory and how it ended (``success``, ``skipped`` or
+    ``failed``)."""
+    from jobs.platform.ops import PeakMemory, record_stage_run
 
     function = stage_function(name)
     started, clock = datetime.now(UTC), time.monotonic()
     log.info("%s %s: starting", day, name)
-    try:
-        with warehouse_lock(config, f"{name} {day}"):
-            summary = function(config, day)
-    except BaseException as exc:
-        record_stage_run(config, day, name, "failed", started, datetime.now(UTC), f"{type(exc).__name__}: {exc}")
-        raise
+    with PeakMemory() as memory:
+        try:
+            with warehouse_lock(config, f"{name} {day}"):
+                summary = function(config, day)
+        except BaseException as exc:
+            record_stage_run(
+                config, day, name, "failed", started, datetime.now(UTC), f"{type(exc).__name__}: {exc}", memory.stop()
+            )
+            raise
     status = summary.get("status", "success") if isinstance(summary, dict) else "success"
-    record_stage_run(config, day, name, status, started, datetime.now(UTC))
-    log.info("%s %s: %s in %.1fs", day, name, status, time.monotonic() - clock)
+    record_stage_run(config, day, name, status, started, datetime.now(UTC), peak_rss_bytes=memory.peak)
+    log.info("%s %s: %s in %.1fs, peak %.0f MiB", day, name, status, time.monotonic() - clock, memory.peak / 2**20)
     return summary
 
 

@@ -132,7 +132,8 @@ def grant_bi_access(conn: sa.Connection, schema: str, role: str) -> None:
         else:
             conn.exec_driver_sql(f"grant select on {target} to {role}")
     for view in view_docs():
-        conn.exec_driver_sql(f"grant select on {schema}.{_ident(view)} to {role}")
+        if not view.startswith("ops_"):  # operators' views, like the ops_* tables
+            conn.exec_driver_sql(f"grant select on {schema}.{_ident(view)} to {role}")
 
 
 def add_profile_tag_columns(conn: sa.Connection, schema: str, tags: Sequence) -> dict[str, str]:
@@ -330,6 +331,34 @@ def record_run(
             "at": _now(),
         },
     )
+
+
+def record_freshness(conn: sa.Connection, schema: str, day: date, stage: str, rows: dict[str, int]) -> None:
+    """Move each published table's ``ops_table_freshness`` row to ``day`` (a re-run of an
+    older date leaves a newer one in place)."""
+    table = f"{_ident(schema)}.ops_table_freshness"
+    for name, count in rows.items():
+        newest = conn.execute(sa.text(f"select logical_date from {table} where table_name = :t"), {"t": name}).scalar()
+        if newest is not None and as_date(newest) > day:
+            continue
+        conn.execute(sa.text(f"delete from {table} where table_name = :t"), {"t": name})
+        conn.execute(
+            sa.text(
+                f"insert into {table} (table_name, stage, logical_date, published_at, rows_published) "
+                "values (:t, :s, :d, :at, :n)"
+            ),
+            {"t": name, "s": stage, "d": day, "at": _now(), "n": count},
+        )
+
+
+def as_date(value) -> date | None:
+    """A date column's value as a ``date`` (SQLite and some drivers hand back text, pandas a
+    timestamp)."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    return date.fromisoformat(str(value)[:10])
 
 
 def record_quarantine(

@@ -118,6 +118,17 @@ create table if not exists {schema}.ops_stage_runs (
     primary key (logical_date, stage)
 );
 
+-- added after the table was first shipped: existing warehouses get the column here
+alter table {schema}.ops_stage_runs add column if not exists peak_rss_mb double precision;
+
+create table if not exists {schema}.ops_table_freshness (
+    table_name          varchar not null primary key,
+    stage               varchar not null,
+    logical_date        date not null,
+    published_at        timestamptz not null,
+    rows_published      bigint not null
+);
+
 create table if not exists {schema}.ops_quarantine_daily (
     logical_date        date not null,
     dataset             varchar not null,

@@ -338,6 +338,32 @@ def test_the_campaigns_dag_allocates_exports_measures_and_counts_kpis(two_nights
     assert two_nights.query("select count(*) from mart_kpi_daily where kpi_date = :d", d=NIGHT2) == [(1,)]
 
 
+def test_the_watchdog_alerts_a_night_not_finished_in_time_through_every_notifier(
+    two_nights: Shop, webhook_sink, smtp_sink
+):
+    """NIGHT1 ran only the nightly DAG: its deadline (07:00 the next morning) is long past, so
+    the watchdog's deadline task fails, and Airflow's failure callback sends the alert to the
+    log, the webhook and the SMTP server; the freshness task passes (NIGHT1 is not newer than
+    any published table)."""
+    result = two_nights.dags.run(
+        "marketing_watchdog",
+        NIGHT1,  # the business_date param: the night to check (a scheduled run checks the night just due)
+        MKT_ALERTS__WEBHOOK_URL=webhook_sink.url,
+        MKT_ALERTS__SMTP_CONN_ID="alerts_smtp",
+        MKT_ALERTS__EMAIL_TO='["oncall@example.com"]',
+        AIRFLOW_CONN_ALERTS_SMTP=smtp_sink.conn_uri,
+    )
+    assert result.returncode == 1
+    (alert,) = webhook_sink.requests
+    assert alert["dag_id"] == "marketing_watchdog" and alert["task_id"] == "deadline"
+    assert f"night {NIGHT1} not finished by {NIGHT1 + timedelta(days=1)} 07:00 Asia/Shanghai" in alert["error"]
+    assert "recommender not run" in alert["error"] and "collect_events" not in alert["error"]
+    (mail,) = smtp_sink.messages
+    assert mail["Subject"] == "[marketing] marketing_watchdog.deadline failed" and mail["To"] == "oncall@example.com"
+    logged = two_nights.dags.log_path.read_text()
+    assert "ALERT marketing pipeline failure dag=marketing_watchdog task=deadline" in logged
+
+
 def test_a_tag_added_only_in_config_appears_in_both_published_tables(two_nights: Shop, tmp_path: Path):
     tags = yaml.safe_load((PROJECT_ROOT / "config" / "tags.yaml").read_text())
     tags["tags"].append(

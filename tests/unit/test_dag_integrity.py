@@ -22,6 +22,7 @@ from jobs.platform.config import PROJECT_ROOT, load_config
 from jobs.platform.orchestration import PUBLISHED_TABLES, asset_uri, business_date, json_safe
 
 DAG_ID = "marketing_nightly"
+ALERTS = ["jobs.platform.alerts.LogNotifier"]  # the notifiers of a task's on_failure_callback
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 DESCRIBE = textwrap.dedent(
@@ -71,7 +72,8 @@ DESCRIBE = textwrap.dedent(
                     "max_retry_delay_s": t.max_retry_delay.total_seconds() if t.max_retry_delay else None,
                     "owner": t.owner,
                     "on_failure_callback": [
-                        f"{c.__module__}.{c.__qualname__}" for c in (
+                        # a function, or a notifier instance (named by its class)
+                        f"{c.__module__}.{getattr(c, '__qualname__', type(c).__qualname__)}" for c in (
                             t.on_failure_callback if isinstance(t.on_failure_callback, list)
                             else [t.on_failure_callback] if t.on_failure_callback else []
                         )
@@ -89,9 +91,10 @@ DESCRIBE = textwrap.dedent(
 )
 
 
-def _describe(tmp_path_factory, dag_id: str) -> dict:
+def _describe(tmp_path_factory, dag_id: str, **settings: str) -> dict:
     home = tmp_path_factory.mktemp("airflow_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MKT_"))}
+    env.update(settings)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -155,7 +158,7 @@ def test_the_recommender_dag_runs_on_published_lifecycle_stages(tmp_path_factory
     assert recommender["catchup"] is False and recommender["params"] == ["business_date"]
     assert set(recommender["tasks"]) == {"recommender", "finished"}
     task = recommender["tasks"]["recommender"]
-    assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"]
+    assert task["retries"] >= 1 and task["on_failure_callback"] == ALERTS
     assert {o["uri"] for o in task["outlets"]} == {
         asset_uri(config, t) for t in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
     }
@@ -179,7 +182,7 @@ def test_the_campaigns_dag_runs_on_the_profile_and_the_finished_recommender(tmp_
         asset_uri(config, t) for t in ("mart_campaign_targets", "mart_campaign_funnel", "fct_campaign_contacts")
     }
     for task in tasks.values():
-        assert task["retries"] >= 1 and task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"]
+        assert task["retries"] >= 1 and task["on_failure_callback"] == ALERTS
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +193,32 @@ def dag(described):
 
 def test_the_dag_folder_imports_without_errors(described):
     assert described["import_errors"] == {}
-    assert described["dag_ids"] == ["marketing_campaigns", "marketing_customers", DAG_ID, "marketing_recommender"]
+    assert described["dag_ids"] == [
+        "marketing_campaigns", "marketing_customers", DAG_ID, "marketing_recommender", "marketing_watchdog"
+    ]  # fmt: skip
+
+
+def test_the_watchdog_checks_the_due_night_at_the_deadline_and_alerts_through_every_notifier(tmp_path_factory):
+    described = _describe(
+        tmp_path_factory,
+        "marketing_watchdog",
+        MKT_ALERTS__FINISH_BY="06:30",
+        MKT_ALERTS__WEBHOOK_URL="https://hooks.example.invalid/T000/B000/XXXX",
+        MKT_ALERTS__SMTP_CONN_ID="alerts_smtp",
+        MKT_ALERTS__EMAIL_TO='["oncall@example.com"]',
+    )
+    watchdog = described["dag"]
+    assert watchdog["cycle_error"] is None and watchdog["serialization_error"] is None
+    assert watchdog["timetable_class"] == "CronDataIntervalTimetable"
+    assert watchdog["cron"] == "30 6 * * *" and watchdog["timezone"] == "Asia/Shanghai"
+    assert set(watchdog["tasks"]) == {"deadline", "freshness"} and watchdog["params"] == ["business_date"]
+    for task in watchdog["tasks"].values():
+        assert task["retries"] == 0  # a finding alerts at once
+        assert task["on_failure_callback"] == [
+            "jobs.platform.alerts.LogNotifier",
+            "jobs.platform.alerts.WebhookNotifier",
+            "jobs.platform.alerts._mail_notifier_class.<locals>.MailNotifier",
+        ]
 
 
 def test_the_dag_has_no_cycles_and_serialises_for_the_scheduler(dag):
@@ -233,7 +261,7 @@ def test_every_task_retries_with_exponential_backoff_and_alerts_on_failure(dag):
         assert task["retry_exponential_backoff"] is True, task_id
         assert task["retry_delay_s"] and task["retry_delay_s"] > 0, task_id
         assert task["max_retry_delay_s"] and task["max_retry_delay_s"] >= task["retry_delay_s"], task_id
-        assert task["on_failure_callback"] == ["jobs.platform.orchestration.alert_on_failure"], task_id
+        assert task["on_failure_callback"] == ALERTS, task_id
         assert task["owner"] == "data-engineering"
 
 
