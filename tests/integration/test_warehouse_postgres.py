@@ -843,6 +843,9 @@ def test_the_bi_role_reads_published_tables_but_no_pii_and_no_ops(engine, pg_sch
                 f"select email_hash from {pg_schema}.dim_user",
                 f"select * from {pg_schema}.dim_user",
                 f"select * from {pg_schema}.ops_pipeline_runs",
+                f"select * from {pg_schema}.ops_task_metrics",
+                f"select * from {pg_schema}.ops_quality_trend",
+                f"select * from {pg_schema}.ops_table_freshness",
                 f"delete from {pg_schema}.dim_product",
             ):
                 with bi.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
