@@ -271,8 +271,10 @@ def top_n_spark(
     returned, or null) and whatever ``vectors`` reads; ``vectors(batch) -> rows x d`` turns a
     pandas batch of it into vectors, and a row's scores are its vector times ``item_vectors``
     (items x d) transposed. The item side travels to each executor with the task (Spark
-    broadcasts a large task), the rows never leave the executors. Returns Spark
-    ``key, rank int, column int, score float`` (rank 1 = best).
+    broadcasts a large task), the rows never leave the executors. Rows are hash-partitioned and
+    sorted by ``key`` first, so a re-run scores them in the same batches (the same lists, bit
+    for bit, for the same ``spark.sql.shuffle.partitions``). Returns Spark ``key, rank int,
+    column int, score float`` (rank 1 = best).
     """
     from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
@@ -312,7 +314,10 @@ def top_n_spark(
                 }
             )
 
-    return rows.mapInPandas(score, schema)
+    # the same rows in the same Arrow batches and blocks on every run: float32 matrix products
+    # differ in their last bits with the block's shape, which would reorder near-ties
+    ordered = rows.repartition(key).sortWithinPartitions(key)
+    return ordered.mapInPandas(score, schema)
 
 
 def recommend(

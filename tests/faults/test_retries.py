@@ -43,6 +43,8 @@ RUN_TIME_COLUMNS = {
     "started_at",
     "finished_at",
     "duration_s",
+    "peak_rss_mb",
+    "published_at",
 }
 # Where each stage is killed: (object, attribute), after the original call did its writing.
 KILL_POINTS = {

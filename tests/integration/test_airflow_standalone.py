@@ -37,7 +37,13 @@ pytestmark = [
 
 VENV_BIN = Path(sys.executable).parent
 MARKETING = VENV_BIN / "marketing"
-PROJECT_DAGS = {"marketing_nightly", "marketing_customers", "marketing_recommender", "marketing_campaigns"}
+PROJECT_DAGS = {
+    "marketing_nightly",
+    "marketing_customers",
+    "marketing_recommender",
+    "marketing_campaigns",
+    "marketing_watchdog",
+}
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 HEALTHY_WITHIN = 240  # seconds from start until every component reports healthy
 DAGS_WITHIN = 240  # seconds from then until the DAG processor has serialized the project's DAGs
