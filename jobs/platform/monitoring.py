@@ -56,7 +56,11 @@ def unfinished(config: PipelineConfig, day: date) -> dict[str, str]:
     """Stages of the chain not done for ``day``: stage -> ``failed`` / ``running`` / ``not run``."""
     with warehouse_engine(config).connect() as conn:
         runs = _stage_runs(conn, config.warehouse.schema_name, day, day)
-    status = dict(zip(runs["stage"], runs["status"], strict=True))
+    return _missing(dict(zip(runs["stage"], runs["status"], strict=True)))
+
+
+def _missing(status: dict[str, str]) -> dict[str, str]:
+    """The chain's stages not done, given each stage's status for one night."""
     return {stage: status.get(stage, "not run") for stage in ALL_STAGES if status.get(stage) not in DONE}
 
 
@@ -155,11 +159,7 @@ def status_report(
         if r.status == "failed"
     ]
     due_runs = {r.stage: r for r in runs.itertuples() if as_date(r.logical_date) == due}
-    missing = {
-        s: due_runs[s].status if s in due_runs else "not run"
-        for s in ALL_STAGES
-        if getattr(due_runs.get(s), "status", None) not in DONE
-    }
+    missing = _missing({stage: row.status for stage, row in due_runs.items()})
     finished = max((r.finished_at for r in due_runs.values()), default=None)
     deadline = deadline_for(config, due)
     return {
