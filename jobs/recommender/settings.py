@@ -84,6 +84,7 @@ class SearchSpace(_Strict):
 
 class TuningConfig(_Strict):
     max_trials: int = Field(8, ge=1, le=200)
+    every_days: int = Field(7, ge=0)  # search at most this often; in between refit the live parameters (0: nightly)
     seed: int = 7
     default: AlsParams = AlsParams()
     space: SearchSpace = SearchSpace()

@@ -3,7 +3,9 @@ publish, for a logical date D, from published data only.
 
 1. Signals (``config/recommender.yaml`` interactions) over ``lookback_days`` up to D.
 2. Temporal holdout: the last ``holdout_days`` are the test set; tuning cuts a validation
-   window (``validation_days``) from the training side only.
+   window (``validation_days``) from the training side only. The search of ``max_trials``
+   parameter sets runs at most every ``tuning.every_days``; the nights in between refit the
+   live version's parameters (:func:`tuning_for`).
 3. ALS (tuned), popularity and item-kNN are evaluated side by side on the holdout, overall
    and by lifecycle stage and tenure, under the published lists' rule (only owned items are
    excluded; a holdout cart or purchase of a product not owned is relevant, see
@@ -286,6 +288,22 @@ def evaluate_holdout(
     )
 
 
+def tuning_for(settings: RecommenderConfig, production: dict | None, as_of: date) -> tuple[RecommenderConfig, date]:
+    """The night's tuning, and the date the parameters it starts from were searched.
+
+    A search fits ALS ``max_trials`` times and the best parameters move slowly, so it runs at
+    most every ``tuning.every_days``: on the nights in between (after the live version's
+    search, never before it) the live model's parameters are the one trial, still refit and
+    evaluated against the baselines and gated as every night."""
+    every = settings.tuning.every_days
+    searched = production and production.get("tuned_on") and date.fromisoformat(production["tuned_on"])
+    if every and searched and 0 <= (as_of - searched).days < every and production.get("params"):
+        params = type(settings.tuning.default).model_validate(production["params"])
+        tuning = settings.tuning.model_copy(update={"default": params, "max_trials": 1})
+        return settings.model_copy(update={"tuning": tuning}), searched
+    return settings, as_of
+
+
 def stamped(table: pa.Table, loaded_at: datetime) -> pa.Table:
     """``table`` with its ``loaded_at`` column."""
     kind = pa.timestamp("us", tz="UTC")
@@ -313,6 +331,8 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     cutoff = as_of - timedelta(days=ev.holdout_days)
     statuses = PURCHASE_STATUSES
     owned = owned_items(current, statuses, settings).persist()
+    production = registry.production()
+    settings, tuned_on = tuning_for(settings, production, as_of)
     result = evaluate_holdout(
         signals,
         as_of,
@@ -335,7 +355,6 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         )
         signals.unpersist(), owned.unpersist()
         return {"snapshot_date": as_of.isoformat(), "status": "skipped", "reason": result}
-    production = registry.production()
     passed, reason = gate(result.report["models"], production, settings, ev.k)
     version = f"{as_of:%Y%m%d}-{datetime.now(timezone.utc):%H%M%S}"
     loaded_at = datetime.now(timezone.utc)
@@ -390,6 +409,7 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         "params": result.best.model_dump(),
         "metrics": result.report["models"],
         "tuning_trials": result.report["tuning_trials"],
+        "tuned_on": tuned_on.isoformat(),
         "data": {
             "train": result.report["train"],
             "test": result.report["test"],

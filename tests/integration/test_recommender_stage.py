@@ -62,6 +62,8 @@ def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes
     result = build_recommender(shop, LAST, settings(min_lift=-1.0))
     assert registry.production()["version"] == result["version"]
     assert registry.load(result["version"], "item_factors").num_rows > 0
+    assert registry.load(result["version"], "user_factors").num_rows > 0  # written by the executors
+    assert registry.meta(result["version"])["tuned_on"] == LAST.isoformat()
 
     users = query(shop, "select user_id from dim_user")
     lists = pd.DataFrame(

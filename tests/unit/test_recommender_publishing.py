@@ -29,6 +29,25 @@ def test_the_gate_refuses_a_model_no_better_than_popularity_or_worse_than_produc
     assert gate(report(0.37, 0.20), live, SETTINGS, 10)[0]  # within the 10 % tolerance
 
 
+def test_the_parameter_search_runs_weekly_and_the_nights_between_refit_the_live_parameters():
+    from datetime import date
+
+    from jobs.recommender.stage import tuning_for
+
+    live = {"version": "v1", "tuned_on": "2026-10-10", "params": {**SETTINGS.tuning.default.model_dump(), "rank": 64}}
+    # the week after the live version's search: its parameters are the one trial
+    settings, searched = tuning_for(SETTINGS, live, date(2026, 10, 16))
+    assert settings.tuning.max_trials == 1 and settings.tuning.default.rank == 64 and searched == date(2026, 10, 10)
+    assert settings.gate == SETTINGS.gate  # gated as every night
+    # a week on, before it (a backfill), without a live version or an older one: a full search
+    for production, night in ((live, date(2026, 10, 17)), (live, date(2026, 10, 9)), (None, date(2026, 10, 16)),
+                              ({"version": "v0", "params": live["params"]}, date(2026, 10, 16))):  # fmt: skip
+        settings, searched = tuning_for(SETTINGS, production, night)
+        assert settings is SETTINGS and searched == night
+    nightly = SETTINGS.model_copy(update={"tuning": SETTINGS.tuning.model_copy(update={"every_days": 0})})
+    assert tuning_for(nightly, live, date(2026, 10, 11))[0] is nightly
+
+
 def test_registry_saves_versions_and_promotes_and_rolls_back(tmp_path):
     import pyarrow as pa
 
