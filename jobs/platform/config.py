@@ -269,8 +269,13 @@ def masked_url(url: str) -> str:
 
 
 def printable(config: PipelineConfig) -> dict[str, Any]:
-    """The configuration as ``marketing config`` shows it: passwords in URLs masked."""
+    """The configuration as ``marketing config`` shows it: passwords in URLs masked, and the
+    alert webhook's path (chat webhooks carry their token there) hidden."""
     data = config.model_dump(by_alias=True)
+    webhook = data["alerts"].get("webhook_url")
+    if webhook:
+        scheme, _, rest = webhook.partition("://")
+        data["alerts"]["webhook_url"] = f"{scheme}://{rest.split('/', 1)[0]}/***"
     for section, key in (
         ("source", "url"),
         ("warehouse", "url"),

@@ -87,6 +87,15 @@ def test_printed_configuration_masks_passwords():
     assert shown["warehouse"]["url"] == "postgresql+psycopg://owner:***@db:5432/marketing"
 
 
+def test_printed_configuration_hides_the_alert_webhooks_token():
+    from jobs.platform.config import printable
+
+    config = load_config(environ={"MKT_ALERTS__WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/tok3n"})
+    assert config.alerts.webhook_url.endswith("/tok3n")  # used as given
+    shown = printable(config)
+    assert "tok3n" not in str(shown) and shown["alerts"]["webhook_url"] == "https://hooks.example.com/***"
+
+
 def test_raw_retention_must_outlive_what_collect_reads_back():
     with pytest.raises(ConfigError, match=r"retention.raw_days \(5\) must be more than collect.lookback_days"):
         load_config(environ={"MKT_RETENTION__RAW_DAYS": "5"})
