@@ -35,8 +35,11 @@ test-fast: setup  ## unit tests only
 lint: setup  ## ruff check and ruff format --check (the whole project)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: setup  ## throughput benchmark at 1 million events (prints a table)
-	$(PY) benchmarks/bench_pipeline.py
+bench: setup  ## benchmarks (not tests, ~15 min): pipeline at 1M events, a tiny night's overhead, ALS and its peer
+	$(PY) benchmarks/bench_pipeline.py --out benchmarks/results/pipeline-1m.json
+	$(PY) benchmarks/bench_overhead.py --out benchmarks/results/overhead-tiny.json
+	$(PY) benchmarks/bench_recommender.py --out benchmarks/results/recommender-1m.json
+	$(PY) benchmarks/bench_peers.py --out benchmarks/results/peers-als-1m.json
 
 lock:  ## re-resolve requirements.lock from requirements.in
 	$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 -o requirements.lock
