@@ -115,10 +115,11 @@ create table if not exists {schema}.ops_stage_runs (
     finished_at         timestamptz not null,
     duration_s          double precision not null,
     error               varchar,
+    peak_rss_mb         double precision,
     primary key (logical_date, stage)
 );
 
--- added after the table was first shipped: existing warehouses get the column here
+-- peak_rss_mb came after the table first shipped: warehouses created before get it here
 alter table {schema}.ops_stage_runs add column if not exists peak_rss_mb double precision;
 
 create table if not exists {schema}.ops_table_freshness (

@@ -66,6 +66,8 @@ RUN_TIME_COLUMNS = {
     "started_at",
     "finished_at",
     "duration_s",
+    "peak_rss_mb",
+    "published_at",
 }
 NASTY = (
     "O'Brien's \"best\" shirt",
