@@ -99,6 +99,18 @@ def screenshot(browser, name: str) -> None:
     browser.save_screenshot(str(OUTPUT / f"{name}.png"))
 
 
+def follow(browser, by: str, value: str) -> None:
+    """Click what loads a new page, and wait until that page has replaced this one: reading the
+    next heading at once could find the old page's, gone a moment later (stale element)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(by, value).click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(old))
+
+
 def sign_in(browser, portal_url: str, name: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -107,7 +119,7 @@ def sign_in(browser, portal_url: str, name: str) -> None:
     screenshot(browser, f"{name}-0-sign-in")
     browser.find_element(By.ID, "username").send_keys(name)
     browser.find_element(By.ID, "password").send_keys(USERS[name][1])
-    browser.find_element(By.CSS_SELECTOR, "section.login button").click()
+    follow(browser, By.CSS_SELECTOR, "section.login button")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Campaigns"
 
 
@@ -135,10 +147,10 @@ def open_latest_list(browser, shop, who: str) -> tuple[str, int]:
 
     campaign_id, name, exported = busiest_campaign(shop)
     screenshot(browser, f"{who}-1-campaigns")
-    browser.find_element(By.LINK_TEXT, name).click()
+    follow(browser, By.LINK_TEXT, name)
     assert browser.find_element(By.TAG_NAME, "h1").text == name
     screenshot(browser, f"{who}-2-campaign")
-    browser.find_element(By.LINK_TEXT, shop.last.isoformat()).click()
+    follow(browser, By.LINK_TEXT, shop.last.isoformat())
     assert browser.find_element(By.ID, "list-rows").text == f"{exported:,}"
     screenshot(browser, f"{who}-3-list")
     return campaign_id, exported
@@ -178,8 +190,8 @@ def test_a_marketer_downloads_a_list_whose_rows_are_the_warehouses_targets(shop,
     assert (downloaded["campaign_id"] == campaign_id).all()
     assert (downloaded["send_date"] == shop.last.isoformat()).all()
 
-    browser.find_element(By.LINK_TEXT, "Reports").click()
-    browser.find_element(By.LINK_TEXT, shop.last.isoformat()).click()
+    follow(browser, By.LINK_TEXT, "Reports")
+    follow(browser, By.LINK_TEXT, shop.last.isoformat())
     assert "what happened on" in browser.find_element(By.TAG_NAME, "h1").text
     screenshot(browser, "marketer-4-report")
 
