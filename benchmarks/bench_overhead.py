@@ -29,7 +29,16 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=3, help="nights timed after the first (default 3)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
+    results = measure(args.users, args.days, args.nights)
+    print(json.dumps(results, indent=2, default=str))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
 
+
+def measure(users: int, days: int, nights_timed: int) -> dict:
+    """Simulate ``users`` x ``days``, run the first night (sweeping the history) and time the
+    ``nights_timed`` nights after it, per stage; prints a table and returns the figures."""
     import sqlalchemy as sa
 
     from jobs.platform.config import load_config
@@ -38,33 +47,35 @@ def main() -> None:
     from jobs.simulator import SimulationSpec, generate, materialize
 
     root = Path(tempfile.mkdtemp(prefix="mkt-bench-overhead-"))
-    config = load_config(
-        environ={},
-        overrides={
-            "storage": {
-                name: str(root / name)
-                for name in ("landing_root", "lake_root", "reports_root", "exports_root", "state_root")
-            },
-            "source": {"url": f"sqlite:///{root / 'source.db'}"},
-            "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
-            "recommender": {"registry_root": str(root / "models")},
-            "collect": {"lookback_days": args.days + 2},
-            "clean": {"late_window_days": args.days + 2},
-            "retention": {"raw_days": args.days + 20},
+    overrides = {
+        "storage": {
+            name: str(root / name)
+            for name in ("landing_root", "lake_root", "reports_root", "exports_root", "state_root")
         },
+        "source": {"url": f"sqlite:///{root / 'source.db'}"},
+        "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
+        "recommender": {"registry_root": str(root / "models")},
+        "retention": {"raw_days": days + 20},
+    }
+    # The first night sweeps the whole history in; the timed nights run on the defaults (a
+    # late window as wide as the history would make every night re-read it for duplicates).
+    config = load_config(environ={}, overrides=overrides)
+    sweep = load_config(
+        environ={},
+        overrides={**overrides, "collect": {"lookback_days": days + 2}, "clean": {"late_window_days": days + 2}},
     )
     os.environ.setdefault("MKT_PII_HASH_KEY", "benchmark-only-key-0123456789abcdef")
-    spec = SimulationSpec(users=args.users, days=args.days, timezone=config.shop.timezone)
+    spec = SimulationSpec(users=users, days=days, timezone=config.shop.timezone)
     world = generate(spec)
     last = spec.start_date + timedelta(days=spec.days - 1)
-    nights = [last - timedelta(days=k) for k in range(args.nights, -1, -1)]
+    nights = [last - timedelta(days=k) for k in range(nights_timed, -1, -1)]
     stages = [*STAGES, *CUSTOMER_STAGES, *MODEL_STAGES]
     per_night: dict[str, dict] = {}
     for night in nights:
         materialize(world, landing_storage(config), config.source.url, night, root / "truth")
         started = time.perf_counter()
         for stage in stages:
-            run_stage(config, stage, night)
+            run_stage(sweep if night == nights[0] else config, stage, night)
         per_night[night.isoformat()] = {"wall_s": round(time.perf_counter() - started, 1)}
     engine = sa.create_engine(config.warehouse.url)
     with engine.connect() as conn:
@@ -99,17 +110,14 @@ def main() -> None:
             "recommender_s": round(sum(steady[s]["seconds"] for s in MODEL_STAGES), 1),
             "peak_rss_mb": max(steady[s]["peak_rss_mb"] or 0 for s in stages),
         },
-        "data": {"users": args.users, "days": args.days, "cpus": os.cpu_count(), "spark_master": config.spark.master},
+        "data": {"users": users, "days": days, "cpus": os.cpu_count(), "spark_master": config.spark.master},
     }
     width = max(len(s) for s in stages)
     print(f"{'stage':<{width}}  first night  steady night")
     for stage in stages:
         print(f"{stage:<{width}}  {first[stage]['seconds']:9.1f} s  {steady[stage]['seconds']:10.1f} s")
-    print(json.dumps(results, indent=2, default=str))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 if __name__ == "__main__":
