@@ -11,6 +11,9 @@ features null; see :data:`jobs.customers.tags_config.FEATURES`):
 - ``interest`` per user and category/brand, the time-decayed weighted sum of behaviour and
                purchases (``weight x 0.5 ** (age_days / half_life_days)``), as a share.
 
+Behaviour is read from the customers' daily aggregates (``jobs.platform.daily``), not from the
+events: the same features, at the cost of a row per customer and day.
+
 Each tag becomes rows ``(user_id, tag, value, score, rank, evidence_date)``; every kind is a
 Spark column expression, so all tags of a source come from one pass over its feature frame.
 The profile joins the users' attributes with the same date's RFM, lifecycle and score marts
@@ -29,8 +32,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.customers.tags_config import Condition, TagDef, TagsConfig, load_tags
+from jobs.platform.daily import USER_DAYS, USER_ITEM_DAYS, published_daily
 from jobs.platform.interface import PURCHASE_STATUSES
-from jobs.platform.published import published_events, published_tables
+from jobs.platform.published import published_tables
 from jobs.platform.warehouse import read_sql, to_arrow
 from models.anomaly import anomaly_scores
 
@@ -113,35 +117,51 @@ def order_features(orders: DataFrame, statuses: tuple[str, ...], as_of: date, lo
     )
 
 
-def event_features(events: DataFrame, as_of: date, lookback_days: int) -> DataFrame:
-    """Per user with identified, non-bot behaviour in the lookback (``events``: clean events)."""
-    recent = events.where(F.col("event_date") > F.date_sub(F.lit(as_of), lookback_days))
+def event_features(days: DataFrame, as_of: date, lookback_days: int) -> DataFrame:
+    """Per user with identified, non-bot behaviour in the lookback (``days``: the customers'
+    daily aggregates, :func:`jobs.platform.daily.user_days`)."""
+    recent = days.where(F.col("event_date") > F.date_sub(F.lit(as_of), lookback_days))
     last_30 = F.col("event_date") > F.date_sub(F.lit(as_of), 30)
-    return recent.groupBy("user_id").agg(
+    per_user = recent.groupBy("user_id").agg(
         F.countDistinct("event_date").alias("active_days"),
         F.countDistinct(F.when(last_30, F.col("event_date"))).alias("active_days_30"),
-        F.countDistinct("session_id").alias("sessions"),
-        F.count(F.when(F.col("event_type") == "product_view", 1)).alias("product_views"),
-        F.count(F.when(F.col("event_type") == "add_to_cart", 1)).alias("cart_adds"),
+        F.size(F.array_distinct(F.flatten(F.collect_list("sessions")))).cast("long").alias("sessions"),
+        F.coalesce(F.sum(F.col("event_types")["product_view"]), F.lit(0)).alias("product_views"),
+        F.coalesce(F.sum(F.col("event_types")["add_to_cart"]), F.lit(0)).alias("cart_adds"),
         F.max("event_date").alias("events_evidence_date"),
         F.datediff(F.lit(as_of), F.max("event_date")).alias("days_since_last_visit"),
-        F.mode("channel", True).alias("preferred_channel"),
-        F.mode("device", True).alias("preferred_device"),
     )
+    for counts, name in (("channels", "preferred_channel"), ("devices", "preferred_device")):
+        per_user = per_user.join(_most_frequent(recent, counts, name), "user_id", "left")
+    return per_user
+
+
+def _most_frequent(days: DataFrame, counts: str, name: str) -> DataFrame:
+    """``user_id, <name>``: the value with the most events in the ``counts`` maps of each
+    user's days, the lowest on a tie (as ``mode(..., deterministic=True)`` over the events)."""
+    summed = (
+        days.select("user_id", F.explode(counts).alias("value", "n"))
+        .groupBy("user_id", "value")
+        .agg(F.sum("n").alias("n"))
+    )
+    best = F.min(F.struct((-F.col("n")).alias("rank"), F.col("value")))
+    return summed.groupBy("user_id").agg(best["value"].alias(name))
 
 
 def interest_scores(
-    events: DataFrame, items: DataFrame, products: DataFrame, as_of: date, settings, max_rank: int
+    item_days: DataFrame, items: DataFrame, products: DataFrame, as_of: date, settings, max_rank: int
 ) -> DataFrame:
     """``user_id, dimension, value, share, rank, evidence_date`` for category and brand, top
-    ``max_rank`` per user and dimension (``items``: purchased order lines with ``order_date``)."""
+    ``max_rank`` per user and dimension (``item_days``: the customers' daily aggregates per
+    product, :func:`jobs.platform.daily.user_item_days`; ``items``: purchased order lines with
+    ``order_date``)."""
     weights = settings.weights
     start = F.date_sub(F.lit(as_of), settings.lookback_days)
     event_weight = F.lit(None).cast("double")
     for event_type, weight in weights.items():
         event_weight = F.when(F.col("event_type") == event_type, F.lit(float(weight))).otherwise(event_weight)
-    signals = events.where(F.col("product_id").isNotNull() & (F.col("event_date") > start)).select(
-        "user_id", "product_id", F.col("event_date").alias("day"), event_weight.alias("weight")
+    signals = item_days.where(F.col("event_date") > start).select(
+        "user_id", "product_id", F.col("event_date").alias("day"), (event_weight * F.col("n")).alias("weight")
     )
     if "purchase" in weights:
         signals = signals.unionByName(
@@ -304,13 +324,14 @@ def compute_tags(features: DataFrame, interest: DataFrame | None, config: TagsCo
 def user_feature_frame(
     users: DataFrame,
     orders: DataFrame,
-    events: DataFrame,
+    days: DataFrame,
     config: TagsConfig,
     statuses: tuple[str, ...],
     as_of: date,
     tz: str,
 ) -> DataFrame:
-    """All features of every registered user as of D: users + orders (+ anomaly) + events."""
+    """All features of every registered user as of D: users + orders (+ anomaly) + events
+    (``days``: the customers' daily aggregates)."""
     spark = users.sparkSession
     base = user_features(users, as_of, tz)
     ordered = order_features(orders, statuses, as_of, config.orders_lookback_days).persist()
@@ -318,7 +339,7 @@ def user_feature_frame(
     anomalies = anomaly_scores(ordered.select(*order_columns).toPandas(), config.anomaly)
     schema = "user_id long, anomaly_score double, is_anomaly boolean"
     anomaly_frame = spark.createDataFrame(anomalies, schema) if len(anomalies) else spark.createDataFrame([], schema)
-    behaved = event_features(events, as_of, config.events_lookback_days)
+    behaved = event_features(days, as_of, config.events_lookback_days)
     frame = base.join(ordered.join(anomaly_frame, "user_id", "left"), "user_id", "left").join(
         behaved, "user_id", "left"
     )
@@ -359,17 +380,17 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
             "products": "product_id",
         },
     )
-    days = max(tags.events_lookback_days, tags.interest.lookback_days)
-    events = published_events(config, batches, as_of, days).persist()
+    days = published_daily(config, USER_DAYS, batches, as_of, tags.events_lookback_days)
     features = user_feature_frame(
-        current["users"], current["orders"], events, tags, statuses, as_of, config.shop.timezone
+        current["users"], current["orders"], days, tags, statuses, as_of, config.shop.timezone
     ).persist()
     interest = None
     if any(t.kind == "top_n" for t in tags.tags):
         bought_ids = current["orders"].where(F.col("status").isin(*statuses)).select("order_id")
         items = current["order_items"].join(bought_ids, "order_id")
         max_rank = max(t.top for t in tags.tags if t.kind == "top_n")
-        interest = interest_scores(events, items, current["products"], as_of, tags.interest, max_rank)
+        item_days = published_daily(config, USER_ITEM_DAYS, batches, as_of, tags.interest.lookback_days)
+        interest = interest_scores(item_days, items, current["products"], as_of, tags.interest, max_rank)
     loaded_at = datetime.now(timezone.utc)
     long = compute_tags(features, interest, tags, as_of).select(
         F.lit(as_of).alias("snapshot_date"), "*", F.lit(loaded_at).alias("loaded_at")
@@ -377,7 +398,6 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     tag_rows = to_arrow(long)
     profile = to_arrow(features.select(F.lit(as_of).alias("snapshot_date"), *PROFILE_BASE[1:]))
     features.unpersist()
-    events.unpersist()
 
     coverage = {
         row["tag"]: row["user_id_count_distinct"]

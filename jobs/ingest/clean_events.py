@@ -336,6 +336,7 @@ def _known_products(spark: SparkSession, lake, logical_date: date) -> DataFrame 
 
 def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     """Clean batch D of raw events into the clean zone and quarantine; reconcile the counts."""
+    from jobs.platform.daily import write_daily
     from jobs.platform.spark import get_spark
 
     spark = get_spark(config)
@@ -408,6 +409,7 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     quarantine.coalesce(1).write.mode("overwrite").parquet(spark_uri(lake, quarantine_prefix("events", logical_date)))
 
     written = spark.read.parquet(clean_path)
+    write_daily(lake, logical_date, written)
     stats = written.agg(
         F.count("*").alias("clean"),
         F.sum(F.col("is_bot").cast("int")).alias("bot"),

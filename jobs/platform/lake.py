@@ -6,6 +6,8 @@ Zones (keys relative to ``storage.lake_root``)::
     raw/source/<table>/extract_date=D/part-*.parquet  incremental extract, + _manifest.json
     restricted/raw_source/users/extract_date=D/       the same for tables holding personal data
     clean/events/batch_date=D/event_date=E/           cleaned events (Parquet)
+    clean/user_days/batch_date=D/                     per customer and day of batch D's clean events
+    clean/user_item_days/batch_date=D/                per customer, product, day and event type
     clean/<table>/extract_date=D/                     cleaned source deltas (Parquet)
     quarantine/<dataset>/batch_date=D/                rejected rows: payload + stage + reason
     quarantine/event_files/batch_date=D/<landing key> whole files collect rejected (corrupt gzip)
@@ -28,6 +30,8 @@ from zoneinfo import ZoneInfo
 from jobs.platform.config import PipelineConfig
 from jobs.platform.interface import PII_COLUMNS, SOURCE_COLUMNS
 from jobs.platform.storage import LocalStorage, Storage, open_storage
+
+DAILY_AGGREGATES = ("user_days", "user_item_days")  # clean/<name>/batch_date=D/, see jobs.platform.daily
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,11 @@ def clean_events_prefix(day: date | None = None) -> str:
     return "clean/events/" + (f"batch_date={day.isoformat()}/" if day else "")
 
 
+def daily_prefix(name: str, day: date | None = None) -> str:
+    """Per-customer daily aggregates of the clean events (see ``jobs.platform.daily``)."""
+    return f"clean/{name}/" + (f"batch_date={day.isoformat()}/" if day else "")
+
+
 def clean_source_prefix(table: str, day: date | None = None) -> str:
     return f"clean/{table}/" + (f"extract_date={day.isoformat()}/" if day else "")
 
@@ -136,7 +145,11 @@ def clean_fingerprint(storage: Storage, day: date) -> str:
     and content. ``validate`` records it and ``load`` recomputes it, so data that changed after
     validation (a re-run clean, a file touched by hand) is never published as validated."""
     digest = hashlib.sha256()
-    prefixes = [clean_events_prefix(day), *(clean_source_prefix(table, day) for table in SOURCE_COLUMNS)]
+    prefixes = [
+        clean_events_prefix(day),
+        *(daily_prefix(name, day) for name in DAILY_AGGREGATES),
+        *(clean_source_prefix(table, day) for table in SOURCE_COLUMNS),
+    ]
     for prefix in prefixes:
         for info in storage.list(prefix):
             if info.key.rsplit("/", 1)[-1].startswith((".", "_")):  # Spark's markers, not data

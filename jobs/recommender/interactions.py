@@ -24,17 +24,18 @@ from pyspark.sql import functions as F
 from models.recommenders import Interactions
 
 
-def event_signals(events: DataFrame, weights: dict[str, float], max_per_day: int) -> DataFrame:
-    """``events``: clean events (``user_id, product_id, event_type, event_at``)."""
+def event_signals(item_days: DataFrame, weights: dict[str, float], max_per_day: int) -> DataFrame:
+    """``item_days``: the customers' daily aggregates per product and event type
+    (:func:`jobs.platform.daily.user_item_days`); one signal per user, product, UTC day and
+    weighted event type: the weight times the day's events, at most ``max_per_day``."""
     weight = F.lit(None).cast("double")
     for event_type, value in weights.items():
         weight = F.when(F.col("event_type") == event_type, F.lit(float(value))).otherwise(weight)
     daily = (
-        events.where(F.col("user_id").isNotNull() & F.col("product_id").isNotNull())
-        .withColumn("w", weight)
+        item_days.withColumn("w", weight)
         .where(F.col("w") > 0)
-        .groupBy("user_id", "product_id", F.to_date("event_at").alias("day"), "event_type", "w")
-        .agg(F.count("*").alias("n"), F.max("event_at").alias("ts"))
+        .groupBy("user_id", "product_id", "day", "event_type", "w")
+        .agg(F.sum("n").alias("n"), F.max("last_at").alias("ts"))
     )
     return daily.select(
         "user_id",

@@ -33,11 +33,12 @@ import sqlalchemy as sa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs.platform.daily import USER_ITEM_DAYS, published_daily
 from jobs.platform.errors import ConfigError, ModelGateError
 from jobs.platform.interface import PURCHASE_STATUSES
 from jobs.platform.provenance import code_version
 from jobs.platform.publish import Output, publish, snapshot
-from jobs.platform.published import as_date, published_events, published_tables
+from jobs.platform.published import as_date, published_tables
 from jobs.platform.warehouse import frame_to_arrow, to_arrow
 from jobs.recommender.interactions import (
     IdIndex,
@@ -78,12 +79,14 @@ def gate(candidate: dict, production: dict | None, settings: RecommenderConfig, 
 
 
 def signals_up_to(
-    current: dict[str, DataFrame], events: DataFrame, settings: RecommenderConfig, as_of: date
+    current: dict[str, DataFrame], item_days: DataFrame, settings: RecommenderConfig, as_of: date
 ) -> DataFrame:
+    """Event and purchase signals of the lookback (``item_days``: the customers' daily
+    aggregates per product, :func:`jobs.platform.daily.user_item_days`)."""
     ic = settings.interactions
     start = as_of - timedelta(days=ic.lookback_days)
     orders = current["orders"].where((F.col("order_date") > F.lit(start)) & (F.col("order_date") <= F.lit(as_of)))
-    return event_signals(events, ic.event_weights, ic.max_events_per_day).unionByName(
+    return event_signals(item_days, ic.event_weights, ic.max_events_per_day).unionByName(
         purchase_signals(current["order_items"], orders, ic.purchase_weights)
     )
 
@@ -322,8 +325,8 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         as_of,
         {"users": "user_id", "orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"},
     )
-    events = published_events(config, batches, as_of, ic.lookback_days)
-    signals = signals_up_to(current, events, settings, as_of).persist()
+    item_days = published_daily(config, USER_ITEM_DAYS, batches, as_of, ic.lookback_days)
+    signals = signals_up_to(current, item_days, settings, as_of).persist()
     first_seen = signals.groupBy("user_id").agg(F.min(F.to_date("ts")).alias("d")).toPandas().set_index("user_id")["d"]
     categories = (
         current["products"].select("product_id", "category_l1").toPandas().set_index("product_id")["category_l1"]

@@ -49,6 +49,7 @@ def planted_recovery(world: World, evaluation, k: int = 10) -> dict:
 
 def study(config, spec: SimulationSpec, settings: RecommenderConfig) -> tuple[dict, object]:
     """(summary, evaluation) of the nightly evaluation on the last simulated day."""
+    from jobs.platform.daily import user_item_days
     from jobs.platform.spark import get_spark
     from jobs.recommender.stage import evaluate_holdout, owned_items, signals_up_to
 
@@ -56,7 +57,7 @@ def study(config, spec: SimulationSpec, settings: RecommenderConfig) -> tuple[di
     world = generate(spec)
     as_of = spec.start_date + timedelta(days=spec.days - 1)
     tables = spark_tables(get_spark(config), world)
-    signals = signals_up_to(tables, tables["events"], settings, as_of).persist()
+    signals = signals_up_to(tables, user_item_days(tables["events"]), settings, as_of).persist()
     statuses = PURCHASE_STATUSES
     owned = owned_items(tables, statuses, settings).persist()
     categories = world.products.set_index("product_id")["category_l1"]

@@ -156,7 +156,7 @@ def generate(spec: SimulationSpec) -> World:
 def published_view(world: World) -> dict[str, pd.DataFrame]:
     """The world as the cleaned warehouse would hold it, for model studies without the
     pipeline: true values only (no dirt, no bots, logged-in events), final order statuses.
-    ``events``: user_id, product_id, event_type, event_at (UTC); ``orders``: order_id, user_id,
+    ``events``: user_id, product_id, event_type, event_at (UTC), event_date (local); ``orders``: order_id, user_id,
     status, created_at, order_date (local); ``order_items``: order_id, line_no, product_id,
     quantity; ``products``: the final catalogue rows."""
     ev = world.events
@@ -167,6 +167,7 @@ def published_view(world: World) -> dict[str, pd.DataFrame]:
             "product_id": ev.loc[keep, "product_id"].astype("Int64"),
             "event_type": ev.loc[keep, "event_type"].astype(str),
             "event_at": ev.loc[keep, "event_ts"].dt.tz_localize(None),
+            "event_date": ev.loc[keep, "event_ts"].dt.tz_convert(world.spec.timezone).dt.date,
         }
     ).reset_index(drop=True)
     created = world.orders["created_at"]

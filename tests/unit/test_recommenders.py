@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from jobs.platform.daily import user_item_days
 from jobs.recommender.interactions import (
     IdIndex,
     event_signals,
@@ -37,8 +38,11 @@ DAY = datetime(2026, 10, 1, 12)
 def test_event_signals_weigh_by_type_and_cap_bursts_per_day(spark):
     rows = [(1, 10, "product_view", DAY + timedelta(minutes=m)) for m in range(9)]  # 9 views, capped at 5
     rows += [(1, 10, "add_to_cart", DAY), (1, 10, "page_view", DAY), (None, 10, "add_to_cart", DAY)]
-    events = spark.createDataFrame(rows, "user_id long, product_id long, event_type string, event_at timestamp")
-    got = event_signals(events, {"product_view": 1.0, "add_to_cart": 3.0}, max_per_day=5)
+    events = spark.createDataFrame(
+        [(*row, row[-1].date()) for row in rows],
+        "user_id long, product_id long, event_type string, event_at timestamp, event_date date",
+    )
+    got = event_signals(user_item_days(events), {"product_view": 1.0, "add_to_cart": 3.0}, max_per_day=5)
     assert sorted(r["weight"] for r in got.collect()) == [3.0, 5.0]  # anonymous and untyped events carry nothing
 
 

@@ -1,7 +1,7 @@
 """Customer tags: config validation, each tag kind on hand-computed cases, order and interest
 features, the anomaly score, and interests against the simulator's true affinities."""
 
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
@@ -10,6 +10,7 @@ import yaml
 
 from jobs.customers.tags import compute_tags, event_features, interest_scores, order_features
 from jobs.customers.tags_config import DEFAULT_TAGS, TagsConfig, load_tags
+from jobs.platform.daily import user_days, user_item_days
 from jobs.platform.errors import ConfigError
 from models.anomaly import anomaly_scores
 
@@ -208,7 +209,7 @@ def test_event_features_count_days_sessions_and_preferences(spark):
          [(0, "a", "app"), (0, "a", "app"), (40, "b", "web"), (200, "c", "web")]],
         "user_id long, event_type string, event_date date, session_id string, product_id long, channel string, device string",
     )  # fmt: skip
-    (row,) = event_features(events, AS_OF, 90).collect()
+    (row,) = event_features(user_days(events), AS_OF, 90).collect()
     assert (row["active_days"], row["active_days_30"], row["sessions"], row["product_views"]) == (
         2,
         1,
@@ -223,9 +224,10 @@ def test_interest_weighs_behaviour_and_purchases_with_time_decay(spark):
         [(1, "Books", "Acme"), (2, "Toys", "Zed")],
         "product_id long, category_l1 string, brand string",
     )
+    noon = datetime.combine(AS_OF, time(12))
     events = spark.createDataFrame(
-        [(1, "product_view", AS_OF, 1), (1, "product_view", AS_OF, 1), (1, "page_view", AS_OF, 1)],
-        "user_id long, event_type string, event_date date, product_id long",
+        [(1, "product_view", noon, AS_OF, 1), (1, "product_view", noon, AS_OF, 1), (1, "page_view", noon, AS_OF, 1)],
+        "user_id long, event_type string, event_at timestamp, event_date date, product_id long",
     )
     items = spark.createDataFrame(
         [(1, 2, AS_OF - timedelta(days=30))], "user_id long, product_id long, order_date date"
@@ -233,7 +235,7 @@ def test_interest_weighs_behaviour_and_purchases_with_time_decay(spark):
     settings = TAGS.interest.model_copy(update={"half_life_days": 30.0})
     got = {
         (r["dimension"], r["rank"]): (r["value"], r["share"])
-        for r in interest_scores(events, items, products, AS_OF, settings, 3).collect()
+        for r in interest_scores(user_item_days(events), items, products, AS_OF, settings, 3).collect()
     }
     # Books: 2 views x 1 today = 2; Toys: one purchase x 6 a half-life ago = 3; page views carry no product weight
     assert got == {
@@ -300,6 +302,7 @@ def test_interest_tags_recover_the_simulators_true_top_category(spark):
             {
                 "user_id": ev["user_id"].astype("int64"),
                 "event_type": ev["event_type"].astype(str),
+                "event_at": ev["event_ts"].dt.tz_localize(None),
                 "event_date": ev["local_date"].dt.date,
                 "product_id": ev["product_id"].astype("float").astype("Int64"),
             }
@@ -317,7 +320,7 @@ def test_interest_tags_recover_the_simulators_true_top_category(spark):
         )
     )
     products = spark.createDataFrame(world.products[["product_id", "category_l1", "brand"]])
-    interest = interest_scores(events, items, products, as_of, TAGS.interest, 1).toPandas()
+    interest = interest_scores(user_item_days(events), items, products, as_of, TAGS.interest, 1).toPandas()
     top = interest[interest["dimension"] == "category"].merge(
         world.truth["users"][["user_id", "top_category"]], on="user_id"
     )

@@ -1,0 +1,131 @@
+"""Per-customer daily aggregates of the clean events, so that a night's cost follows the
+night's volume rather than the history.
+
+Tags and customer features look back 90 days of behaviour and the recommender 180; reading
+those windows from the clean events means rescanning months of events every night. Instead
+``clean_events`` writes, with each batch and from that batch's own clean events, two
+aggregates of its identified, non-bot events into the clean zone:
+
+- ``clean/user_days/batch_date=D/``: one row per customer and event date: ``sessions`` (the
+  distinct session ids), ``events``, ``event_types``, ``channels`` and ``devices`` (value ->
+  event count);
+- ``clean/user_item_days/batch_date=D/``: one row per customer, product, event date, UTC day
+  and event type: ``n`` events and the latest ``last_at``.
+
+Readers take the rows of published batches in their window and aggregate them again (a late
+event lands in a later batch, so one key can have rows in two batches). Everything the
+features and signals need is a sum, a max, a distinct set or a count per key, so the results
+are the same as over the events themselves. A published batch cleaned before these
+aggregates existed has none: its clean events are aggregated on the fly instead (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.platform.lake import DAILY_AGGREGATES, daily_prefix
+from jobs.platform.storage import Storage
+
+log = logging.getLogger(__name__)
+USER_DAYS, USER_ITEM_DAYS = DAILY_AGGREGATES
+USER_DAY_SCHEMA = (
+    "event_date date, user_id long, sessions array<string>, events long, event_types map<string,bigint>, "
+    "channels map<string,bigint>, devices map<string,bigint>"
+)
+USER_ITEM_DAY_SCHEMA = (
+    "event_date date, day date, user_id long, product_id long, event_type string, n long, last_at timestamp"
+)
+
+
+def user_days(events: DataFrame) -> DataFrame:
+    """One row per identified customer and event date of ``events`` (clean events)."""
+    identified = events.where(F.col("user_id").isNotNull())
+    per_value = {
+        column: identified.groupBy("user_id", "event_date", column)
+        .count()
+        .where(F.col(column).isNotNull())
+        .groupBy("user_id", "event_date")
+        .agg(F.map_from_entries(F.collect_list(F.struct(column, "count"))).alias(plural))
+        for column, plural in (("event_type", "event_types"), ("channel", "channels"), ("device", "devices"))
+    }
+    days = identified.groupBy("event_date", "user_id").agg(
+        F.array_sort(F.collect_set("session_id")).alias("sessions"), F.count("*").alias("events")
+    )
+    for frame in per_value.values():
+        days = days.join(frame, ["user_id", "event_date"], "left")
+    empty = F.create_map().cast("map<string,bigint>")
+    return days.select(
+        "event_date",
+        "user_id",
+        "sessions",
+        "events",
+        *[F.coalesce(plural, empty).alias(plural) for plural in ("event_types", "channels", "devices")],
+    )
+
+
+def user_item_days(events: DataFrame) -> DataFrame:
+    """One row per identified customer, product, event date, UTC day and event type."""
+    return (
+        events.where(F.col("user_id").isNotNull() & F.col("product_id").isNotNull())
+        .groupBy("event_date", F.to_date("event_at").alias("day"), "user_id", "product_id", "event_type")
+        .agg(F.count("*").alias("n"), F.max("event_at").alias("last_at"))
+    )
+
+
+def write_daily(lake: Storage, day: date, clean: DataFrame) -> None:
+    """Write batch D's aggregates from its clean events (replacing any earlier ones)."""
+    from jobs.platform.lake import spark_uri
+
+    kept = clean.where(~F.col("is_bot"))
+    for name, build in ((USER_DAYS, user_days), (USER_ITEM_DAYS, user_item_days)):
+        # one file per batch: a night's rows are few (one per customer and day, not per event)
+        build(kept).coalesce(1).write.mode("overwrite").parquet(spark_uri(lake, daily_prefix(name, day)))
+
+
+def published_daily(config, name: str, batches: set[date], as_of: date, days: int) -> DataFrame:
+    """Rows of aggregate ``name`` from published batches with event_date in (D - days, D]."""
+    from jobs.platform.lake import clean_events_prefix, lake_storage, spark_uri
+    from jobs.platform.spark import get_spark
+
+    spark = get_spark(config)
+    lake = lake_storage(config)
+    schema = USER_DAY_SCHEMA if name == USER_DAYS else USER_ITEM_DAY_SCHEMA
+    columns = [field.split(" ")[0] for field in schema.split(", ")]
+    window = (F.col("event_date") > F.date_sub(F.lit(as_of), days)) & (F.col("event_date") <= F.lit(as_of))
+    wanted = {day for day in batches if day <= as_of}
+    built = _batches_with(lake, daily_prefix(name)) & wanted
+    frames = []
+    if built:
+        stored = spark.read.parquet(spark_uri(lake, daily_prefix(name)))
+        frames.append(stored.where(F.col("batch_date").isin(*sorted(built)) & window).select(*columns))
+    missing = sorted(_batches_with(lake, clean_events_prefix()) & (wanted - built)) if wanted - built else []
+    if missing:
+        log.warning(
+            "%d published batches (%s to %s) have no %s aggregate (cleaned before it existed): "
+            "aggregating their clean events instead; re-run clean_events for them to build it",
+            len(missing), missing[0], missing[-1], name,
+        )  # fmt: skip
+        events = spark.read.parquet(spark_uri(lake, clean_events_prefix()))
+        kept = events.where(F.col("batch_date").isin(*missing) & window & ~F.col("is_bot"))
+        build = user_days if name == USER_DAYS else user_item_days
+        frames.append(build(kept).select(*columns))
+    if not frames:
+        return spark.createDataFrame([], schema)
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _batches_with(lake: Storage, prefix: str) -> set[date]:
+    """Batch dates with at least one Parquet file under ``prefix`` (one listing)."""
+    found = set()
+    for info in lake.list(prefix):
+        head = info.key[len(prefix) :].split("/", 1)[0]
+        if head.startswith("batch_date=") and info.key.endswith(".parquet"):
+            found.add(date.fromisoformat(head.removeprefix("batch_date=")))
+    return found
