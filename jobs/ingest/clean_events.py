@@ -236,7 +236,8 @@ def classify_events(
         F.when(_bad_number(F.col("raw_product_id"), "bigint"), F.lit("product_id")),
         F.when(_bad_number(F.col("raw_price"), "decimal(12,2)"), F.lit("price")),
     ]
-    earliest_plausible = datetime.combine(logical_date - timedelta(days=365), datetime.min.time())
+    # aware datetimes: Spark reads a naive one in this process's local time zone
+    earliest_plausible = datetime.combine(logical_date - timedelta(days=365), datetime.min.time(), tzinfo=UTC)
     latest = window_end + timedelta(minutes=future_tolerance_minutes)
     oldest_accepted = logical_date - timedelta(days=late_window_days)
     bad_enum = [
@@ -249,7 +250,6 @@ def classify_events(
         unknown_product = F.col("product_id").isNotNull() & F.col("_known_product_id").isNull()
     else:
         unknown_product = F.lit(False)
-    naive_latest = latest.astimezone(UTC).replace(tzinfo=None)
     reason = (
         F.when(F.col("line_reason").isNotNull(), F.col("line_reason"))
         .when(F.col("is_malformed"), F.lit("malformed_json"))
@@ -258,7 +258,7 @@ def classify_events(
         .when(
             F.col("event_at").isNull()
             | (F.col("event_at") < F.lit(earliest_plausible))
-            | (F.col("event_at") > F.lit(naive_latest)),
+            | (F.col("event_at") > F.lit(latest.astimezone(UTC))),
             F.lit("invalid_timestamp"),
         )
         .when(F.concat_ws(",", *bad_enum) != "", F.lit("invalid_enum"))

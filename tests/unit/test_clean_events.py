@@ -1,6 +1,7 @@
 """Event cleaning rules, each pinned down on a tiny hand-made frame."""
 
 import json
+import time
 from datetime import date, datetime, timezone
 
 import pytest
@@ -94,6 +95,26 @@ def test_wrong_types_are_rejected_but_numeric_strings_are_fine(spark):
 )
 def test_unparsable_or_out_of_range_timestamps_are_rejected(spark, ts):
     assert reasons(spark, [event(event_ts=ts)]) == ["invalid_timestamp"]
+
+
+def test_the_plausible_time_range_does_not_depend_on_the_machines_time_zone(spark, monkeypatch):
+    """A naive datetime literal is read in the process's local time zone: on a machine set to
+    the shop's zone (+08:00) the latest plausible time would move 8 hours earlier."""
+    monkeypatch.setenv("TZ", TZ)
+    time.tzset()
+    try:
+        got = reasons(
+            spark,
+            [
+                event(event_ts="2026-10-10T23:30:00+08:00"),
+                event(event_id="e2", event_ts="2026-10-11T00:30:00+08:00"),  # within the 60-minute tolerance
+                event(event_id="e3", event_ts="2026-10-11T01:30:00+08:00"),
+            ],
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert got == [None, None, "invalid_timestamp"]
 
 
 def test_unknown_enum_values_are_rejected(spark):
