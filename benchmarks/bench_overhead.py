@@ -13,12 +13,13 @@ resident memory of the process tree (``ops_stage_runs.peak_rss_mb``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 
@@ -36,9 +37,10 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(results, indent=2, default=str))
 
 
-def measure(users: int, days: int, nights_timed: int) -> dict:
-    """Simulate ``users`` x ``days``, run the first night (sweeping the history) and time the
-    ``nights_timed`` nights after it, per stage; prints a table and returns the figures."""
+def measure(users: int, days: int, nights_timed: int, start: date | None = None) -> dict:
+    """Simulate ``users`` x ``days`` (from ``start``, default the simulator's), run the first
+    night (sweeping the history) and time the ``nights_timed`` nights after it, per stage;
+    prints a table and returns the figures."""
     import sqlalchemy as sa
 
     from jobs.platform.config import load_config
@@ -66,6 +68,8 @@ def measure(users: int, days: int, nights_timed: int) -> dict:
     )
     os.environ.setdefault("MKT_PII_HASH_KEY", "benchmark-only-key-0123456789abcdef")
     spec = SimulationSpec(users=users, days=days, timezone=config.shop.timezone)
+    if start is not None:
+        spec = dataclasses.replace(spec, start_date=start)
     world = generate(spec)
     last = spec.start_date + timedelta(days=spec.days - 1)
     nights = [last - timedelta(days=k) for k in range(nights_timed, -1, -1)]

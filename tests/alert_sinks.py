@@ -10,6 +10,7 @@ Enable with ``pytest_plugins = ["tests.alert_sinks"]`` in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import socket
@@ -40,6 +41,13 @@ class SmtpSink:
 
 @pytest.fixture
 def webhook_sink() -> Iterator[WebhookSink]:
+    with serve_webhook() as sink:
+        yield sink
+
+
+@contextlib.contextmanager
+def serve_webhook() -> Iterator[WebhookSink]:
+    """A webhook sink for the block (for fixtures of a wider scope than ``webhook_sink``)."""
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -98,3 +98,25 @@ def shop_config(root: Path, **sections):
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return load_config(environ={}, overrides=base)
+
+
+def shop_env(root: Path) -> dict[str, str]:
+    """``MKT_*`` settings (for Airflow processes) of a small simulated shop under ``root`` whose
+    first night sweeps its whole (short) history, on local Spark with few partitions."""
+    return {
+        **{
+            f"MKT_STORAGE__{name.upper()}_ROOT": str(root / name)
+            for name in ("landing", "lake", "reports", "exports", "state")
+        },
+        "MKT_SOURCE__URL": f"sqlite:///{root / 'source.db'}",
+        "MKT_WAREHOUSE__URL": f"duckdb:///{root / 'warehouse.duckdb'}",
+        "MKT_SPARK__MASTER": "local[2]",
+        "MKT_SPARK__SHUFFLE_PARTITIONS": "4",
+        # The first night sweeps the whole (short) history, so every original of a
+        # duplicate is seen and nothing is too late: counts must then equal the truth.
+        "MKT_COLLECT__LOOKBACK_DAYS": "30",
+        "MKT_CLEAN__LATE_WINDOW_DAYS": "30",
+        "MKT_RETENTION__RAW_DAYS": "60",  # raw manifests are read back lookback + late scan days
+        "MKT_PII_HASH_KEY": "test-only-key-0123456789abcdef0123",
+        "MKT_RECOMMENDER__REGISTRY_ROOT": str(root / "models"),
+    }

@@ -12,6 +12,10 @@ database created for this session only and dropped at teardown:
   ``postgres`` user (via ``runuser`` or ``su``);
 * if neither works, the test is skipped with a one-line reason naming what is missing.
 
+``postgres_admin_url`` (session scope) is the server's admin URL itself, and
+``fresh_database(admin_url, prefix)`` a database of its own for a block (e.g. Airflow's
+metadata database in the scheduler test).
+
 ``pg_schema`` (function scope) returns a fresh schema name, not created (the code under test
 creates it), and drops it with CASCADE after the test.
 
@@ -20,6 +24,7 @@ Enable with ``pytest_plugins = ["tests.postgres"]`` in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -59,8 +64,8 @@ def _admin_engine(url: URL) -> sa.Engine:
     )
 
 
-def _create_database(admin_url: URL) -> URL:
-    name = f"mkt_test_{secrets.token_hex(6)}"
+def _create_database(admin_url: URL, prefix: str = "mkt_test") -> URL:
+    name = f"{prefix}_{secrets.token_hex(6)}"
     engine = _admin_engine(admin_url)
     try:
         with engine.connect() as conn:
@@ -282,8 +287,8 @@ def _reachable(admin_url: URL) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL (``postgresql+psycopg://``) of a database created for this test session."""
+def postgres_admin_url() -> Iterator[URL]:
+    """URL of a PostgreSQL server where the tests may create databases (see the module doc)."""
     server: _ThrowawayServer | None = None
     admin_url: URL | None = None
     problems: list[str] = []
@@ -310,21 +315,31 @@ def postgres_url() -> Iterator[str]:
             if not raw:
                 problems.insert(0, f"{ENV_URL} not set")
             pytest.skip("; ".join(problems))
-
     try:
-        url = _create_database(admin_url)
-    except sa.exc.DBAPIError as exc:
+        yield admin_url
+    finally:
         if server:
             server.stop()
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: URL, prefix: str = "mkt_test") -> Iterator[URL]:
+    """A database created on ``admin_url``'s server for the block, dropped after it."""
+    try:
+        url = _create_database(admin_url, prefix)
+    except sa.exc.DBAPIError as exc:
         pytest.skip(f"cannot create a test database: {str(exc.orig).strip().splitlines()[0]}")
     try:
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
-        try:
-            _drop_database(admin_url, url.database)
-        finally:
-            if server:
-                server.stop()
+        _drop_database(admin_url, url.database)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url: URL) -> Iterator[str]:
+    """SQLAlchemy URL (``postgresql+psycopg://``) of a database created for this test session."""
+    with fresh_database(postgres_admin_url) as url:
+        yield url.render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from jobs.platform.lake import (
 from jobs.platform.orchestration import PUBLISHED_TABLES
 from jobs.platform.stages import run_pipeline
 from jobs.simulator import SimulationSpec, World, generate, materialize
+from tests.conftest import shop_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -123,24 +124,7 @@ def _passed(result) -> bool:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     root = tmp_path_factory.mktemp("shop")
-    settings = {
-        "MKT_STORAGE__LANDING_ROOT": str(root / "landing"),
-        "MKT_STORAGE__LAKE_ROOT": str(root / "lake"),
-        "MKT_STORAGE__REPORTS_ROOT": str(root / "reports"),
-        "MKT_STORAGE__EXPORTS_ROOT": str(root / "exports"),
-        "MKT_STORAGE__STATE_ROOT": str(root / "state"),
-        "MKT_SOURCE__URL": f"sqlite:///{root / 'source.db'}",
-        "MKT_WAREHOUSE__URL": f"duckdb:///{root / 'warehouse.duckdb'}",
-        "MKT_SPARK__MASTER": "local[2]",
-        "MKT_SPARK__SHUFFLE_PARTITIONS": "4",
-        # The first night sweeps the whole (short) history, so every original of a
-        # duplicate is seen and nothing is too late: counts must then equal the truth.
-        "MKT_COLLECT__LOOKBACK_DAYS": "30",
-        "MKT_CLEAN__LATE_WINDOW_DAYS": "30",
-        "MKT_RETENTION__RAW_DAYS": "60",  # raw manifests are read back lookback + late scan days
-        "MKT_PII_HASH_KEY": "test-only-key-0123456789abcdef0123",
-        "MKT_RECOMMENDER__REGISTRY_ROOT": str(root / "models"),
-    }
+    settings = shop_env(root)
     base = {k: v for k, v in os.environ.items() if not k.startswith("MKT_")}
     env = airflow_env(home=root / "airflow", base={**base, **settings, "AIRFLOW_HOME": str(root / "airflow")})
     ensure_metadata_db(env)

@@ -13,14 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import pytest
 
 from jobs.cli.airflow_env import airflow_env
 from jobs.platform.config import PROJECT_ROOT
+from tests.airflow_processes import free_port, stop_session
 
 pytestmark = [
     pytest.mark.integration,
@@ -97,12 +95,6 @@ def _request(url: str, *, body: dict | None = None, token: str | None = None) ->
         return response.status, json.loads(response.read() or b"null")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _path_without_airflow() -> str:
     """The current PATH minus the virtualenv's bin and any other directory holding an ``airflow``."""
     kept = [
@@ -113,49 +105,11 @@ def _path_without_airflow() -> str:
     return os.pathsep.join(kept)
 
 
-def _session_members(sid: int, zombies: bool = False) -> list[int]:
-    """Processes of session ``sid`` (all its process groups), zombies only if asked for."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        state, _ppid, _pgrp, session = stat[stat.rfind(")") + 2 :].split()[:4]
-        if int(session) == sid and (zombies or state != "Z"):
-            members.append(int(entry.name))
-    return members
-
-
-def _stop(process: subprocess.Popen, grace: float = 10) -> list[int]:
-    """SIGTERM the process group, then SIGKILL whatever of the session is left; return survivors."""
-    sid = process.pid  # start_new_session: the child leads a new session and process group
-    with suppress(ProcessLookupError):
-        os.killpg(sid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _session_members(sid) and time.monotonic() < deadline:
-        process.poll()  # reap the leader
-        time.sleep(0.5)
-    with suppress(ProcessLookupError):
-        os.killpg(sid, signal.SIGKILL)
-    for pid in _session_members(sid):  # tasks run in process groups of their own (same session)
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=30)
-    deadline = time.monotonic() + 15  # orphans are reaped by init: give it a moment
-    while _session_members(sid, zombies=True) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return _session_members(sid)
-
-
 @pytest.fixture
 def standalone(tmp_path: Path) -> Iterator[Standalone]:
     if not MARKETING.exists():
         pytest.skip(f"{MARKETING} not installed (make setup)")
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "data"
     settings = {
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
@@ -195,7 +149,7 @@ def standalone(tmp_path: Path) -> Iterator[Standalone]:
     try:
         yield Standalone(process, f"http://127.0.0.1:{port}", tmp_path / "airflow", env, log)
     finally:
-        survivors = _stop(process)
+        survivors = stop_session(process)
     assert not survivors, f"Airflow processes survived the test: {survivors}"
 
 
