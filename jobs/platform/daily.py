@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.platform.lake import DAILY_AGGREGATES, daily_prefix
@@ -41,29 +41,31 @@ USER_ITEM_DAY_SCHEMA = (
 )
 
 
-def user_days(events: DataFrame) -> DataFrame:
-    """One row per identified customer and event date of ``events`` (clean events)."""
-    identified = events.where(F.col("user_id").isNotNull())
-    per_value = {
-        column: identified.groupBy("user_id", "event_date", column)
-        .count()
-        .where(F.col(column).isNotNull())
-        .groupBy("user_id", "event_date")
-        .agg(F.map_from_entries(F.collect_list(F.struct(column, "count"))).alias(plural))
-        for column, plural in (("event_type", "event_types"), ("channel", "channels"), ("device", "devices"))
-    }
-    days = identified.groupBy("event_date", "user_id").agg(
-        F.array_sort(F.collect_set("session_id")).alias("sessions"), F.count("*").alias("events")
+def _counts(values: Column) -> Column:
+    """``value -> occurrences`` of an array (one group's collected values, nulls already out)."""
+    distinct = F.array_sort(F.array_distinct(values))
+    return F.map_from_entries(
+        F.transform(distinct, lambda v: F.struct(v, F.size(F.filter(values, lambda x: x == v)).cast("bigint")))
     )
-    for frame in per_value.values():
-        days = days.join(frame, ["user_id", "event_date"], "left")
-    empty = F.create_map().cast("map<string,bigint>")
+
+
+def user_days(events: DataFrame) -> DataFrame:
+    """One row per identified customer and event date of ``events`` (clean events), in one
+    aggregation: the few event types, channels and devices of a day are counted in the group."""
+    identified = events.where(F.col("user_id").isNotNull())
+    days = identified.groupBy("event_date", "user_id").agg(
+        F.array_sort(F.collect_set("session_id")).alias("sessions"),
+        F.count("*").alias("events"),
+        *[F.collect_list(column).alias(column) for column in ("event_type", "channel", "device")],
+    )
     return days.select(
         "event_date",
         "user_id",
         "sessions",
         "events",
-        *[F.coalesce(plural, empty).alias(plural) for plural in ("event_types", "channels", "devices")],
+        _counts(F.col("event_type")).alias("event_types"),
+        _counts(F.col("channel")).alias("channels"),
+        _counts(F.col("device")).alias("devices"),
     )
 
 

@@ -51,7 +51,7 @@ SPEC = SimulationSpec(seed=23, days=9, users=150, products=80)
 NIGHT1 = SPEC.start_date + timedelta(days=SPEC.days - 2)
 NIGHT2 = NIGHT1 + timedelta(days=1)
 CHAIN = ("marketing_nightly", "marketing_customers", "marketing_recommender", "marketing_campaigns")
-LOCK_TIMEOUT = 15  # seconds a stage waits for the warehouse before its attempt fails
+LOCK_TIMEOUT = 6  # seconds a stage waits for the warehouse before its attempt fails
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 
 
