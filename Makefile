@@ -27,7 +27,7 @@ demo: setup  ## simulate a shop and run the nightly DAG through Airflow (< 10 mi
 
 test: setup  ## run the whole test suite (unit, integration, end-to-end); installs chromium for the browser test
 	@scripts/install_browser.sh
-	$(PY) -m pytest -q --durations=15 tests
+	@PY=$(PY) scripts/run_tests.sh
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` runs it: two pytest processes side by side.
+#
+# tests/e2e/test_scheduler.py runs the real Airflow (API server, scheduler, DAG processor,
+# LocalExecutor) through two nights: about ten minutes spent mostly waiting on those processes
+# and on one task at a time. It runs in a pytest process of its own, with its own temporary
+# folder, next to the rest of the suite; its report follows the main one. Fails when either does.
+# Extra arguments go to the main run (e.g. `scripts/run_tests.sh -x`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+SIDE=tests/e2e/test_scheduler.py
+side_tmp="$(mktemp -d -t mkt-scheduler-tests.XXXXXX)"
+side_log="$side_tmp/pytest.log"
+
+"$PY" -m pytest -q --durations=5 -p no:cacheprovider --basetemp="$side_tmp/tmp" "$SIDE" >"$side_log" 2>&1 &
+side=$!
+# Ctrl-C or a kill reaches the side run as an interrupt, so its fixtures stop Airflow's processes
+trap 'kill -INT "$side" 2>/dev/null; wait "$side"; exit 130' INT TERM
+
+"$PY" -m pytest -q --durations=15 --ignore="$SIDE" tests "$@"
+main_status=$?
+wait "$side"
+side_status=$?
+trap - INT TERM
+echo
+echo "=== $SIDE (ran alongside the suite above)"
+cat "$side_log"
+[ "$side_status" -eq 0 ] && rm -rf "$side_tmp"  # kept when it failed: its Airflow logs are there
+if [ "$main_status" -ne 0 ] || [ "$side_status" -ne 0 ]; then
+    echo "test run failed: main suite exit $main_status, $SIDE exit $side_status" >&2
+    exit 1
+fi
