@@ -329,7 +329,8 @@ def flag_bots(events: DataFrame, max_events_per_minute: int) -> DataFrame:
         .select(F.col("session_id").alias("_bot_session"))
         .distinct()
     )
-    flagged = events.join(bots, events.session_id == bots._bot_session, "left")
+    # bot sessions are few: broadcast them rather than shuffle every event by session
+    flagged = events.join(F.broadcast(bots), events.session_id == bots._bot_session, "left")
     return flagged.withColumn("is_bot", F.col("_bot_session").isNotNull()).drop("_bot_session")
 
 
@@ -383,6 +384,14 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         late_window_days=config.clean.late_window_days,
         future_tolerance_minutes=config.clean.future_tolerance_minutes,
         known_products=known_products,
+    )
+    # What the rest needs, cached: the clean columns, the verdict, and the payload of rejected
+    # lines only (a valid line's text is not kept twice)
+    classified = classified.select(
+        *[c for c in CLEAN_COLUMNS if c != "is_bot"],
+        "reason",
+        "detail",
+        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),
     ).persist()
 
     seen = None

@@ -34,6 +34,10 @@ def get_spark(config: PipelineConfig):
         # A JSON line with a repeated key must not fail the whole batch; the last value wins.
         .config("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
+        # Reading many files by name (a night's raw files: 2,321 on a 60-day sweep) lists them
+        # in a Spark job of up to 10,000 tasks, one per path by default: 6-9 s on 2 cores for
+        # what 16 tasks list in 0.4 s (each task lists its share of the paths).
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "16")
         # checkpoint files (long ALS runs) are deleted once their RDD is gone
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
     )
