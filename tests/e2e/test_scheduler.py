@@ -43,7 +43,7 @@ from tests.postgres import fresh_database
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.timeout(1800),
+    pytest.mark.timeout(3000),  # beside the rest of the suite (scripts/run_tests.sh), on 2 cores
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process cleanup reads /proc (Linux)"),
 ]
 
@@ -225,10 +225,10 @@ def two_scheduled_nights(airflow: Airflow) -> Airflow:
             return any(state == "up_for_retry" or n > 1 for state, n in tries.values()), tries
 
         airflow.wait("a nightly task waiting for the warehouse to be retried", retrying, within=300, poll=1)
-    airflow.wait("night 1's chain", airflow.finished("marketing_campaigns", 1), within=900)
+    airflow.wait("night 1's chain", airflow.finished("marketing_campaigns", 1), within=1500)
     materialize(airflow.world, landing_storage(airflow.config), airflow.config.source.url, NIGHT2, airflow.root / "t")
     airflow.trigger("marketing_nightly", NIGHT2)
-    airflow.wait("night 2's chain", airflow.finished("marketing_campaigns", 2), within=900)
+    airflow.wait("night 2's chain", airflow.finished("marketing_campaigns", 2), within=1500)
     return airflow
 
 
