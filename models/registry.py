@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.platform.errors import DeterministicError
+from jobs.platform.errors import DeterministicError, PublishMismatchError
 
 
 class RegistryError(DeterministicError, ValueError):
@@ -45,9 +45,16 @@ class Registry:
         for name, table in artefacts.items():
             key = self._key("versions", version, f"{name}.parquet")
             if isinstance(table, pa.Table):
+                from jobs.platform.lake import parquet_rows
+
                 buffer = io.BytesIO()
                 pq.write_table(table, buffer)
                 self.storage.write_bytes(key, buffer.getvalue())
+                held = parquet_rows(self.storage, [key])
+                if held != table.num_rows:  # read back before meta.json makes the version loadable
+                    raise PublishMismatchError(
+                        f"{self.storage.uri(key)}: wrote {table.num_rows:,} rows but the file holds {held:,}"
+                    )
             else:
                 from jobs.platform.lake import spark_uri
 

@@ -42,12 +42,16 @@ def _spark_home() -> Path:
 
 
 def _alive_workers(ui_port: int) -> int:
+    """ALIVE workers the master's UI reports; 0 while it is not answering with its JSON yet (a
+    starting master's UI may serve an HTML page on ``/json/`` before its handlers are in place)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as response:
             state = json.load(response)
-    except OSError:
+    except (OSError, ValueError):  # not listening yet, or not JSON yet (JSONDecodeError)
         return 0
-    return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
+    if not isinstance(state, dict):
+        return 0
+    return sum(1 for worker in state.get("workers", []) if isinstance(worker, dict) and worker.get("state") == "ALIVE")
 
 
 class StandaloneCluster:
@@ -75,6 +79,15 @@ class StandaloneCluster:
         )
 
     def start(self) -> StandaloneCluster:
+        """Start the master and the worker and wait until the worker is ALIVE; on any failure
+        (including an interrupt) both processes are stopped before the error propagates."""
+        try:
+            return self._start_and_wait()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_and_wait(self) -> StandaloneCluster:
         self._start(
             "master",
             "org.apache.spark.deploy.master.Master",
@@ -93,14 +106,15 @@ class StandaloneCluster:
                 logs = "\n".join(
                     f"--- {p.name}\n" + p.read_text(errors="replace")[-2000:] for p in self.root.glob("*.log")
                 )
-                self.stop()
                 raise RuntimeError(f"the Spark standalone cluster did not come up:\n{logs}")
             time.sleep(0.5)
         return self
 
     def stop(self) -> None:
+        """Terminate both processes (idempotent), killing any that does not end within 20 s."""
         for process in reversed(self.processes):
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in self.processes:
             try:
                 process.wait(timeout=20)

@@ -417,7 +417,7 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
     ]
     rows = publish(
         config, day, "allocate", "campaigns", outputs,
-        counts={"input": len(frame), "output": len(targets)},
+        rows_in=len(frame),
         details={"campaigns": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index")},
     )  # fmt: skip
     return {"snapshot_date": day.isoformat(), "customers": len(frame), "rows_by_table": rows,

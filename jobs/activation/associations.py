@@ -188,7 +188,7 @@ def build_associations(config: PipelineConfig, as_of: date, settings: Associatio
         STAGE,
         TABLE,
         [snapshot(TABLE, data)],
-        counts={"input": basket_count, "output": rule_count},
+        rows_in=basket_count,
         details={**summary, "settings": settings.model_dump()},
     )
     log.info("%s associations: %s baskets, %s frequent itemsets, %s rules", as_of, *summary.values())

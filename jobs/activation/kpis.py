@@ -29,7 +29,7 @@ from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import UpstreamNotReadyError
 from jobs.platform.interface import PAID_STATUSES, PURCHASE_STATUSES
 from jobs.platform.published import published_batches, published_events
-from jobs.platform.warehouse import delete_where, read_sql, to_arrow
+from jobs.platform.warehouse import count_where, delete_where, read_sql, to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +117,26 @@ def _check_covered(config: PipelineConfig, day: date) -> set[date]:
 def publish_kpis(config: PipelineConfig, day: date, traffic: pa.Table, loaded_at: datetime) -> dict[str, int]:
     """Publish D's traffic rows (``TRAFFIC_COLUMNS``) and, from them and the warehouse, D's
     KPI row: one transaction that replaces D's rows in both tables and records the run."""
-    from jobs.platform.publish import Output, publish
+    from jobs.platform.publish import Output, check_held, publish
 
     schema = config.warehouse.schema_name
-    rows = publish(
+
+    def kpi_row(conn: sa.Connection) -> dict[str, int]:
+        insert_kpi_row(conn, schema, day, loaded_at)
+        held = count_where(conn, schema, "mart_kpi_daily", "kpi_date = :d", {"d": day})
+        check_held("mart_kpi_daily", 1, held)
+        return {"mart_kpi_daily": held}
+
+    return publish(
         config,
         day,
         "kpis",
         "mart_kpi_daily",
         [Output("mart_traffic_daily", traffic, where="kpi_date = :d")],
-        counts={"input": sum(traffic.column("session_count").to_pylist()), "output": traffic.num_rows + 1},
+        rows_in=sum(traffic.column("session_count").to_pylist()),
         details={"sources": traffic.column("utm_source").to_pylist()},
-        then=lambda conn: insert_kpi_row(conn, schema, day, loaded_at),
+        then=kpi_row,
     )
-    return {**rows, "mart_kpi_daily": 1}
 
 
 def build_kpis(config: PipelineConfig, as_of: date) -> dict:

@@ -170,7 +170,7 @@ def measure_campaigns(config: PipelineConfig, as_of: date, settings: CampaignsCo
     published = publish(
         config, as_of, "measure", "campaign_results",
         [Output("mart_campaign_results", frame_to_arrow(frame), where="measured_on = :d")],
-        counts={"input": int(todo["customers"].sum()) if len(todo) else 0, "output": len(frame)},
+        rows_in=int(todo["customers"].sum()) if len(todo) else 0,
         details={"cohorts": len(todo)},
     )  # fmt: skip
     valid = frame[frame["is_valid"] & (frame["metric"] == "revenue_per_customer") & (frame["adjustment"] == "none")]

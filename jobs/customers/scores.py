@@ -215,7 +215,7 @@ def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings())
             snapshot(name, pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False))
             for name, frame in tables.items()
         ],
-        counts={"input": len(scores), "output": len(scores)},
+        rows_in=len(scores),
         details={"method": result.method, "reason": result.reason, "quality": result.quality},
     )
     return {

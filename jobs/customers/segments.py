@@ -216,7 +216,7 @@ def build_segments(config: PipelineConfig, as_of: date, segments: SegmentsConfig
         "segments",
         "customers",
         outputs,
-        counts={"input": population, "output": population},
+        rows_in=population,
         then=lambda conn: _lifecycle_transitions(conn, schema, as_of),
     )
     return {"snapshot_date": as_of.isoformat(), "rows_by_table": counts}

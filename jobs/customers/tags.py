@@ -350,8 +350,8 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     """Compute and publish ``mart_user_tags`` and ``mart_user_profile`` for D (one transaction)."""
     from jobs.platform.errors import UpstreamNotReadyError
     from jobs.platform.ops import warehouse_engine
-    from jobs.platform.publish import publish, snapshot
-    from jobs.platform.warehouse import add_profile_tag_columns, delete_where, stage_arrow
+    from jobs.platform.publish import Output, publish, snapshot
+    from jobs.platform.warehouse import add_profile_tag_columns, delete_where
 
     tags = tags or load_tags(config.customers.tags_file)
     statuses = PURCHASE_STATUSES
@@ -405,25 +405,31 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     }
     cutoff = as_of - timedelta(days=tags.history_days)
 
-    def profile_and_retention(conn) -> None:
+    # A column per configured tag, added (never dropped) before the publish: a table cannot be
+    # altered in the transaction that has already deleted from it (DuckDB)
+    with engine.begin() as conn:
         tag_columns = add_profile_tag_columns(conn, schema, tags.tags)
-        staged = stage_arrow(conn, "stage_mart_user_profile", profile, f"{schema}.mart_user_profile")
-        delete_where(conn, schema, "mart_user_profile", "snapshot_date = :d", {"d": as_of})
+
+    def insert_profile(conn, staged: str) -> None:  # the staged attributes joined to the date's marts
         _insert_profile(conn, schema, staged, profile.column_names, tag_columns, as_of, loaded_at)
+
+    def retention(conn) -> None:
         for table in ("mart_user_tags", "mart_user_profile"):
             delete_where(conn, schema, table, "snapshot_date < :cutoff", {"cutoff": cutoff})
 
-    publish(
+    counts = publish(
         config,
         as_of,
         "tags",
         "customers",
-        [snapshot("mart_user_tags", tag_rows)],
-        counts={"input": profile.num_rows, "output": profile.num_rows},
+        [
+            snapshot("mart_user_tags", tag_rows),  # first: the profile reads the date's tags
+            Output("mart_user_profile", profile, insert=insert_profile),
+        ],
+        rows_in=profile.num_rows,
         details={"users_by_tag": coverage},
-        then=profile_and_retention,
+        then=retention,
     )
-    counts = {"mart_user_tags": tag_rows.num_rows, "mart_user_profile": profile.num_rows}
     return {"snapshot_date": as_of.isoformat(), "rows_by_table": counts, "users_by_tag": coverage}
 
 

@@ -358,7 +358,7 @@ def _known_products(spark: SparkSession, lake, logical_date: date) -> DataFrame 
 
 def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     """Clean batch D of raw events into the clean zone and quarantine; reconcile the counts."""
-    from jobs.platform.daily import write_daily
+    from jobs.platform.daily import check_daily, daily_expectations, write_daily
     from jobs.platform.spark import get_spark
 
     spark = get_spark(config)
@@ -441,6 +441,8 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
     quarantine.coalesce(1).write.mode("overwrite").parquet(spark_uri(lake, quarantine_prefix("events", logical_date)))
     scanned.unpersist()  # classified holds what is still needed
 
+    # Every count below is read back from the files just written (clean, quarantine, daily
+    # aggregates), so a write that kept fewer rows fails the reconciliation instead of passing.
     written = spark.read.parquet(clean_path)
     write_daily(lake, logical_date, written)
     stats = written.agg(
@@ -448,15 +450,17 @@ def clean_events(config: PipelineConfig, logical_date: date) -> dict:
         F.sum(F.col("is_bot").cast("int")).alias("bot"),
         F.sum((F.col("event_date") < F.lit(logical_date)).cast("int")).alias("late"),
         F.collect_set(F.col("event_date").cast("string")).alias("event_dates"),
+        *daily_expectations(),
     ).first()
-    by_reason: dict[str | None, int] = {}
+    check_daily(lake, logical_date, stats.asDict())
     lines_by_file: dict[str, int] = {}
-    for row in classified.groupBy("source_file", "reason").count().collect():
-        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["count"]
+    parsed_lines = 0
+    for row in classified.groupBy("source_file").count().collect():
         key = unquote(row["source_file"])  # Spark's file names are URI-encoded
         lines_by_file[key] = lines_by_file.get(key, 0) + row["count"]
-    parsed_lines = sum(by_reason.values())
-    by_reason.pop(None, None)
+        parsed_lines += row["count"]
+    quarantined = spark.read.parquet(spark_uri(lake, quarantine_prefix("events", logical_date)))
+    by_reason = {row["reason"]: row["count"] for row in quarantined.groupBy("reason").count().collect()}
     # Files collect counted as duplicates (same bytes as a file already collected) are not
     # read again: every one of their lines is a duplicate.
     duplicate_file_lines = int(manifest.get("duplicate_line_count", 0))

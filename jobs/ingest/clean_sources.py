@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.platform.config import PipelineConfig
-from jobs.platform.errors import UpstreamNotReadyError
+from jobs.platform.errors import PublishMismatchError, UpstreamNotReadyError
 from jobs.platform.interface import CHANNELS, ORDER_STATUSES, SUPPRESSION_CHANNELS, SUPPRESSION_REASONS
 from jobs.platform.lake import (
     clean_source_prefix,
@@ -220,7 +220,9 @@ def clean_sources(config: PipelineConfig, logical_date: date) -> dict:
             raise UpstreamNotReadyError(
                 f"no raw extract of {table} for {logical_date} at {lake.uri(prefix)}: run collect first"
             )
-        return spark.read.parquet(spark_uri(lake, prefix))
+        # the parts its manifest lists: a part an interrupted extract left behind is not data
+        parts = read_json(lake, prefix + "_manifest.json")["parts"]
+        return spark.read.parquet(*(spark_uri(lake, prefix + part) for part in parts))
 
     # users
     users = normalise_users(raw("users"))
@@ -405,13 +407,23 @@ def _write(spark: SparkSession, config: PipelineConfig, table: str, day: date, s
     if split.restricted is not None:
         split.restricted.write.mode("overwrite").parquet(spark_uri(lake, restricted_prefix(f"{table}_pii", day)))
     manifest = read_json(lake, raw_source_prefix(table, day) + "_manifest.json")
-    by_reason = {r["reason"]: r["count"] for r in split.quarantine.groupBy("reason").count().collect()}
+    # Clean and quarantined rows are counted back from the files just written, so a write that
+    # kept fewer rows fails the reconciliation below instead of passing unnoticed.
+    written = spark.read.parquet(spark_uri(lake, quarantine_prefix(table, day)))
+    by_reason = {r["reason"]: r["count"] for r in written.groupBy("reason").count().collect()}
     counts = {
         "input": int(manifest["row_count"]),
         "clean": spark.read.parquet(spark_uri(lake, clean_source_prefix(table, day))).count(),
         "quarantined": sum(by_reason.values()),
         "duplicates": split.duplicates.count(),
     }
+    if split.restricted is not None:  # one restricted row per clean row
+        restricted = spark.read.parquet(spark_uri(lake, restricted_prefix(f"{table}_pii", day))).count()
+        if restricted != counts["clean"]:
+            raise PublishMismatchError(
+                f"{table} {day}: {counts['clean']:,} clean rows but {restricted:,} rows in "
+                f"{lake.uri(restricted_prefix(f'{table}_pii', day))}; re-run clean_sources"
+            )
     split.input.unpersist()
     record = {
         "stage": "clean",

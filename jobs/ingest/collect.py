@@ -60,12 +60,19 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from jobs.platform.config import PipelineConfig
-from jobs.platform.errors import ConfigError, EndpointUnavailableError, SchemaDriftError, one_line
+from jobs.platform.errors import (
+    ConfigError,
+    EndpointUnavailableError,
+    PublishMismatchError,
+    SchemaDriftError,
+    one_line,
+)
 from jobs.platform.interface import SOURCE_COLUMNS
 from jobs.platform.lake import (
     lake_storage,
     landing_hour_prefix,
     landing_storage,
+    parquet_rows,
     quarantine_event_files_prefix,
     raw_events_prefix,
     raw_keys_prefix,
@@ -556,6 +563,13 @@ def _extract(engine: sa.Engine, query: sa.Select, lake: Storage, prefix: str, **
     new names, and only after the manifest is written are the parts it does not list deleted."""
     attempt = uuid.uuid4().hex[:12]
     rows, parts = _extract_to_parquet(engine, query, lake, prefix, attempt)
+    held = parquet_rows(lake, [prefix + part for part in parts])
+    if held != rows:
+        for part in parts:  # this attempt's parts go; the earlier manifest and its parts stay
+            lake.delete_prefix(prefix + part)
+        raise PublishMismatchError(
+            f"{lake.uri(prefix)}: extracted {rows:,} rows but its parts hold {held:,}; the earlier extract is kept"
+        )
     manifest = {**facts, "row_count": rows, "parts": parts, "extracted_at": datetime.now(UTC).isoformat()}
     write_json(lake, prefix + MANIFEST, manifest)
     for info in lake.list(prefix):

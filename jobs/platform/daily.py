@@ -88,6 +88,35 @@ def write_daily(lake: Storage, day: date, clean: DataFrame) -> None:
         build(kept).coalesce(1).write.mode("overwrite").parquet(spark_uri(lake, daily_prefix(name, day)))
 
 
+def daily_expectations() -> list[Column]:
+    """Aggregate columns over a batch's clean events: the events each aggregate must count
+    (``expected_user_days``, ``expected_user_item_days``), for :func:`check_daily`."""
+    counted = ~F.col("is_bot") & F.col("user_id").isNotNull()
+    return [
+        F.count(F.when(counted, 1)).alias(f"expected_{USER_DAYS}"),
+        F.count(F.when(counted & F.col("product_id").isNotNull(), 1)).alias(f"expected_{USER_ITEM_DAYS}"),
+    ]
+
+
+def check_daily(lake: Storage, day: date, expected: dict) -> None:
+    """Read batch D's aggregates back and fail unless they count every event they should
+    (``expected``: the columns of :func:`daily_expectations`)."""
+    from pyspark.sql import SparkSession
+
+    from jobs.platform.errors import PublishMismatchError
+    from jobs.platform.lake import spark_uri
+
+    spark = SparkSession.active()
+    for name, column in ((USER_DAYS, "events"), (USER_ITEM_DAYS, "n")):
+        uri = spark_uri(lake, daily_prefix(name, day))
+        held = spark.read.parquet(uri).agg(F.sum(column)).first()[0] or 0
+        if held != expected[f"expected_{name}"]:
+            raise PublishMismatchError(
+                f"{name} {day}: the clean events hold {expected[f'expected_{name}']:,} events for it but "
+                f"{uri} counts {held:,}; re-run clean_events"
+            )
+
+
 def published_daily(config, name: str, batches: set[date], as_of: date, days: int) -> DataFrame:
     """Rows of aggregate ``name`` from published batches with event_date in (D - days, D]."""
     from jobs.platform.lake import clean_events_prefix, lake_storage, spark_uri

@@ -71,6 +71,11 @@ class StaleDataError(DeterministicError, RuntimeError):
     """Published tables are older than the night that is due; the message lists them."""
 
 
+class PublishMismatchError(DeterministicError, RuntimeError):
+    """What a write left in the warehouse or lake is not what was staged (rows lost or added);
+    the write was rolled back (warehouse) or the stage failed before reporting success (lake)."""
+
+
 class HashKeyMismatchError(DeterministicError, RuntimeError):
     """The PII hashing key differs from the one the warehouse's hashes were made with."""
 

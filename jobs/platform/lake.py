@@ -140,6 +140,20 @@ def has_parquet(storage: Storage, prefix: str) -> bool:
     return any(info.key.endswith(".parquet") for info in storage.list(prefix))
 
 
+def parquet_rows(storage: Storage, keys: list[str]) -> int:
+    """Rows of the Parquet files ``keys``, read back from their footers."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    total = 0
+    for key in keys:
+        with storage.open_read(key) as handle:
+            source = handle if handle.seekable() else io.BytesIO(handle.read())  # an S3 body streams
+            total += pq.read_metadata(source).num_rows
+    return total
+
+
 def clean_fingerprint(storage: Storage, day: date) -> str:
     """A sha256 over every clean file of batch D (events and each source table): path, size
     and content. ``validate`` records it and ``load`` recomputes it, so data that changed after

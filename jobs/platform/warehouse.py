@@ -239,6 +239,7 @@ def stage_arrow(conn: sa.Connection, name: str, data: pa.Table, like: str) -> st
             buffer = io.BytesIO()
             pacsv.write_csv(pa.Table.from_batches([batch]), buffer, options)
             copy.write(buffer.getvalue())
+    conn.exec_driver_sql(f"analyze {name}")  # a temp table has no statistics: plan the merge on real counts
     return name
 
 
@@ -276,14 +277,53 @@ def insert_new(
     )
 
 
+def insert_staged(conn: sa.Connection, schema: str, table: str, staged: str, columns: Sequence[str]) -> None:
+    """Append the staged rows to the table as they are."""
+    col_list = ", ".join(_ident(c) for c in columns)
+    conn.exec_driver_sql(
+        f"insert into {_ident(schema)}.{_ident(table)} ({col_list}) select {col_list} from {_ident(staged)}"
+    )
+
+
 def replace_where(
     conn: sa.Connection, schema: str, table: str, staged: str, columns: Sequence[str], where: str, params: dict
 ) -> None:
     """Delete rows matching ``where`` (bound ``params``) and insert the staged rows."""
-    target = f"{_ident(schema)}.{_ident(table)}"
-    col_list = ", ".join(_ident(c) for c in columns)
     delete_where(conn, schema, table, where, params)
-    conn.exec_driver_sql(f"insert into {target} ({col_list}) select {col_list} from {_ident(staged)}")
+    insert_staged(conn, schema, table, staged, columns)
+
+
+# Read-backs: what a table holds after a write, counted on the writing connection (inside its
+# transaction), for the publish path to compare with what it staged.
+
+
+def count_rows(conn: sa.Connection, table: str) -> int:
+    """Rows of a table (a staging table's bare name, or ``schema.table``)."""
+    name = ".".join(_ident(part) for part in table.split("."))
+    return conn.exec_driver_sql(f"select count(*) from {name}").scalar_one()
+
+
+def count_where(conn: sa.Connection, schema: str, table: str, where: str, params: dict) -> int:
+    """Rows of the table that ``where`` (our own SQL, values bound ``params``) selects."""
+    target = f"{_ident(schema)}.{_ident(table)}"
+    return conn.execute(sa.text(f"select count(*) from {target} where {where}"), params).scalar_one()
+
+
+def distinct_keys(conn: sa.Connection, staged: str, keys: Sequence[str]) -> int:
+    """Distinct key values among the staged rows."""
+    key_list = ", ".join(_ident(k) for k in keys)
+    return conn.exec_driver_sql(
+        f"select count(*) from (select distinct {key_list} from {_ident(staged)}) k"
+    ).scalar_one()
+
+
+def count_keys_held(conn: sa.Connection, schema: str, table: str, staged: str, keys: Sequence[str]) -> int:
+    """Rows of the table whose key is one of the staged keys (one per key: keys are unique)."""
+    target = f"{_ident(schema)}.{_ident(table)}"
+    match = " and ".join(f"s.{_ident(k)} = t.{_ident(k)}" for k in keys)
+    return conn.exec_driver_sql(
+        f"select count(*) from {target} t where exists (select 1 from {_ident(staged)} s where {match})"
+    ).scalar_one()
 
 
 def delete_where(conn: sa.Connection, schema: str, table: str, where: str, params: dict) -> None:

@@ -352,7 +352,7 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
             "recommender",
             "recommendations",
             [],
-            counts={"input": 0, "output": 0},
+            rows_in=0,
             details={"reason": result},
             status="skipped",
         )
@@ -435,7 +435,7 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
     counts = publish(
         config, as_of, "recommender", "recommendations",
         [evaluation, *(snapshot(name, stamped(table, loaded_at)) for name, table in outputs.items())],
-        counts={"input": result.report["train"]["interactions"], "output": outputs["mart_recommendations"].num_rows if outputs else 0},
+        rows_in=result.report["train"]["interactions"],
         details={"version": version, "gate": reason, "params": result.best.model_dump()},
         status="success" if passed else "failed",
     )  # fmt: skip
@@ -489,7 +489,7 @@ def republish(config, meta: dict) -> dict:
     restored = outputs[0].rows
     counts = publish(
         config, day, "recommender_republish", "recommendations", outputs,
-        counts={"input": restored, "output": restored}, details={"version": version},
+        rows_in=restored, details={"version": version},
     )  # fmt: skip
     return {"version": version, "snapshot_date": day.isoformat(), "rows_by_table": counts}
 

@@ -437,7 +437,9 @@ def write_raw(config, day: date) -> None:
         prefix = raw_source_prefix(table, day)
         lake.write_bytes(prefix + "part-00000.parquet", buffer.getvalue())
         write_json(
-            lake, prefix + "_manifest.json", {"table": table, "logical_date": day.isoformat(), "row_count": len(rows)}
+            lake,
+            prefix + "_manifest.json",
+            {"table": table, "logical_date": day.isoformat(), "row_count": len(rows), "parts": ["part-00000.parquet"]},
         )
 
 

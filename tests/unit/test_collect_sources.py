@@ -344,3 +344,26 @@ def test_a_failed_re_extract_leaves_the_previous_extract_whole(shop, monkeypatch
     assert sorted(info.key[len(prefix) :] for info in lake.list(prefix)) == sorted(
         ["_manifest.json", *manifest["parts"]]
     )
+
+
+def test_an_extract_whose_parts_hold_fewer_rows_than_were_read_fails_and_keeps_the_previous_one(shop, monkeypatch):
+    from jobs.ingest import collect
+    from jobs.platform.errors import PublishMismatchError
+
+    collect.collect_sources(shop, D1)
+    lake = lake_storage(shop)
+    prefix = raw_source_prefix("users", D1)
+    before = {info.key: lake.read_bytes(info.key) for info in lake.list(prefix)}
+    rows = extracted(shop, "users", D1).num_rows
+    write_table = collect.pq.write_table
+
+    def lossy(table, where, **kwargs):  # a writer that drops the last row of every part
+        return write_table(table.slice(0, max(table.num_rows - 1, 0)), where, **kwargs)
+
+    monkeypatch.setattr(collect.pq, "write_table", lossy)
+    with pytest.raises(PublishMismatchError) as caught:
+        collect.collect_sources(shop, D1)
+    assert str(caught.value) == (
+        f"{lake.uri(prefix)}: extracted {rows:,} rows but its parts hold {rows - 1:,}; the earlier extract is kept"
+    )
+    assert {info.key: lake.read_bytes(info.key) for info in lake.list(prefix)} == before

@@ -131,3 +131,19 @@ def test_the_lake_reader_takes_published_batches_and_covers_batches_without_aggr
             events.where((F.col("batch") == 0) & (F.col("event_date") > F.lit(AS_OF - timedelta(days=20))))
         ).count()
     )
+
+
+def test_aggregates_written_short_of_the_clean_events_fail_the_batch(spark, events, make_config):
+    from jobs.platform.daily import check_daily, daily_expectations
+    from jobs.platform.errors import PublishMismatchError
+
+    lake = lake_storage(make_config())
+    clean = events.where("batch = 0").drop("batch")
+    expected = clean.agg(*daily_expectations()).first().asDict()
+    write_daily(lake, AS_OF, clean)
+    check_daily(lake, AS_OF, expected)  # what was written counts every event
+
+    one_user = clean.where("user_id is not null").first()["user_id"]
+    write_daily(lake, AS_OF, clean.where(F.col("user_id") != one_user))  # a write that lost a customer's rows
+    with pytest.raises(PublishMismatchError, match=rf"^user_days {AS_OF}: the clean events hold [\d,]+ events"):
+        check_daily(lake, AS_OF, expected)
