@@ -1,14 +1,14 @@
 """Benchmark (not a test): does a big shop's FIRST night publish every order line?
 
-    .venv/bin/python benchmarks/bench_first_night.py --out benchmarks/results/first-night-600k.json
-    .venv/bin/python benchmarks/bench_first_night.py [--order-lines 600000] [--night 2027-03-03]
+    .venv/bin/python benchmarks/bench_first_night.py --out benchmarks/results/first-night-700k.json
+    .venv/bin/python benchmarks/bench_first_night.py [--order-lines 700000] [--night 2027-03-03]
         [--workdir DIR] [--keep] [--out FILE]
 
 A duckdb bug once dropped, without an error, every row of a batch of 122,880 rows or more when
 the load stage published to the warehouse; the simulated shops of the tests are far too small to
 see it. This script writes a big shop's source database straight away (SQLite, the tables and
 columns the simulator writes: users, products, orders, order_items, suppressions): with the
-defaults 600,000 order lines in about 120,000 orders (1 to 9 lines, 5 on average) of 20,000
+defaults 700,000 order lines in about 140,000 orders (1 to 9 lines, 5 on average) of 20,000
 customers on 4,000 products, every row valid and changed within the year before the night, so
 the first night extracts the whole history (no earlier watermark: a full extract). There are no
 behaviour events: the landing folder exists and is empty. Then the nightly stages run for that
@@ -51,7 +51,7 @@ US_PER_DAY = 86_400 * 1_000_000
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--order-lines", type=int, default=600_000, help="order lines in the source (default 600000)")
+    parser.add_argument("--order-lines", type=int, default=700_000, help="order lines in the source (default 700000)")
     parser.add_argument("--night", default="2027-03-03", help="the first night's logical date (default 2027-03-03)")
     parser.add_argument(
         "--workdir", help="an empty (or new) folder for the shop; kept afterwards (default: a temp dir)"

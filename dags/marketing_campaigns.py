@@ -5,7 +5,7 @@ Runs when the customers DAG has published a date's profile (`mart_user_profile`)
 recommender DAG has finished that date (published, refused by its gate, or skipped: the live lists are
 used), for that business date, from published data only (`config/campaigns.yaml`):
 
-1. **associations** – cross-sell rules from order baskets (Spark FP-growth) → **`mart_product_associations`**;
+1. **associations** – cross-sell rules from order baskets (Spark, tested for significance) → **`mart_product_associations`**;
 2. **allocate** – each campaign's audience, suppressed by reason (consent, suppression list, global holdout),
    one campaign per customer and day by priority, the 7-day contact cap, and the deterministic holdout
    split → **`mart_campaign_targets`**, **`mart_campaign_funnel`**, **`fct_campaign_contacts`**;

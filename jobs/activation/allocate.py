@@ -292,13 +292,15 @@ def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataF
     rules_day = _latest_on_or_before(conn, schema, "mart_product_associations", day)
     rules = query_frame(
         conn,
-        f"select antecedent_product_ids as antecedent, consequent_product_id, lift from {schema}.mart_product_associations "
-        "where snapshot_date = :d and antecedent_size = 1 order by lift desc, confidence desc",
+        "select antecedent_product_ids as antecedent, consequent_product_id, "
+        "coalesce(leverage, support * (1 - 1 / lift)) as strength "  # rules published before leverage
+        f"from {schema}.mart_product_associations where snapshot_date = :d and antecedent_size = 1 "
+        "order by strength desc, lift desc, consequent_product_id",
         d=rules_day,
     )
     rules["antecedent"] = rules["antecedent"].astype("int64") if len(rules) else rules["antecedent"]
     cross = last_bought.merge(rules, left_on="product_id", right_on="antecedent").sort_values(
-        ["user_id", "lift"], ascending=[True, False], kind="stable"
+        ["user_id", "strength"], ascending=[True, False], kind="stable"
     )
     sources["associations"] = cross.groupby("user_id")["consequent_product_id"].agg(list).map(keep)
 

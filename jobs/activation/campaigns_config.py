@@ -151,12 +151,22 @@ class AssociationSettings(BaseModel):
     min_support: float = Field(0.001, gt=0, lt=1)
     min_confidence: float = Field(0.05, ge=0, le=1)
     min_lift: float = Field(1.0, ge=0)  # kept only above: 1 is "no better than chance"
-    max_antecedent_items: int = Field(2, ge=1)
+    # 1: rules between products (pairs, what campaigns use); 2: also "A and B -> c" (triples)
+    max_antecedent_items: int = Field(1, ge=1, le=2)
     max_rules: int = Field(5000, ge=1)
     min_basket_items: int = Field(2, ge=1)
+    # Wholesale and stock orders of hundreds of products say little about what goes together;
+    # they are left out of mining (and counted)
+    max_basket_items: int = Field(100, ge=2)
     # A rule seen in a single basket is an anecdote; on a small shop min_support alone would let
     # every subset of every basket become frequent (exponential in the basket's size).
-    min_rule_baskets: int = Field(2, ge=1)
+    min_rule_baskets: int = Field(3, ge=1)
+    # Budgets: the rows the pair (and triple) counting may generate, and the stage's Spark time;
+    # past either the stage fails with a one-line error naming the setting
+    max_candidate_pairs: int = Field(50_000_000, ge=1)
+    max_seconds: float = Field(600, gt=0)
+    # Benjamini-Hochberg false discovery rate over every rule the frequent products could form
+    fdr: float = Field(0.05, gt=0, lt=1)
     statuses: tuple[str, ...] = PURCHASE_STATUSES  # which orders are baskets: purchases
 
     @field_validator("statuses")

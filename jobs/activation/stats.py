@@ -1,8 +1,8 @@
 """Campaign measurement: lift of a target group over its control group, as experimentation platforms compute it.
 
 Pure functions on per-customer arrays (one value per assigned customer, zeros included, intention to
-treat). Definitions follow /work/shared/EXPERIMENT-STATS.md, which takes them from GrowthBook's
-frequentist engine (``gbstats``), Eppo's documentation and Spotify's ``confidence`` library:
+treat). Definitions follow GrowthBook's frequentist engine (``gbstats``), Eppo's documentation and
+Spotify's ``confidence`` library:
 
 - ``mean_lift``    absolute lift with a Welch t interval; relative lift with a delta-method t interval
 - ``ratio_lift``   the same for ratio metrics (average order value = revenue / orders)
@@ -10,7 +10,7 @@ frequentist engine (``gbstats``), Eppo's documentation and Spotify's ``confidenc
 - ``winsorize`` / ``winsorize_arms``   cap outliers at a percentile of the pooled non-zero values
 - ``srm_check``    sample-ratio mismatch (chi-squared goodness of fit of the arm sizes)
 - ``incremental``  incremental total (revenue, orders) in the target group
-- ``benjamini_hochberg``   false discovery rate control when many campaigns are ranked
+- ``benjamini_hochberg``   false discovery rate control when many campaigns (or rules) are ranked
 
 Degenerate inputs. An arm with fewer than 2 customers, a non-finite value or a bad parameter raises
 ``ValueError`` (there is no variance to estimate). When the lift has zero variance (e.g. nobody converted
@@ -411,12 +411,13 @@ def incremental(lift: Lift) -> tuple[float, float, float]:
     return lift.abs_lift * n, lift.abs_ci_low * n, lift.abs_ci_high * n
 
 
-def benjamini_hochberg(p_values, q: float = 0.05) -> list[bool]:
+def benjamini_hochberg(p_values, q: float = 0.05, m: int | None = None) -> list[bool]:
     """Which hypotheses to reject with the false discovery rate controlled at q (Benjamini-Hochberg).
 
     Sort the m p-values ascending, find the largest k with p_(k) <= k q / m, and reject the k smallest
     (step-up: a p-value above its own threshold is still rejected when a larger one passes). Returns
-    one bool per input, in input order.
+    one bool per input, in input order. ``m`` is the size of the family when only some of its
+    p-values are given (those not given count as 1, never rejected; e.g. only p <= q can be).
 
     Reference: Benjamini & Hochberg (1995), "Controlling the False Discovery Rate", JRSS B 57(1).
     """
@@ -429,10 +430,13 @@ def benjamini_hochberg(p_values, q: float = 0.05) -> list[bool]:
         return []
     if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
         raise ValueError("p-values must be finite and in [0, 1]")
-    m = p.size
+    if m is None:
+        m = p.size
+    elif m < p.size:
+        raise ValueError(f"m ({m}) is smaller than the number of p-values ({p.size})")
     order = np.argsort(p, kind="stable")
-    passes = p[order] <= q * np.arange(1, m + 1) / m
-    rejected = np.zeros(m, dtype=bool)
+    passes = p[order] <= q * np.arange(1, p.size + 1) / m
+    rejected = np.zeros(p.size, dtype=bool)
     if passes.any():
         k = int(np.nonzero(passes)[0][-1]) + 1
         rejected[order[:k]] = True

@@ -76,6 +76,11 @@ class PublishMismatchError(DeterministicError, RuntimeError):
     the write was rolled back (warehouse) or the stage failed before reporting success (lake)."""
 
 
+class BudgetExceededError(DeterministicError, RuntimeError):
+    """A bounded computation would pass, or passed, its configured size or time budget; the
+    message names the setting."""
+
+
 class HashKeyMismatchError(DeterministicError, RuntimeError):
     """The PII hashing key differs from the one the warehouse's hashes were made with."""
 

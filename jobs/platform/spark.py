@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from jobs.platform.config import PROJECT_ROOT, PipelineConfig
 
@@ -56,6 +60,37 @@ def get_spark(config: PipelineConfig):
         "Spark %s: master %s, %d cores", spark.version, spark.sparkContext.master, spark.sparkContext.defaultParallelism
     )
     return spark
+
+
+@contextmanager
+def time_budget(spark, seconds: float, what: str, setting: str) -> Iterator[None]:
+    """Run the block's Spark jobs in a job group of their own and cancel them after ``seconds``;
+    a block cut short raises :class:`BudgetExceededError` naming ``setting`` instead of running
+    on (Spark has no time limit of its own for a job)."""
+    from jobs.platform.errors import BudgetExceededError
+
+    context = spark.sparkContext
+    group = f"budget-{uuid.uuid4().hex[:12]}"
+    context.setJobGroup(group, what, interruptOnCancel=True)
+    expired = threading.Event()
+
+    def cancel() -> None:
+        expired.set()
+        context.cancelJobGroup(group)
+
+    timer = threading.Timer(seconds, cancel)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception as exc:
+        if expired.is_set():
+            raise BudgetExceededError(f"{what} did not finish within {seconds:g} s ({setting}); cancelled") from exc
+        raise
+    finally:
+        timer.cancel()
+        context.setLocalProperty("spark.jobGroup.id", None)
+        context.setLocalProperty("spark.job.description", None)
 
 
 def _python() -> str:

@@ -550,3 +550,13 @@ def test_benjamini_hochberg_matches_statsmodels():
         expected = multipletests(p_values, alpha=q, method="fdr_bh")[0]
         assert cs.benjamini_hochberg(p_values, q=q) == expected.tolist()
     assert 0 < sum(cs.benjamini_hochberg(p_values)) < 200
+
+
+def test_benjamini_hochberg_over_a_larger_family_counts_the_missing_p_values_as_not_rejected():
+    p = [0.001, 0.01, 0.02, 0.04]
+    family = 50  # the other 46 hypotheses were never tested (p = 1)
+    want = multipletests(p + [1.0] * (family - len(p)), alpha=0.05, method="fdr_bh")[0][: len(p)]
+    assert cs.benjamini_hochberg(p, 0.05, m=family) == want.tolist() == [True, False, False, False]
+    assert cs.benjamini_hochberg(p, 0.05) == [True, True, True, True]
+    with pytest.raises(ValueError, match="m"):
+        cs.benjamini_hochberg(p, 0.05, m=3)
