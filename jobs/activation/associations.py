@@ -96,10 +96,13 @@ def purchase_baskets(
 def baskets(order_items: DataFrame, orders: DataFrame, as_of: date, settings: AssociationSettings) -> DataFrame:
     """The purchase baskets rules are mined from: between ``min_basket_items`` and
     ``max_basket_items`` distinct products."""
+    return within_size(purchase_baskets(order_items, orders, as_of, settings), settings)
+
+
+def within_size(baskets: DataFrame, settings: AssociationSettings) -> DataFrame:
+    """The baskets of ``min_basket_items`` to ``max_basket_items`` distinct products."""
     size = F.size("items")
-    return purchase_baskets(order_items, orders, as_of, settings).where(
-        (size >= settings.min_basket_items) & (size <= settings.max_basket_items)
-    )
+    return baskets.where((size >= settings.min_basket_items) & (size <= settings.max_basket_items))
 
 
 def min_rule_count(basket_count: int, settings: AssociationSettings) -> int:
@@ -355,18 +358,18 @@ def build_associations(config: PipelineConfig, as_of: date, settings: Associatio
         config, as_of, {"orders": "order_id", "order_items": ("order_id", "line_no"), "products": "product_id"}
     )
     spark = current["orders"].sparkSession
-    all_baskets = purchase_baskets(current["order_items"], current["orders"], as_of, settings)
+    all_baskets = purchase_baskets(current["order_items"], current["orders"], as_of, settings).persist()
     sizes = (
         all_baskets.select(F.size("items").alias("size"))
         .agg(
-            F.count(F.when(F.col("size") >= settings.min_basket_items, 1)).alias("multi"),
             F.count(F.when(F.col("size") > settings.max_basket_items, 1)).alias("over_cap"),
             F.max("size").alias("largest"),
         )
         .first()
     )
-    purchases = baskets(current["order_items"], current["orders"], as_of, settings).persist()
+    purchases = within_size(all_baskets, settings).persist()  # the orders are read and grouped once
     basket_count = purchases.count()
+    all_baskets.unpersist()
     active = current["products"].where(F.col("is_active")).select("product_id")
     counts: dict = {}
     with time_budget(spark, settings.max_seconds, f"associations {as_of}", "associations.max_seconds"):
