@@ -264,7 +264,8 @@ def _last_purchase(conn: sa.Connection, schema: str, day: date) -> pd.DataFrame:
             select o.user_id, i.product_id, dense_rank() over (
                 partition by o.user_id order by o.created_at desc, o.order_id desc) as n_order
             from {schema}.fct_orders o join {schema}.fct_order_items i on i.order_id = o.order_id
-            where o.status in :statuses and o.order_date <= :d
+            where o.status in :statuses and o.order_date <= :d and o.user_id is not null
+              and coalesce(o.order_type, 'sale') = 'sale'
         )
         select user_id, product_id from ranked where n_order = 1"""
     ).bindparams(sa.bindparam("statuses", expanding=True))
@@ -273,8 +274,9 @@ def _last_purchase(conn: sa.Connection, schema: str, day: date) -> pd.DataFrame:
 
 def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataFrame) -> dict[str, pd.Series]:
     """Per source (``cart``, ``recommendations``, ``associations``, ``similar``): a list of
-    active product ids per customer, best first."""
-    active = set(query_frame(conn, f"select product_id from {schema}.dim_product where is_active")["product_id"])
+    active merchandise product ids per customer, best first."""
+    goods = f"select product_id from {schema}.dim_product where is_active and coalesce(is_merchandise, true)"
+    active = set(query_frame(conn, goods)["product_id"])  # never shipping, fees or adjustments
     keep = lambda items: [int(p) for p in items if int(p) in active]  # noqa: E731
     sources = {"cart": frame.set_index("user_id")["cart_products"].map(keep)}
 

@@ -230,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit with 1 when the due night is late or failed, or a table is stale"
     )
 
+    source = sub.add_parser(
+        "source",
+        help="check the shop's data read through source.mapping_file, writing nothing",
+        description="Read a sample of the mapped source (export files or the shop's own schema) and print what a "
+        "night would load per entity: rows, keys, guests, credit notes, non-merchandise, time range, and the "
+        "first problems, one line each. Nothing is written.",
+    )
+    source.add_argument("action", choices=["check"])
+    source.add_argument("--sample", type=int, default=100_000, help="order lines to read (default 100000; 0: all)")
+    source.add_argument("--json", action="store_true", help="print the whole result as JSON")
     sub.add_parser(
         "config", help="print the effective configuration as JSON", description="Validate and print the configuration."
     )
@@ -272,6 +282,12 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         from jobs.platform.config import printable
 
         print(json.dumps(printable(config), indent=2, default=str))
+        return 0
+    if args.command == "source":
+        from jobs.ingest.source_map import describe_check, source_check
+
+        result = source_check(config, sample=args.sample or None)
+        print(json.dumps(result, indent=2, default=str) if args.json else describe_check(result))
         return 0
     if args.command == "tags":
         from jobs.customers.tags_config import describe_tags, load_tags

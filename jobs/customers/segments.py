@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def purchases(orders: DataFrame, statuses: tuple[str, ...], as_of: date) -> DataFrame:
-    """Orders that count as purchases by the snapshot date: ``user_id, order_id, order_date, amount``."""
-    return orders.where(F.col("status").isin(*statuses) & (F.col("order_date") <= F.lit(as_of))).select(
+    """Customers' orders that count as purchases by the snapshot date: ``user_id, order_id,
+    order_date, amount`` (guest orders have no customer; returns are applied by the reader)."""
+    counted = F.col("status").isin(*statuses) & (F.col("order_date") <= F.lit(as_of)) & F.col("user_id").isNotNull()
+    return orders.where(counted).select(
         "user_id", "order_id", "order_date", F.col("total_amount").cast("double").alias("amount")
     )
 

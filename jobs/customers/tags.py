@@ -78,7 +78,7 @@ def user_features(users: DataFrame, as_of: date, tz: str) -> DataFrame:
 
 def order_features(orders: DataFrame, statuses: tuple[str, ...], as_of: date, lookback_days: int) -> DataFrame:
     """Per user with an order in the lookback; ``tenure_days`` counts from the first purchase ever."""
-    known = orders.where(F.col("order_date") <= F.lit(as_of))
+    known = orders.where((F.col("order_date") <= F.lit(as_of)) & F.col("user_id").isNotNull())  # not guests
     bought = F.col("status").isin(*statuses)
     amount = F.col("total_amount").cast("double")
     recent = known.where(F.col("order_date") > F.date_sub(F.lit(as_of), lookback_days))

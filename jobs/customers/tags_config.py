@@ -67,7 +67,7 @@ FEATURES: dict[str, tuple[str, str, str]] = {
     "preferred_order_channel": (
         "orders",
         "string",
-        "Channel of most orders (web, app, mini_program)",
+        "Channel of most orders (web, app, mini_program, store, phone)",
     ),
     "anomaly_score": (
         "orders",

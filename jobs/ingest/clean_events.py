@@ -48,7 +48,7 @@ from pyspark.sql import types as T
 
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import ReconciliationError, UpstreamNotReadyError
-from jobs.platform.interface import CHANNELS, EVENT_FIELDS, EVENT_TYPES, REQUIRED_EVENT_FIELDS
+from jobs.platform.interface import EVENT_CHANNELS, EVENT_FIELDS, EVENT_TYPES, REQUIRED_EVENT_FIELDS
 from jobs.platform.lake import (
     clean_events_prefix,
     clean_source_prefix,
@@ -247,7 +247,7 @@ def classify_events(
     oldest_accepted = logical_date - timedelta(days=late_window_days)
     bad_enum = [
         F.when(~F.col("event_type").isin(*EVENT_TYPES), F.lit("event_type")),
-        F.when(~F.col("channel").isin(*CHANNELS), F.lit("channel")),
+        F.when(~F.col("channel").isin(*EVENT_CHANNELS), F.lit("channel")),
     ]
     if known_products is not None:
         known = known_products.select(F.col("product_id").alias("_known_product_id")).distinct()

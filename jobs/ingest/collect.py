@@ -411,6 +411,12 @@ def _record_collect(config: PipelineConfig, day: date, manifest: dict) -> None:
 
 
 def source_engine(config: PipelineConfig) -> sa.Engine:
+    """The shop database, or with ``source.mapping_file`` the staging database the shop's mapped
+    files or schema were just written into in the interface's shape."""
+    if config.source.mapping_file:
+        from jobs.ingest.source_map import materialise
+
+        return sa.create_engine(materialise(config).url)
     return sa.create_engine(config.source.url)
 
 

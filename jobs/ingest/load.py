@@ -58,6 +58,7 @@ def dim_user_rows(users: DataFrame, tz: str, loaded_at: datetime) -> DataFrame:
         F.col("consent_push").alias("has_push_consent"),
         "updated_at",
         F.lit(loaded_at).alias("loaded_at"),
+        "customer_code",
     )
 
 
@@ -72,6 +73,9 @@ def dim_product_rows(products: DataFrame, loaded_at: datetime) -> DataFrame:
         "is_active",
         "updated_at",
         F.lit(loaded_at).alias("loaded_at"),
+        "sku",
+        "product_type",
+        "is_merchandise",
     )
 
 
@@ -95,6 +99,11 @@ def fct_order_rows(orders: DataFrame, loaded_at: datetime) -> DataFrame:
         "channel",
         "updated_at",
         F.lit(loaded_at).alias("loaded_at"),
+        "is_guest",
+        "order_type",
+        "original_order_id",
+        "is_large_order",
+        "order_number",
     )
 
 
@@ -110,6 +119,7 @@ def fct_order_item_rows(items: DataFrame, loaded_at: datetime) -> DataFrame:
         "line_amount",
         "updated_at",
         F.lit(loaded_at).alias("loaded_at"),
+        "is_bulk_line",
     )
 
 

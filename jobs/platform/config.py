@@ -83,6 +83,8 @@ class StorageConfig(_Section):
 class SourceConfig(_Section):
     url: str = "sqlite:///data/source/shop.db"
     tables: tuple[str, ...] = ("users", "products", "orders", "order_items", "suppressions")
+    # the shop's own files or schema mapped onto the interface (jobs/ingest/source_map.py)
+    mapping_file: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -120,13 +122,52 @@ class CollectConfig(_Section):
     full_reload: bool = False
 
 
+class NonMerchandiseRule(_Section):
+    """Products matching ``sku`` or ``name`` (regular expressions, matched whole, case-insensitive)
+    are of ``type`` (one of interface.PRODUCT_TYPES other than merchandise), unless the source
+    gives the product's type itself."""
+
+    type: str
+    sku: str | None = None
+    name: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from jobs.platform.interface import PRODUCT_TYPES
+
+        if value not in PRODUCT_TYPES[1:]:
+            raise ValueError(f"{value!r} is not a non-merchandise type; use one of {', '.join(PRODUCT_TYPES[1:])}")
+        return value
+
+    @field_validator("sku", "name")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
+
+
 class CleanConfig(_Section):
     late_window_days: int = Field(3, ge=0, description="events older than this are quarantined")
     future_tolerance_minutes: int = Field(60, ge=0, description="clock skew accepted")
     bot_max_events_per_minute: int = Field(30, ge=1)
     max_line_bytes: int = Field(1 << 20, ge=1, description="longer event lines are quarantined as line_too_long")
-    max_order_amount: float = Field(100_000, gt=0)
-    max_item_quantity: int = Field(1_000, ge=1)
+    # Impossible values are quarantined (invalid_amount / invalid_value); the limits are far above
+    # any real shop's, wholesale included. Large but legal values are flagged, never rejected.
+    max_order_amount: float = Field(100_000_000, gt=0, description="larger order totals are invalid_amount")
+    max_item_quantity: int = Field(10_000_000, ge=1, description="larger line quantities are invalid_value")
+    large_order_amount: float = Field(10_000, gt=0, description="orders above this are flagged is_large_order")
+    large_item_quantity: int = Field(1_000, ge=1, description="lines above this are flagged is_bulk_line")
+    non_merchandise: list[NonMerchandiseRule] = Field(
+        default_factory=list,
+        description="products that are not goods, for a source without product_type: matched on sku or name",
+    )
 
 
 class ValidationConfig(_Section):
@@ -442,7 +483,12 @@ def load_config(
                     for name in ("config_file", "registry_root")
                 }
             ),
-            "source": config.source.model_copy(update={"url": _resolve_sqlite_like(config.source.url, base)}),
+            "source": config.source.model_copy(
+                update={
+                    "url": _resolve_sqlite_like(config.source.url, base),
+                    "mapping_file": config.source.mapping_file and _resolve_path(config.source.mapping_file, base),
+                }
+            ),
             "warehouse": config.warehouse.model_copy(update={"url": _resolve_sqlite_like(config.warehouse.url, base)}),
             "portal": config.portal.model_copy(
                 update={"database_url": _resolve_sqlite_like(config.portal.database_url, base)}

@@ -47,12 +47,13 @@ def event_signals(item_days: DataFrame, weights: dict[str, float], max_per_day: 
 
 def purchase_signals(items: DataFrame, orders: DataFrame, weights: dict[str, float]) -> DataFrame:
     """``items``: order lines (``order_id, product_id, quantity``); ``orders``: ``order_id,
-    user_id, status, created_at``. One signal per line, whatever the quantity."""
+    user_id, status, created_at``. One signal per line, whatever the quantity; guest orders
+    (no customer) give none, and a returned order's status (``returned``) has no weight."""
     weight = F.lit(0.0)
     for status, value in weights.items():
         weight = F.when(F.col("status") == status, F.lit(float(value))).otherwise(weight)
     lines = items.select("order_id", "product_id").join(
-        orders.select("order_id", "user_id", "status", "created_at"), "order_id"
+        orders.where(F.col("user_id").isNotNull()).select("order_id", "user_id", "status", "created_at"), "order_id"
     )
     return lines.where(weight > 0).select(
         "user_id", F.col("product_id").alias("item_id"), F.col("created_at").alias("ts"), weight.alias("weight")

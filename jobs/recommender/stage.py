@@ -236,7 +236,7 @@ def owned_items(current: dict[str, DataFrame], statuses, settings: RecommenderCo
     ``statuses``) that may not be recommended again (not of a repurchasable category)."""
     orders = (
         current["orders"]
-        .where(F.col("status").isin(*statuses))
+        .where(F.col("status").isin(*statuses) & F.col("user_id").isNotNull())
         .select("order_id", "user_id", F.col("created_at").alias("ts"))
     )
     lines = current["order_items"].select("order_id", F.col("product_id").alias("item_id")).join(orders, "order_id")

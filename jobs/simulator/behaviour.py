@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jobs.platform.interface import CHANNELS, ORDER_STATUSES
+from jobs.platform.interface import EVENT_CHANNELS as CHANNELS
+from jobs.platform.interface import ORDER_STATUSES
 from jobs.simulator.catalogue import _price_at
 from jobs.simulator.spec import (
     ADD_TO_CART,

@@ -15,7 +15,8 @@ insert into {schema}.mart_kpi_daily (
     paid_order_count_30d, refunded_order_count_30d, refund_rate_30d,
     session_count, product_view_session_count, cart_session_count, checkout_session_count, placed_order_count,
     abandoned_cart_session_count, cart_abandonment_rate, session_conversion_rate,
-    loaded_at
+    loaded_at,
+    returned_amount, return_count, guest_order_count, returned_amount_30d, return_rate_30d
 )
 with dates as (
     -- the 30 days ending on D are (period_start, D]; the 30 days before them (prior_period_start, period_start]
@@ -33,8 +34,12 @@ recent_orders as (
         orders.total_amount,
         orders.has_coupon,
         orders.is_refunded,
-        orders.status in :purchase_statuses as is_purchase,
-        orders.status in :paid_statuses as was_paid,
+        orders.user_id is null as is_guest,
+        -- a credit note (order_type return: negative total) is never a purchase; unless cancelled it
+        -- reduces net sales on its own date
+        coalesce(orders.order_type, 'sale') = 'sale' and orders.status in :purchase_statuses as is_purchase,
+        coalesce(orders.order_type, 'sale') = 'return' and orders.status <> 'cancelled' as is_return,
+        coalesce(orders.order_type, 'sale') = 'sale' and orders.status in :paid_statuses as was_paid,
         orders.order_date = dates.kpi_date as is_on_kpi_date,
         orders.order_date > dates.period_start as is_in_period
     from {schema}.fct_orders as orders
@@ -51,11 +56,27 @@ day_purchases as (
 
 sales as (
     select
-        coalesce(sum(total_amount), 0) as net_sales_amount,
+        coalesce(sum(total_amount), 0) as sales_amount,
         count(*) as order_count,
         count(distinct user_id) as paying_customer_count,
-        count(*) filter (where has_coupon) as coupon_order_count
+        count(*) filter (where has_coupon) as coupon_order_count,
+        count(*) filter (where user_id is null) as guest_order_count
     from day_purchases
+),
+
+returns as (
+    select
+        coalesce(-sum(total_amount) filter (where is_on_kpi_date), 0) as returned_amount,
+        count(*) filter (where is_on_kpi_date) as return_count,
+        coalesce(-sum(total_amount) filter (where is_in_period), 0) as returned_amount_30d
+    from recent_orders
+    where is_return
+),
+
+period_sales as (
+    select coalesce(sum(total_amount), 0) as sales_amount_30d
+    from recent_orders
+    where is_purchase and is_in_period
 ),
 
 placed_orders as (
@@ -74,14 +95,21 @@ returning_customers as (
         where earlier.user_id = day_purchases.user_id
           and earlier.order_date < day_purchases.order_date
           and earlier.status in :purchase_statuses
+          and coalesce(earlier.order_type, 'sale') = 'sale'
     )
 ),
 
 active_customers as (
-    select count(distinct events.user_id) as active_customer_count
-    from {schema}.fct_events_daily as events
-    cross join dates
-    where events.event_date = dates.kpi_date
+    -- customers with behaviour or a purchase on D: a shop without behaviour data counts buyers
+    select count(distinct active.user_id) as active_customer_count
+    from (
+        select events.user_id
+        from {schema}.fct_events_daily as events
+        cross join dates
+        where events.event_date = dates.kpi_date
+        union all
+        select user_id from day_purchases where user_id is not null
+    ) as active
 ),
 
 period_buyers as (
@@ -90,7 +118,7 @@ period_buyers as (
         count(*) filter (where not is_in_period) > 0 as bought_in_prior_period,
         count(*) filter (where is_in_period) > 0 as bought_in_period
     from recent_orders
-    where is_purchase
+    where is_purchase and user_id is not null
     group by user_id
 ),
 
@@ -124,10 +152,10 @@ traffic as (
 kpis as (
     select
         dates.kpi_date,
-        cast(sales.net_sales_amount as decimal(14, 2)) as net_sales_amount,
+        cast(sales.sales_amount - returns.returned_amount as decimal(14, 2)) as net_sales_amount,
         sales.order_count,
         sales.paying_customer_count,
-        cast(round(sales.net_sales_amount / nullif(sales.order_count, 0), 2) as decimal(14, 2)) as avg_order_amount,
+        cast(round(sales.sales_amount / nullif(sales.order_count, 0), 2) as decimal(14, 2)) as avg_order_amount,
         sales.coupon_order_count,
         cast(sales.coupon_order_count as double precision) / nullif(sales.order_count, 0) as coupon_use_rate,
         sales.paying_customer_count - returning_customers.returning_customer_count as new_customer_count,
@@ -154,9 +182,17 @@ kpis as (
         cast(traffic.abandoned_cart_session_count as double precision)
             / nullif(traffic.cart_session_count, 0) as cart_abandonment_rate,
         cast(sales.order_count as double precision) / nullif(traffic.session_count, 0) as session_conversion_rate,
-        cast(:loaded_at as timestamp with time zone) as loaded_at
+        cast(:loaded_at as timestamp with time zone) as loaded_at,
+        cast(returns.returned_amount as decimal(14, 2)) as returned_amount,
+        returns.return_count,
+        sales.guest_order_count,
+        cast(returns.returned_amount_30d as decimal(14, 2)) as returned_amount_30d,
+        cast(returns.returned_amount_30d as double precision)
+            / nullif(period_sales.sales_amount_30d, 0) as return_rate_30d
     from dates
     cross join sales
+    cross join returns
+    cross join period_sales
     cross join placed_orders
     cross join returning_customers
     cross join active_customers

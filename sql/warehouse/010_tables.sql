@@ -19,8 +19,12 @@ create table if not exists {schema}.dim_user (
     has_sms_consent     boolean not null,
     has_push_consent    boolean not null,
     updated_at          timestamptz not null,
-    loaded_at           timestamptz not null
+    loaded_at           timestamptz not null,
+    customer_code       varchar
 );
+
+-- The shop's own customer key where user_id is a surrogate of it (string ids)
+alter table {schema}.dim_user add column if not exists customer_code varchar;
 
 create table if not exists {schema}.dim_product (
     product_id          bigint primary key,
@@ -31,12 +35,21 @@ create table if not exists {schema}.dim_product (
     price               decimal(12, 2) not null,
     is_active           boolean not null,
     updated_at          timestamptz not null,
-    loaded_at           timestamptz not null
+    loaded_at           timestamptz not null,
+    sku                 varchar,
+    product_type        varchar,
+    is_merchandise      boolean
 );
+
+-- The shop's product code, and whether a product is goods (product_type merchandise) or a line
+-- such as shipping, a fee or an adjustment: in order totals, never in lists or product KPIs.
+alter table {schema}.dim_product add column if not exists sku varchar;
+alter table {schema}.dim_product add column if not exists product_type varchar;
+alter table {schema}.dim_product add column if not exists is_merchandise boolean;
 
 create table if not exists {schema}.fct_orders (
     order_id            bigint primary key,
-    user_id             bigint not null,
+    user_id             bigint,
     order_date          date not null,
     created_at          timestamptz not null,
     paid_at             timestamptz,
@@ -52,13 +65,28 @@ create table if not exists {schema}.fct_orders (
     coupon_code         varchar,
     channel             varchar,
     updated_at          timestamptz not null,
-    loaded_at           timestamptz not null
+    loaded_at           timestamptz not null,
+    is_guest            boolean,
+    order_type          varchar,
+    original_order_id   bigint,
+    is_large_order      boolean,
+    order_number        varchar
 );
+
+-- Guest orders have no customer (user_id null, is_guest); credit notes are orders of type
+-- 'return' with a negative total and negative line quantities, linked to the sale they reverse
+-- when the source says so (original_order_id). Flags: is_large_order, is_bulk_line.
+alter table {schema}.fct_orders alter column user_id drop not null;
+alter table {schema}.fct_orders add column if not exists is_guest boolean;
+alter table {schema}.fct_orders add column if not exists order_type varchar;
+alter table {schema}.fct_orders add column if not exists original_order_id bigint;
+alter table {schema}.fct_orders add column if not exists is_large_order boolean;
+alter table {schema}.fct_orders add column if not exists order_number varchar;
 
 create table if not exists {schema}.fct_order_items (
     order_id            bigint not null,
     line_no             integer not null,
-    user_id             bigint not null,
+    user_id             bigint,
     order_date          date not null,
     product_id          bigint not null,
     quantity            integer not null,
@@ -66,8 +94,12 @@ create table if not exists {schema}.fct_order_items (
     line_amount         decimal(14, 2) not null,
     updated_at          timestamptz not null,
     loaded_at           timestamptz not null,
+    is_bulk_line        boolean,
     primary key (order_id, line_no)
 );
+
+alter table {schema}.fct_order_items alter column user_id drop not null;
+alter table {schema}.fct_order_items add column if not exists is_bulk_line boolean;
 
 create table if not exists {schema}.fct_events_daily (
     event_date          date not null,

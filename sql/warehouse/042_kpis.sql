@@ -30,8 +30,20 @@ create table if not exists {schema}.mart_kpi_daily (
     abandoned_cart_session_count    bigint not null,
     cart_abandonment_rate           double precision,
     session_conversion_rate         double precision,
-    loaded_at                       timestamptz not null
+    loaded_at                       timestamptz not null,
+    returned_amount                 decimal(14, 2),
+    return_count                    bigint,
+    guest_order_count               bigint,
+    returned_amount_30d             decimal(14, 2),
+    return_rate_30d                 double precision
 );
+
+-- Credit notes and guest orders (real shops' exports) came after the table first shipped
+alter table {schema}.mart_kpi_daily add column if not exists returned_amount decimal(14, 2);
+alter table {schema}.mart_kpi_daily add column if not exists return_count bigint;
+alter table {schema}.mart_kpi_daily add column if not exists guest_order_count bigint;
+alter table {schema}.mart_kpi_daily add column if not exists returned_amount_30d decimal(14, 2);
+alter table {schema}.mart_kpi_daily add column if not exists return_rate_30d double precision;
 
 create table if not exists {schema}.mart_traffic_daily (
     kpi_date                        date not null,

@@ -34,7 +34,7 @@ D = date(2026, 3, 31)
 T0 = datetime(2026, 3, 31, 4, 0, tzinfo=UTC)
 RATES = (
     "coupon_use_rate", "repeat_purchase_rate", "retention_rate_30d", "churn_rate_30d", "refund_rate_30d",
-    "cart_abandonment_rate", "session_conversion_rate",
+    "cart_abandonment_rate", "session_conversion_rate", "return_rate_30d",
 )  # fmt: skip
 FUNNEL = ("session_count", "product_view_session_count", "cart_session_count", "checkout_session_count")
 
@@ -110,7 +110,7 @@ EXPECTED = {
     "new_customer_count": 1,
     "returning_customer_count": 2,
     "repeat_purchase_rate": 2 / 3,
-    "active_customer_count": 2,
+    "active_customer_count": 4,  # events on D: users 1 and 6; purchases on D: users 1, 2 and 5
     "retention_base_customer_count": 2,  # users 1 and 3
     "retained_customer_count": 1,
     "retention_rate_30d": 0.5,
@@ -167,6 +167,39 @@ def test_every_kpi_of_a_hand_made_date_equals_the_hand_computed_value(hand_made)
         assert sources.all() == ["(none)", "google"]
 
 
+def real_order(order_id, user_id, day, amount, order_type="sale", original=None, status="completed") -> dict:
+    row = order(order_id, user_id, day, status, amount)
+    return {**row, "is_guest": user_id is None, "order_type": order_type, "original_order_id": original}
+
+
+# A real shop's date: guests, credit notes (one cancelled), and no behaviour data at all
+REAL_ORDERS = [
+    real_order(1, 1, D - timedelta(days=5), "200.00"),
+    real_order(2, None, D, "25.00"),  # a guest's purchase: in sales and orders, not a paying customer
+    real_order(3, 2, D, "75.00"),
+    real_order(4, 1, D, "-50.00", order_type="return", original=1),  # a credit note for an earlier sale
+    real_order(5, 2, D, "-75.00", order_type="return", status="cancelled"),  # cancelled: reverses nothing
+    real_order(6, None, D - timedelta(days=2), "-25.00", order_type="return"),  # a guest's, unlinked
+]
+
+
+def test_guests_and_credit_notes_make_net_sales_and_buyers_are_active_without_events(make_config):
+    config = make_config()
+    with warehouse_engine(config).begin() as conn:
+        insert_rows(conn, config.warehouse.schema_name, "fct_orders", REAL_ORDERS)
+    publish_kpis(config, D, traffic(D), T0)
+    row = kpi_rows(config)[D]
+    assert row["net_sales_amount"] == Decimal("50.00")  # 25 + 75 - 50
+    assert (row["order_count"], row["guest_order_count"], row["paying_customer_count"]) == (2, 1, 1)
+    assert row["avg_order_amount"] == Decimal("50.00")  # sales before returns / orders
+    assert (row["returned_amount"], row["return_count"]) == (Decimal("50.00"), 1)
+    assert row["returned_amount_30d"] == Decimal("75.00")
+    assert row["return_rate_30d"] == pytest.approx(75 / 300)
+    assert row["active_customer_count"] == 1  # no events: the paying customer
+    assert row["returning_customer_count"] == 0  # user 2's only earlier row is no purchase
+    assert row["paid_order_count_30d"] == 3  # sales only
+
+
 def test_the_view_compares_with_the_previous_date_and_the_same_weekday_a_week_earlier(hand_made):
     publish_kpis(hand_made, D - timedelta(days=1), traffic(D - timedelta(days=1), ("google", 5, 3, 1, 1, 0)), T0)
     publish_kpis(hand_made, D, traffic(D, ("google", 6, 4, 2, 1, 1), ("(none)", 4, 2, 1, 1, 0)), T0)
@@ -178,7 +211,7 @@ def test_the_view_compares_with_the_previous_date_and_the_same_weekday_a_week_ea
     assert row["session_count_dod"] == pytest.approx(10 / 5 - 1)
     assert row["cart_abandonment_rate_dod"] is None  # D-1 had no abandoned cart: rate 0
     assert row["order_count_dod"] is None  # no purchase on D-1: 0 orders
-    assert row["active_customer_count_dod"] == pytest.approx(2 / 1 - 1)
+    assert row["active_customer_count_dod"] == pytest.approx(4 / 1 - 1)  # D-1: one customer with events
     assert row["session_count_wow"] is None  # no row for D-7
     assert row["net_sales_amount"] == Decimal("100.00")
 
@@ -289,7 +322,7 @@ def test_the_last_dates_kpis_equal_a_recomputation_from_the_warehouse(shop, ware
     assert row["repeat_purchase_rate"] == pytest.approx(len(payers & earlier_buyers) / len(payers))
     assert row["coupon_use_rate"] == pytest.approx(today["coupon_code"].notna().mean())
     assert row["placed_order_count"] == (order_dates == day).sum()
-    assert row["active_customer_count"] == active["user_id"].nunique()
+    assert row["active_customer_count"] == len(set(active["user_id"]) | payers)
 
 
 def test_the_funnel_and_traffic_equal_a_recomputation_from_the_clean_events(shop, warehouse):

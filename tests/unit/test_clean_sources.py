@@ -115,6 +115,9 @@ def test_product_fields_are_trimmed_categories_lower_case_and_active_by_default(
         "price": Decimal("19.90"),
         "is_active": True,
         "updated_at": datetime(2026, 10, 10, 1, 0),
+        "sku": None,
+        "product_type": "merchandise",
+        "is_merchandise": True,
     }
 
 
