@@ -386,7 +386,8 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     ).persist()
     interest = None
     if any(t.kind == "top_n" for t in tags.tags):
-        bought_ids = current["orders"].where(F.col("status").isin(*statuses)).select("order_id")
+        bought = F.col("status").isin(*statuses) & F.col("user_id").isNotNull()  # a guest has no interest tags
+        bought_ids = current["orders"].where(bought).select("order_id")
         items = current["order_items"].join(bought_ids, "order_id")
         max_rank = max(t.top for t in tags.tags if t.kind == "top_n")
         item_days = published_daily(config, USER_ITEM_DAYS, batches, as_of, tags.interest.lookback_days)

@@ -259,7 +259,8 @@ def _read(mapping: SourceMapping, config: PipelineConfig, entity: EntityMap, sam
 
 def _read_file(mapping: SourceMapping, storage: Storage, key: str, rows: int | None) -> pd.DataFrame:
     data = storage.read_bytes(key)
-    fmt = "parquet" if key.endswith(".parquet") else mapping.format
+    suffix = key.rsplit(".", 1)[-1].lower()  # a file's own suffix wins over the mapping's format
+    fmt = {"parquet": "parquet", "csv": "csv", "txt": "csv", "tsv": "csv"}.get(suffix, mapping.format)
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(io.BytesIO(data))
@@ -288,6 +289,13 @@ def _mapped(frame: pd.DataFrame, entity: EntityMap, fields: dict[str, bool], whe
         if name not in out:
             out[name] = None
     return out
+
+
+def _flag(values: pd.Series) -> pd.Series:
+    """Yes/no values as booleans (true/yes/y/1/t, false/no/n/0/f, any case); anything else null."""
+    text = values.astype("string").str.strip().str.lower()
+    return text.map({"true": True, "yes": True, "y": True, "1": True, "t": True,
+                     "false": False, "no": False, "n": False, "0": False, "f": False}).astype("boolean")  # fmt: skip
 
 
 def _number(values: pd.Series) -> pd.Series:
@@ -387,8 +395,8 @@ def _customers(mapping: SourceMapping, frame: pd.DataFrame, tz: str) -> pd.DataF
         "user_id": user_id, "customer_code": code, "signup_at": signup, "gender": frame["gender"],
         "birth_year": pd.to_numeric(frame["birth_year"], errors="coerce").astype("Int64"), "region": frame["region"],
         "city": frame["city"], "email": frame["email"], "phone": frame["phone"],
-        "consent_email": frame["consent_email"], "consent_sms": frame["consent_sms"],
-        "consent_push": frame["consent_push"], "updated_at": updated,
+        "consent_email": _flag(frame["consent_email"]), "consent_sms": _flag(frame["consent_sms"]),
+        "consent_push": _flag(frame["consent_push"]), "updated_at": updated,
     })  # fmt: skip
     return out
 
@@ -399,7 +407,7 @@ def _products(mapping: SourceMapping, frame: pd.DataFrame, tz: str) -> pd.DataFr
     return pd.DataFrame({
         "product_id": product_id, "sku": sku, "name": frame["product_name"], "category_l1": frame["category"],
         "category_l2": frame["category_l2"], "brand": frame["brand"], "price": _number(frame["price"]),
-        "is_active": frame["is_active"], "product_type": frame["product_type"], "updated_at": updated,
+        "is_active": _flag(frame["is_active"]), "product_type": frame["product_type"], "updated_at": updated,
     })  # fmt: skip
 
 
