@@ -46,6 +46,9 @@ from jobs.platform.warehouse import frame_to_arrow, query_frame
 log = logging.getLogger(__name__)
 BUCKETS = 10_000
 MAX_PRODUCTS = 3
+# A message with product slots never goes out with an empty one: after the campaign's own
+# sources, slots are filled with the season's best sellers (orders of the last POPULAR_DAYS).
+POPULAR_DAYS = 30
 FUNNEL_STEPS = (
     "eligible",
     "suppressed_no_consent",
@@ -317,15 +320,40 @@ def product_sources(conn: sa.Connection, schema: str, day: date, frame: pd.DataF
     seed = frame.set_index("user_id")["cart_products"].map(lambda items: items[0] if items else None)
     seed = seed.fillna(last_bought.drop_duplicates("user_id").set_index("user_id")["product_id"])
     sources["similar"] = seed.dropna().astype("int64").map(similar_to).dropna().map(keep)
+    sources["popular"] = keep(recent_best_sellers(conn, schema, day))
     return sources
+
+
+def recent_best_sellers(conn: sa.Connection, schema: str, day: date, n: int = 50) -> list[int]:
+    """Products on the most purchases (guests' included) placed in the :data:`POPULAR_DAYS`
+    up to ``day``, most first: recent, so a Christmas item is not a fallback in spring."""
+    query = sa.text(
+        f"""select i.product_id, count(distinct i.order_id) as orders
+            from {schema}.fct_order_items i join {schema}.fct_orders o on o.order_id = i.order_id
+            where o.order_date > :first and o.order_date <= :d and o.status in :statuses
+              and coalesce(o.order_type, 'sale') = 'sale' and i.quantity > 0
+            group by i.product_id
+            order by orders desc, i.product_id
+            limit :n"""
+    ).bindparams(sa.bindparam("statuses", expanding=True))
+    frame = query_frame(conn, query, statuses=list(PURCHASE_STATUSES), first=day - timedelta(days=POPULAR_DAYS),
+                        d=day, n=n)  # fmt: skip
+    return [int(p) for p in frame["product_id"]]
 
 
 def attach_products(user_ids: pd.Series, campaign: Campaign, sources: dict[str, pd.Series]) -> pd.DataFrame:
     """Up to :data:`MAX_PRODUCTS` distinct products per customer from the campaign's sources,
-    in the campaign's order; columns ``product_id_1..3`` (null where there are fewer)."""
+    in the campaign's order, then from the recent best sellers (``sources["popular"]``, one list
+    for everyone) for a campaign with product slots: on a first night without a model, or for a
+    customer no source knows, the slots are still full. Columns ``product_id_1..3`` (null only
+    where even the best sellers run out, or for a campaign without products)."""
     picked = [[] for _ in range(len(user_ids))]
-    for source in campaign.products:
-        lists = user_ids.map(sources[source]).tolist()
+    fallback = ["popular"] if campaign.products and "popular" in sources else []
+    for source in [*campaign.products, *fallback]:
+        if source == "popular":
+            lists = [sources["popular"]] * len(user_ids)
+        else:
+            lists = user_ids.map(sources[source]).tolist()
         for chosen, items in zip(picked, lists, strict=True):
             if not isinstance(items, list):
                 continue

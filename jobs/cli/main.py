@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dirt-rate", type=_rate, default=0.03, help="share of dirty records, 0 disables (default 0.03)")
     sim.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     sim.add_argument("--until", type=_date, help="write what is known by the end of this day (default: last day)")
+    sim.add_argument(
+        "--export-lines",
+        metavar="DIR",
+        help="instead: write the shop as a real shop's export, one order_lines.csv with string SKUs, guests, credit "
+        "notes, postage and fee lines, wholesale lines, giant baskets, duplicates and naive local times "
+        "(read it through a mapping file; README, Your shop's data)",
+    )
 
     report = sub.add_parser(
         "report",
@@ -334,6 +341,13 @@ def _dispatch(args: argparse.Namespace, config) -> int:
             dirt_rate=args.dirt_rate,
             timezone=config.shop.timezone,
         )
+        if args.export_lines:
+            from jobs.simulator import generate
+            from jobs.simulator.export import write_order_lines_export
+
+            until = args.until or spec.start_date + timedelta(days=spec.days - 1)
+            print(json.dumps(write_order_lines_export(generate(spec), until, args.export_lines), indent=2))
+            return 0
         print(json.dumps(simulate(config, spec, as_of=args.until), indent=2, default=str))
         return 0
     if args.command == "run":

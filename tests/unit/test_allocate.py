@@ -232,3 +232,22 @@ def test_the_shipped_campaigns_load_and_cover_the_issue():
         "winback_high_value", "onboarding_new", "cart_abandonment", "vip_early_access", "cross_sell",
         "reactivation_churn_risk", "repurchase_reminder",
     }  # fmt: skip
+
+
+def test_product_slots_are_topped_up_with_recent_best_sellers_and_never_left_empty():
+    from jobs.activation.allocate import attach_products
+
+    config = settings(
+        campaign("recs", 1, {"frequency": {"gte": 1}}, products=["recommendations"]),
+        campaign("news", 2, {"frequency": {"gte": 1}}),  # no product slots at all
+    )
+    recs, news = config.campaigns
+    sources = {
+        "recommendations": pd.Series({1: [10, 11, 12, 13], 2: [10]}),  # 3: no list (first night, cold)
+        "popular": [10, 20, 21, 22],
+    }
+    users = pd.Series([1, 2, 3])
+    got = attach_products(users, recs, sources).astype(object).values.tolist()
+    assert got == [[10, 11, 12], [10, 20, 21], [10, 20, 21]]  # distinct, the campaign's own first
+    assert attach_products(users, news, sources).isna().all().all()
+    assert attach_products(users, recs, {"recommendations": sources["recommendations"]}).iloc[2].isna().all()
