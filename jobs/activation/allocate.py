@@ -76,6 +76,24 @@ def in_share(bucket: np.ndarray, share: float) -> np.ndarray:
     return bucket < round(share * BUCKETS)
 
 
+def _over_cap(frame: pd.DataFrame, allocated: np.ndarray, campaign: Campaign, cap: int) -> np.ndarray:
+    """The allocated customers beyond the campaign's audience cap: the lowest by its score, or
+    (without a score) by a fixed draw from its salt, so the same customers stay in night by night."""
+    over = np.zeros(len(frame), dtype=bool)
+    chosen = np.flatnonzero(allocated)
+    if len(chosen) <= cap:
+        return over
+    users = frame["user_id"].to_numpy()[chosen]
+    draw = buckets(f"{campaign.salt}:cap", users)
+    if campaign.score:
+        score = pd.to_numeric(frame[campaign.score].iloc[chosen], errors="coerce").fillna(-np.inf).to_numpy()
+        order = np.lexsort((draw, -score))
+    else:
+        order = np.argsort(draw, kind="stable")
+    over[chosen[order[cap:]]] = True
+    return over
+
+
 def allocate(
     frame: pd.DataFrame,
     settings: CampaignsConfig,
@@ -113,6 +131,9 @@ def allocate(
         remaining &= ~taken
         capped = remaining & at_cap
         allocated = remaining & ~capped
+        over = _over_cap(frame, allocated, campaign, settings.audience_cap(campaign, len(frame)))
+        allocated &= ~over
+        capped |= over
         taken |= allocated
         bucket = buckets(campaign.salt, users[allocated])
         control = in_share(bucket, settings.holdout_share(campaign))
@@ -421,6 +442,9 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
             frame, settings, day, kinds, history.set_index("user_id")["contacts"], suppressed, recent
         )
         sources = product_sources(conn, schema, day, frame) if len(chosen) else {}
+        jumps = audience_jumps(conn, schema, day, funnel)
+    for jump in jumps:
+        log.warning("%s campaign %s: %s", day, jump["campaign_id"], jump["message"])
     loaded_at = datetime.now(timezone.utc)
     campaigns = {c.id: c for c in settings.campaigns}
     targets = []
@@ -450,10 +474,43 @@ def allocate_campaigns(config: PipelineConfig, day: date, settings: CampaignsCon
     rows = publish(
         config, day, "allocate", "campaigns", outputs,
         rows_in=len(frame),
-        details={"campaigns": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index")},
+        details={"campaigns": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index"),
+                 "audience_jumps": jumps},
     )  # fmt: skip
     return {"snapshot_date": day.isoformat(), "customers": len(frame), "rows_by_table": rows,
-            "funnel": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index")}  # fmt: skip
+            "funnel": funnel.set_index("campaign_id")[list(FUNNEL_STEPS)].to_dict(orient="index"),
+            "audience_jumps": jumps}  # fmt: skip
+
+
+JUMP_NIGHTS = 7  # tonight's audience is compared with the median of this many nights before
+JUMP_RATIO = 3.0  # ... and reported when it is this many times larger (or smaller)
+
+
+def audience_jumps(conn: sa.Connection, schema: str, day: date, funnel: pd.DataFrame) -> list[dict]:
+    """Campaigns whose audience tonight (both arms) is :data:`JUMP_RATIO` times above or below
+    its median over the :data:`JUMP_NIGHTS` nights before: a rule or a data change worth a look
+    before the messages go out. Needs at least 3 earlier nights with an audience."""
+    history = query_frame(
+        conn,
+        f"select campaign_id, control + target as audience from {schema}.mart_campaign_funnel "
+        "where snapshot_date >= :first and snapshot_date < :d",
+        first=day - timedelta(days=JUMP_NIGHTS),
+        d=day,
+    )
+    jumps = []
+    for row in funnel.itertuples():
+        earlier = history.loc[history["campaign_id"] == row.campaign_id, "audience"]
+        tonight = int(row.control + row.target)
+        if (earlier > 0).sum() < 3:
+            continue
+        median = float(earlier.median())
+        if median > 0 and (tonight > JUMP_RATIO * median or tonight < median / JUMP_RATIO):
+            jumps.append({
+                "campaign_id": row.campaign_id, "audience": tonight, "median_before": median,
+                "message": f"audience {tonight:,} against a median of {median:,.0f} over the {JUMP_NIGHTS} "
+                           f"nights before ({tonight / median:.1f}x); check its rule and the data before sending",
+            })  # fmt: skip
+    return jumps
 
 
 def _contacts(targets: pd.DataFrame, settings: CampaignsConfig, day: date, loaded_at: datetime) -> pd.DataFrame:

@@ -78,6 +78,7 @@ class Campaign(_Strict):
     holdout_share: float | None = Field(None, ge=0.01, le=0.5)
     attribution_window_days: int | None = Field(None, ge=1, le=90)
     recontact_days: int | None = Field(None, ge=1, le=365)
+    max_audience_share: float | None = Field(None, gt=0, le=1)
     active_from: date | None = None
     active_to: date | None = None
     weekdays: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()  # none: every day
@@ -130,6 +131,9 @@ class Defaults(_Strict):
     attribution_window_days: int = Field(14, ge=1, le=90)
     recontact_days: int = Field(
         7, ge=1, le=365, description="a campaign reaches a customer at most once in this many days"
+    )
+    max_audience_share: float = Field(
+        1.0, gt=0, le=1, description="a campaign reaches at most this share of the night's customers (both arms)"
     )
 
 
@@ -202,6 +206,12 @@ class CampaignsConfig(_Strict):
         if campaign.attribution_window_days is not None:
             return campaign.attribution_window_days
         return self.defaults.attribution_window_days
+
+    def audience_cap(self, campaign: Campaign, customers: int) -> int:
+        """Most customers ``campaign`` may be allocated tonight (both arms) of ``customers``."""
+        share = campaign.max_audience_share
+        share = self.defaults.max_audience_share if share is None else share
+        return int(share * customers)
 
     def recontact_days(self, campaign: Campaign) -> int:
         return campaign.recontact_days if campaign.recontact_days is not None else self.defaults.recontact_days

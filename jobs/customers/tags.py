@@ -212,9 +212,20 @@ def condition(when: Condition) -> Column:
                 "in": lambda c, v: c.isin(*v),
                 "not_in": lambda c, v: ~c.isin(*v),
                 "is_null": lambda c, v: c.isNull() if v else c.isNotNull(),
+                "top": lambda c, v: _ranked(c, v, descending=True),
+                "bottom": lambda c, v: _ranked(c, v, descending=False),
             }[op](column, value)
             result = result & F.coalesce(test, F.lit(False))
     return result
+
+
+def _ranked(column: Column, share: float, descending: bool) -> Column:
+    """The value ranks within the highest (lowest) ``share`` of the present values (as
+    ``jobs.platform.conditions``'s ``top`` / ``bottom``: rank from 1, ties at their lowest rank)."""
+    order = column.desc_nulls_last() if descending else column.asc_nulls_last()
+    rank = F.rank().over(Window.orderBy(order))
+    present = F.count(column).over(Window.partitionBy())
+    return column.isNotNull() & (rank <= F.lit(share) * present)
 
 
 def _percentile_column(tag: TagDef) -> str:
@@ -354,6 +365,11 @@ def build_tags(config, as_of: date, tags: TagsConfig | None = None) -> dict:
     from jobs.platform.warehouse import add_profile_tag_columns, delete_where
 
     tags = tags or load_tags(config.customers.tags_file)
+    if not config.source.events:  # an orders-only shop: a tag on behaviour would say "dormant" of everyone
+        skipped = [t.name for t in tags.tags if t.source == "events"]
+        tags = tags.model_copy(update={"tags": tuple(t for t in tags.tags if t.source != "events")})
+        if skipped:
+            log.info("%s tags: no behaviour data (source.events is false), not published: %s", as_of, skipped)
     statuses = PURCHASE_STATUSES
     schema = config.warehouse.schema_name
     engine = warehouse_engine(config)

@@ -3,7 +3,9 @@
 A condition is ``{field: {op: value, ...}, ...}``; every test of every field must hold. Ops by
 the field's kind:
 
-- ``number``   ``eq ne lt lte gt gte in not_in is_null``
+- ``number``   ``eq ne lt lte gt gte in not_in is_null``, and ``top`` / ``bottom``: the value is
+               among the highest (lowest) given share of the field's values that night (``top:
+               0.2``: the best fifth), a threshold relative to the shop instead of a constant
 - ``string``   ``eq ne in not_in is_null``
 - ``boolean``  ``eq ne is_null``
 - ``list``     ``in not_in is_null``: a comma-joined multi-valued field (a top-N tag); ``in``
@@ -23,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 OPS = {
-    "number": {"eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "is_null"},
+    "number": {"eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "is_null", "top", "bottom"},
     "string": {"eq", "ne", "in", "not_in", "is_null"},
     "boolean": {"eq", "ne", "is_null"},
     "list": {"in", "not_in", "is_null"},
@@ -51,6 +53,10 @@ def check_condition(
                 if not isinstance(value, bool):
                     raise ValueError(f"{field}: is_null needs true or false")
                 continue
+            if op in ("top", "bottom"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    raise ValueError(f"{field}: {op} needs a share of the customers, above 0 and at most 1")
+                continue
             if op in ("in", "not_in") and not isinstance(value, list):
                 raise ValueError(f"{field}: {op} needs a list")
             values = value if op in ("in", "not_in") else [value]
@@ -71,6 +77,9 @@ def _test(column: pd.Series, kind: str, op: str, value: Any) -> pd.Series:
         values = column.fillna("").astype(str).str.split(",")
         hit = values.map(lambda items: any(item in listed for item in items))
         return present & (hit if op == "in" else ~hit)
+    if op in ("top", "bottom"):  # rank among the present values: 1 is the highest (lowest)
+        rank = column.rank(ascending=op == "bottom", method="min")
+        return present & (rank <= value * present.sum()).fillna(False)
     if op == "in":
         return present & column.isin(value)
     if op == "not_in":

@@ -85,6 +85,9 @@ class SourceConfig(_Section):
     tables: tuple[str, ...] = ("users", "products", "orders", "order_items", "suppressions")
     # the shop's own files or schema mapped onto the interface (jobs/ingest/source_map.py)
     mapping_file: str | None = None
+    # false: an orders-only shop that sends no behaviour events. The events contract is not
+    # checked (no nightly "no events" warnings) and tags on behaviour are not published.
+    events: bool = True
 
     @field_validator("url")
     @classmethod

@@ -149,6 +149,7 @@ def report_numbers(config: PipelineConfig, day: date) -> dict:
         "date": day.isoformat(),
         "shop": config.shop.name,
         "currency": config.shop.currency,
+        "behaviour_data": config.source.events,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "runs": _records(runs),

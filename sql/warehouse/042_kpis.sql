@@ -131,7 +131,13 @@ select
     k.session_conversion_rate,
     cast(k.session_conversion_rate as double precision) / nullif(previous_day.session_conversion_rate, 0) - 1 as session_conversion_rate_dod,
     cast(k.session_conversion_rate as double precision) / nullif(week_before.session_conversion_rate, 0) - 1 as session_conversion_rate_wow,
-    k.loaded_at
+    k.loaded_at,
+    -- added later, so last: "create or replace view" may only add columns at the end
+    k.returned_amount,
+    k.return_count,
+    k.guest_order_count,
+    k.returned_amount_30d,
+    k.return_rate_30d
 from {schema}.mart_kpi_daily as k
 left join {schema}.mart_kpi_daily as previous_day on previous_day.kpi_date = k.kpi_date - 1
 left join {schema}.mart_kpi_daily as week_before on week_before.kpi_date = k.kpi_date - 7;

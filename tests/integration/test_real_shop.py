@@ -78,7 +78,7 @@ def real_shop(tmp_path_factory, spark):
     config = shop_config(
         root,
         shop={"timezone": "Europe/London", "currency": "GBP"},
-        source={"mapping_file": str(root / "source.yaml")},
+        source={"mapping_file": str(root / "source.yaml"), "events": False},
         clean={"non_merchandise": NON_MERCHANDISE},
         spark={"shuffle_partitions": 4},
         recommender={"config_file": str(root / "recommender.yaml"), "registry_root": str(root / "models")},
@@ -139,6 +139,24 @@ def test_guests_count_in_orders_and_kpis_but_are_in_no_customer_table(real_shop)
         assert (nulls, strangers) == (0, 0), table
     [(profiled,)] = query(config, "select count(*) from {schema}.mart_user_profile where snapshot_date = :d", d=NIGHT)
     assert profiled == customers
+
+
+def test_an_orders_only_shop_has_no_event_checks_or_behaviour_tags_and_says_so_once(real_shop):
+    from jobs.platform.lake import read_json, reports_storage
+
+    config, _, _ = real_shop
+    assert query(config, "select check_name from {schema}.ops_data_quality where dataset = 'events'") == []
+    tags = {r[0] for r in query(config, "select distinct tag from {schema}.mart_user_tags")}
+    assert "engagement" not in tags and "loyalty" in tags
+    summary = read_json(reports_storage(config), f"quality/{NIGHT}/summary.json")
+    assert summary["warnings"] == [] and "no behaviour data" in summary["datasets"]["events"]["skipped"]
+    html = reports_storage(config).read_bytes(f"nightly/date={NIGHT}/report.html").decode()
+    assert html.count("No behaviour data") == 1 and "Guest orders" in html and "Credit notes" in html
+    [(active, paying)] = query(
+        config, "select active_customer_count, paying_customer_count from {schema}.mart_kpi_daily where kpi_date = :d",
+        d=NIGHT,
+    )  # fmt: skip
+    assert active == paying > 0
 
 
 def test_no_list_holds_a_non_merchandise_product(real_shop):

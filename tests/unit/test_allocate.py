@@ -251,3 +251,45 @@ def test_product_slots_are_topped_up_with_recent_best_sellers_and_never_left_emp
     assert got == [[10, 11, 12], [10, 20, 21], [10, 20, 21]]  # distinct, the campaign's own first
     assert attach_products(users, news, sources).isna().all().all()
     assert attach_products(users, recs, {"recommendations": sources["recommendations"]}).iloc[2].isna().all()
+
+
+def test_a_campaign_reaches_at_most_its_audience_share_best_scores_first_and_the_rest_is_capped():
+    n = 1_000
+    frame = customers(n, predicted_value_12m=np.arange(n, dtype=float), frequency=1)
+    config = settings(
+        campaign("winback", 1, {"frequency": {"gte": 1}}, score="predicted_value_12m", max_audience_share=0.05),
+        campaign("news", 2, {"frequency": {"gte": 1}}),
+        defaults={"max_audience_share": 0.3},
+        global_holdout={"share": 0.0},
+    )
+    chosen, funnel = allocate(frame, config, DAY, KINDS, pd.Series(dtype=int))
+    funnel = funnel.set_index("campaign_id")
+    winback = chosen[chosen["campaign_id"] == "winback"]
+    assert len(winback) == 50 and funnel.loc["winback", "capped"] == 950
+    assert set(winback["user_id"]) == set(range(951, 1001))  # the highest predicted values
+    news = chosen[chosen["campaign_id"] == "news"]
+    assert len(news) == 300 and funnel.loc["news", "capped"] == 650  # 1000 - 50 taken - 300 allocated
+    again, _ = allocate(frame, config, DAY, KINDS, pd.Series(dtype=int))
+    assert set(again.loc[again["campaign_id"] == "news", "user_id"]) == set(news["user_id"])  # a fixed draw
+
+
+def test_an_audience_far_above_its_recent_nights_is_reported():
+    import sqlalchemy as sa
+
+    from jobs.activation.allocate import audience_jumps
+
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table mart_campaign_funnel (snapshot_date date, campaign_id text, "
+                             "control int, target int)"))  # fmt: skip
+        for back in range(1, 8):
+            for campaign_id, audience in (("winback", 100), ("news", 1000)):
+                conn.execute(
+                    sa.text("insert into mart_campaign_funnel values (:d, :c, :a / 10, :a - :a / 10)"),
+                    {"d": DAY - timedelta(days=back), "c": campaign_id, "a": audience},
+                )
+        tonight = pd.DataFrame({"campaign_id": ["winback", "news", "new"], "control": [40, 90, 5],
+                                "target": [360, 910, 45]})  # fmt: skip
+        jumps = audience_jumps(conn, "main", DAY, tonight)
+    assert [(j["campaign_id"], j["audience"], j["median_before"]) for j in jumps] == [("winback", 400, 100.0)]
+    assert "4.0x" in jumps[0]["message"]
