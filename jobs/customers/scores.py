@@ -11,8 +11,15 @@ rule-based fields (``method = 'rules'``).
 
 - ``expected_next_order_date`` = last purchase + the customer's median gap (the shop's median
   gap for one-time buyers);
-- ``predicted_value_12m`` = (1 - churn risk) x purchases expected in 365 days at that gap x
-  average order value.
+- ``predicted_value_12m`` = (1 - churn risk) x purchases expected in the next 365 days x order
+  value, both shrunk towards the shop so that a short or bursty history cannot explode it:
+  the purchase rate is ``(purchases in the last 365 days + r x P) / (years observed + P)``
+  (``r`` the shop's purchases per customer-year, ``P`` = :data:`PRIOR_YEARS` of prior
+  exposure) and the order value ``(n x average + K x shop median) / (n + K)`` (``K`` =
+  :data:`PRIOR_ORDERS`). A 2-day-old customer with one large order, or a wholesaler with ten
+  orders in a month, gets a rate near the shop's and a value pulled towards its median, not
+  365 / gap purchases a year. Returned orders are no purchases and returns reduce order values
+  (the published reader applies credit notes).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from pyspark.sql import functions as F
 from jobs.platform.interface import PURCHASE_STATUSES
 
 log = logging.getLogger(__name__)
+PRIOR_YEARS = 1.0  # prior exposure, in customer-years at the shop's purchase rate
+PRIOR_ORDERS = 1.0  # prior orders at the shop's median order value
 
 
 @dataclass(frozen=True)
@@ -104,12 +113,29 @@ def _bands(risk: pd.Series, settings: ScoreSettings) -> pd.Series:
     ).where(risk.notna())
 
 
+def expected_purchases(frame: pd.DataFrame) -> pd.Series:
+    """Purchases expected in the next 365 days: the customer's rate over the last year (or its
+    tenure, if shorter) shrunk towards the shop's rate with :data:`PRIOR_YEARS` of exposure."""
+    years = (frame["tenure_days"].clip(lower=0, upper=364) + 1) / 365.0
+    shop_rate = frame["frequency"].sum() / years.sum() if years.sum() > 0 else 1.0
+    return (frame["frequency"] + shop_rate * PRIOR_YEARS) / (years + PRIOR_YEARS)
+
+
+def expected_order_value(frame: pd.DataFrame) -> pd.Series:
+    """The customer's average order value shrunk towards the shop's median with
+    :data:`PRIOR_ORDERS` orders."""
+    median = frame["avg_order_value"].median() if len(frame) else 0.0
+    n = frame["order_count"]
+    return (n * frame["avg_order_value"] + PRIOR_ORDERS * median) / (n + PRIOR_ORDERS)
+
+
 def _value_fields(frame: pd.DataFrame, risk: pd.Series, default_gap: float) -> pd.DataFrame:
     gap = frame["typical_gap_days"].fillna(default_gap).clip(lower=1)
     out = pd.DataFrame({"user_id": frame["user_id"]})
     out["expected_next_order_date"] = pd.to_datetime(frame["last_order_date"]) + pd.to_timedelta(gap.round(), unit="D")
     out["expected_next_order_date"] = out["expected_next_order_date"].dt.date
-    out["predicted_value_12m"] = ((1 - risk.fillna(0.5)) * (365.0 / gap) * frame["avg_order_value"]).round(2)
+    value = (1 - risk.fillna(0.5)) * expected_purchases(frame) * expected_order_value(frame)
+    out["predicted_value_12m"] = value.clip(lower=0).round(2)
     return out
 
 

@@ -94,13 +94,18 @@ def published_tables(
     current = {table: _current(spark, config, table, key, as_of, batches) for table, key in keys.items()}
     if "products" in current:
         current["products"] = merchandise(current["products"])
-    if "order_items" in current:
+    lines = current.get("order_items")
+    if lines is None and "orders" in current:  # credit notes are matched to sales by their lines
+        lines = _current(spark, config, "order_items", ("order_id", "line_no"), as_of, batches)
+    if lines is not None:
         goods = current.get("products")
         if goods is None:
             goods = merchandise(_current(spark, config, "products", "product_id", as_of, batches))
-        current["order_items"] = current["order_items"].join(goods.select("product_id"), "product_id", "left_semi")
+        lines = lines.join(goods.select("product_id"), "product_id", "left_semi")
+    if "order_items" in current:
+        current["order_items"] = lines
     if "orders" in current:
-        current["orders"] = apply_returns(current["orders"], current.get("order_items"))
+        current["orders"] = apply_returns(current["orders"], lines)
     return batches, current
 
 

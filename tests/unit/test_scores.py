@@ -41,8 +41,27 @@ def test_short_history_publishes_rule_based_fields_and_says_why(spark):
     assert scores.loc[1, "expected_next_order_date"] == AS_OF
     # one-time buyer: the shop's median gap (30 days) is assumed
     assert scores.loc[2, "expected_next_order_date"] == AS_OF + timedelta(days=20)
-    # with unknown risk, value assumes even odds: 0.5 x 365 / 30 x 100
-    assert scores.loc[1, "predicted_value_12m"] == pytest.approx(round(0.5 * 365 / 30 * 100, 2))
+    # with unknown risk, value assumes even odds: 0.5 x shrunk purchase rate x shrunk order value.
+    # Exposure: user 1 91 days, user 2 11 days; the shop's rate 4 purchases / (102 / 365) years.
+    shop_rate = 4 / (102 / 365)
+    rate = (3 + shop_rate) / (91 / 365 + 1)
+    value = (3 * 100 + 75) / 4  # the shop's median order value is 75 (100 and 50)
+    assert scores.loc[1, "predicted_value_12m"] == pytest.approx(round(0.5 * rate * value, 2))
+
+
+def test_predicted_value_stays_bounded_for_a_brand_new_big_spender_and_a_bursty_wholesaler():
+    from jobs.customers.scores import expected_order_value, expected_purchases
+
+    frame = pd.DataFrame({
+        "user_id": [1, 2, 3], "frequency": [1, 10, 4], "order_count": [1, 10, 4],
+        "tenure_days": [2, 30, 364], "avg_order_value": [11_000.0, 1_100.0, 300.0],
+    })  # fmt: skip
+    rate, value = expected_purchases(frame), expected_order_value(frame)
+    shop_rate = 15 / ((3 + 31 + 365) / 365)
+    assert rate[0] == pytest.approx((1 + shop_rate) / (3 / 365 + 1))  # not 365 / 60 days: about the shop's
+    assert rate[1] < 1.2 * (10 + shop_rate)  # ten orders in a month is not 120 a year
+    assert value[0] == pytest.approx((11_000 + 1_100) / 2)  # one large order is pulled to the median
+    assert (rate * value)[0] < 20 * 11_000  # the 444,000 a 2-day-old customer once got is gone
 
 
 def test_the_learned_churn_model_beats_recency_alone_on_the_simulated_shop(spark):
