@@ -44,3 +44,43 @@ def shuffled(baskets: pd.DataFrame, seed: int = 7) -> pd.DataFrame:
         out.append(sorted(set(flat[start : start + len(items)])))
         start += len(items)
     return baskets.assign(items=out)
+
+
+# The UCI export's columns mapped onto the interface (as config/examples/online-retail.source.yaml)
+ONLINE_RETAIL_MAPPING = """\
+kind: files
+root: {root}
+format: {format}
+timezone: Europe/London
+returns: {{order_pattern: "^C"}}
+order_lines:
+  files: "{files}"
+  columns: {{order_id: InvoiceNo, product_id: StockCode, product_name: Description, quantity: Quantity,
+             unit_price: UnitPrice, ordered_at: InvoiceDate, customer_id: CustomerID, region: Country}}
+  values: {{channel: web, status: completed}}
+"""
+
+
+def online_retail_mapping(root: Path, files: str, fmt: str = "csv", extra: str = "") -> str:
+    """A mapping file's text for UCI-shaped order lines under ``root`` (plus ``extra`` YAML)."""
+    return ONLINE_RETAIL_MAPPING.format(root=root, files=files, format=fmt) + extra
+
+
+def write_raw_extracts(config, day, raw: dict, schemas: dict) -> None:
+    """Hand-made raw source extracts of ``day`` (``raw``: table -> rows) as collect writes them:
+    one Parquet part and its manifest per table."""
+    import io
+
+    import pyarrow as pa
+
+    from jobs.platform.lake import lake_storage, raw_source_prefix, write_json
+
+    lake = lake_storage(config)
+    for table, rows in raw.items():
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=schemas[table]), buffer)
+        prefix = raw_source_prefix(table, day)
+        lake.write_bytes(prefix + "part-00000.parquet", buffer.getvalue())
+        manifest = {"table": table, "logical_date": day.isoformat(), "row_count": len(rows),
+                    "parts": ["part-00000.parquet"]}  # fmt: skip
+        write_json(lake, prefix + "_manifest.json", manifest)

@@ -19,26 +19,16 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.platform.ops import warehouse_engine
+from tests.real_data import ONLINE_RETAIL, online_retail_mapping
 
 pytestmark = pytest.mark.integration
 
-REAL = Path(__file__).parents[1] / "data" / "real" / "online_retail.parquet"
 START = pd.Timestamp("2011-11-15")
 NIGHT = date(2011, 12, 9)
-MAPPING = """\
-kind: files
-root: {root}
-format: parquet
-timezone: Europe/London
-returns: {{order_pattern: "^C"}}
-order_lines:
-  files: "drop/*.parquet"
-  columns: {{order_id: InvoiceNo, product_id: StockCode, product_name: Description, quantity: Quantity,
-             unit_price: UnitPrice, ordered_at: InvoiceDate, customer_id: CustomerID, region: Country}}
-  values: {{channel: web, status: completed}}
+CUSTOMERS = """\
 customers:
   files: "customers/*.csv"
-  columns: {{customer_id: CustomerID, email: Email, consent_email: EmailOptIn, region: Country}}
+  columns: {customer_id: CustomerID, email: Email, consent_email: EmailOptIn, region: Country}
 """
 RECOMMENDER = """\
 tuning: {max_trials: 2, every_days: 7, seed: 7}
@@ -57,7 +47,7 @@ def real_shop(tmp_path_factory, spark):
     from tests.conftest import shop_config
 
     root = tmp_path_factory.mktemp("real_shop")
-    lines = pd.read_parquet(REAL)
+    lines = pd.read_parquet(ONLINE_RETAIL)
     lines = lines[lines["InvoiceDate"] >= START]
     (root / "drop").mkdir()
     lines.to_parquet(root / "drop" / "lines.parquet", index=False)
@@ -68,7 +58,7 @@ def real_shop(tmp_path_factory, spark):
         "CustomerID": ids, "Email": [f"customer{i}@example.com" for i in ids],
         "EmailOptIn": ["yes" if i % 5 else "no" for i in ids], "Country": "United Kingdom",
     }).to_csv(root / "customers" / "customers.csv", index=False)  # fmt: skip
-    (root / "source.yaml").write_text(MAPPING.format(root=root))
+    (root / "source.yaml").write_text(online_retail_mapping(root, "drop/*.parquet", "parquet", CUSTOMERS))
     recommender = Path(__file__).parents[2] / "config" / "recommender.yaml"
     import yaml
 

@@ -6,16 +6,15 @@ zero and negative prices, point-of-sale and phone channels."""
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from jobs.ingest.clean_sources import normalise_orders, normalise_products
+from tests.real_data import write_raw_extracts
 
 DAY = date(2026, 10, 10)
 T = datetime(2026, 10, 10, 2, 0)
@@ -110,20 +109,6 @@ RAW = {
 }
 
 
-def write_raw(config, day: date) -> None:
-    from jobs.platform.lake import lake_storage, raw_source_prefix, write_json
-
-    lake = lake_storage(config)
-    for table, rows in RAW.items():
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), buffer)
-        prefix = raw_source_prefix(table, day)
-        lake.write_bytes(prefix + "part-00000.parquet", buffer.getvalue())
-        manifest = {"table": table, "logical_date": day.isoformat(), "row_count": len(rows),
-                    "parts": ["part-00000.parquet"]}  # fmt: skip
-        write_json(lake, prefix + "_manifest.json", manifest)
-
-
 @pytest.fixture(scope="module")
 def cleaned(spark, tmp_path_factory):
     import os
@@ -143,7 +128,7 @@ def cleaned(spark, tmp_path_factory):
             "clean": {"non_merchandise": [{"type": "shipping", "sku": "post|dot"}], "large_order_amount": 10000},
         },
     )
-    write_raw(config, DAY)
+    write_raw_extracts(config, DAY, RAW, SCHEMAS)
     os.environ.setdefault(config.pii.hash_key_env, "unit-test-pii-key-0123456789abcdef")
     return config, clean_sources(config, DAY)
 

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
@@ -431,19 +429,9 @@ RAW = {
 
 
 def write_raw(config, day: date) -> None:
-    from jobs.platform.lake import lake_storage, raw_source_prefix, write_json
+    from tests.real_data import write_raw_extracts
 
-    lake = lake_storage(config)
-    for table, rows in RAW.items():
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), buffer)
-        prefix = raw_source_prefix(table, day)
-        lake.write_bytes(prefix + "part-00000.parquet", buffer.getvalue())
-        write_json(
-            lake,
-            prefix + "_manifest.json",
-            {"table": table, "logical_date": day.isoformat(), "row_count": len(rows), "parts": ["part-00000.parquet"]},
-        )
+    write_raw_extracts(config, day, RAW, SCHEMAS)
 
 
 @pytest.fixture(scope="module")

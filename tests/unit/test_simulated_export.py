@@ -11,20 +11,10 @@ import pytest
 from jobs.ingest.source_map import source_check
 from jobs.simulator import SimulationSpec, generate
 from jobs.simulator.export import ExportQuirks, order_lines_export, sku, write_order_lines_export
+from tests.real_data import online_retail_mapping
 
 SPEC = SimulationSpec(seed=4, days=30, users=400, products=120, timezone="Europe/London")
 LAST = SPEC.start_date + timedelta(days=SPEC.days - 1)
-MAPPING = """\
-kind: files
-root: {root}
-timezone: Europe/London
-returns: {{order_pattern: "^C"}}
-order_lines:
-  files: "*.csv"
-  columns: {{order_id: InvoiceNo, product_id: StockCode, product_name: Description, quantity: Quantity,
-             unit_price: UnitPrice, ordered_at: InvoiceDate, customer_id: CustomerID, region: Country}}
-  values: {{channel: web, status: completed}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,7 @@ def test_every_quirk_is_planted(world):
 
 def test_the_mapping_finds_what_the_export_planted(world, make_config, tmp_path):
     planted = write_order_lines_export(world, LAST, tmp_path / "drop")
-    (tmp_path / "source.yaml").write_text(MAPPING.format(root=tmp_path / "drop"))
+    (tmp_path / "source.yaml").write_text(online_retail_mapping(tmp_path / "drop", "*.csv"))
     config = make_config(
         source={"mapping_file": str(tmp_path / "source.yaml")},
         clean={"non_merchandise": [{"type": "shipping", "sku": "POST"}, {"type": "fee", "sku": "BANK CHARGES"}]},
