@@ -35,7 +35,7 @@ test-fast: setup  ## unit tests only
 lint: setup  ## ruff check and ruff format --check (the whole project)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: setup  ## benchmarks (not tests, ~85 min): pipeline at 1M events, a tiny night's overhead, ALS and its peer, tiers S/M/L beside DuckDB, day 30 vs day 180, a 700k-line first night, cross-sell rules on a real year
+bench: setup  ## benchmarks (not tests, ~90 min): pipeline at 1M events, a tiny night's overhead, ALS and its peer, tiers S/M/L beside DuckDB, day 30 vs day 180, a 700k-line first night, cross-sell rules on a real year, a real shop's year through every stage
 	$(PY) benchmarks/bench_pipeline.py --out benchmarks/results/pipeline-1m.json
 	$(PY) benchmarks/bench_overhead.py --out benchmarks/results/overhead-tiny.json
 	$(PY) benchmarks/bench_recommender.py --out benchmarks/results/recommender-1m.json
@@ -44,6 +44,7 @@ bench: setup  ## benchmarks (not tests, ~85 min): pipeline at 1M events, a tiny 
 	$(PY) benchmarks/bench_history.py --out benchmarks/results/history-20k.json
 	$(PY) benchmarks/bench_first_night.py --out benchmarks/results/first-night-700k.json
 	$(PY) benchmarks/bench_associations.py --out benchmarks/results/associations-online-retail.json
+	$(PY) benchmarks/bench_real_shop.py --out benchmarks/results/real-shop-online-retail.json
 
 lock:  ## re-resolve requirements.lock from requirements.in
 	$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 -o requirements.lock

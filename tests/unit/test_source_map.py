@@ -211,3 +211,43 @@ def test_the_worked_example_mapping_is_valid():
     assert mapping.order_lines.columns["order_id"] == "InvoiceNo"
     assert (PROJECT_ROOT / "tests/data/real/online_retail.parquet").exists()
     assert textwrap.dedent(mapping.root).endswith("tests/data/real")
+
+
+def test_a_shops_own_schema_is_mapped_with_a_select(make_config, tmp_path):
+    """kind sql: the shop's own tables (here SQLite), one entity a table and one a query."""
+    import io
+
+    shop = sa.create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    raw = pd.read_csv(io.StringIO(HEADER + "\n" + EXPORT), dtype=str, keep_default_na=False)
+    with shop.begin() as conn:
+        raw.to_sql("invoice_lines", conn, index=False)
+        conn.execute(sa.text("create table members (id text, mail text, optin text)"))
+        conn.execute(sa.text("insert into members values ('17850', 'a@example.com', 'Y'), ('99999', null, 'N')"))
+    shop.dispose()
+    (tmp_path / "source.yaml").write_text(
+        textwrap.dedent(f"""\
+        kind: sql
+        url: sqlite:///{tmp_path / "shop.db"}
+        timezone: Europe/London
+        returns: {{order_pattern: "^C"}}
+        order_lines:
+          query: "select * from invoice_lines where Invoice not like 'A%'"
+          columns: {{order_id: Invoice, product_id: SKU, quantity: Qty, unit_price: Price, ordered_at: When,
+                     customer_id: Customer}}
+        customers:
+          table: members
+          columns: {{customer_id: id, email: mail, consent_email: optin}}
+        """)
+    )
+    config = make_config(source={"mapping_file": str(tmp_path / "source.yaml")})
+    result = materialise(config)
+    assert result.rows["order_items"] == 6 and result.rows["orders"] == 4  # the write-off left out by the query
+    engine = sa.create_engine(result.url)
+    with engine.connect() as conn:
+        users = conn.execute(sa.text("select customer_code, email, consent_email, signup_at from users "
+                                     "order by customer_code")).all()  # fmt: skip
+    engine.dispose()
+    # a listed customer keeps its own data and takes its first order as signup; 99999 never ordered
+    assert [(u[0], u[1], bool(u[2]) if u[2] is not None else None) for u in users] == [
+        ("12346", None, None), ("17850", "a@example.com", True), ("99999", None, False)]  # fmt: skip
+    assert users[1][3] is not None and users[2][3] is None
