@@ -89,8 +89,11 @@ def time_budget(spark, seconds: float, what: str, setting: str) -> Iterator[None
         raise
     finally:
         timer.cancel()
-        context.setLocalProperty("spark.jobGroup.id", None)
-        context.setLocalProperty("spark.job.description", None)
+        # every property setJobGroup set goes: a lingering interruptOnCancel would make every later
+        # job of this thread interrupt its tasks' threads when cancelled (Spark cancels jobs on its
+        # own, e.g. after a limit), which in a long-lived session left a collect waiting forever
+        for name in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            context.setLocalProperty(name, None)
 
 
 def _python() -> str:

@@ -213,6 +213,11 @@ def test_a_spark_block_past_its_time_budget_is_cancelled_with_a_line_naming_the_
             spark.sparkContext.parallelize(range(2), 2).map(lambda x: time.sleep(120) or x).count()
     assert time.monotonic() - started < 60
     assert spark.range(3).count() == 3  # the session goes on; later jobs are not in the cancelled group
+    with time_budget(spark, 60, "quick", "x.max_seconds"):
+        assert spark.range(5).count() == 5
+    context = spark.sparkContext  # nothing of the budget's job group stays on the thread's later jobs
+    for name in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+        assert context.getLocalProperty(name) is None, name
 
 
 def test_no_baskets_give_no_rules(spark):
