@@ -454,12 +454,16 @@ INTERFACE = {
 }  # fmt: skip
 
 
-def mapped_tables(config: PipelineConfig, mapping: SourceMapping, sample: int | None = None) -> tuple[dict, dict]:
+def mapped_tables(
+    config: PipelineConfig, mapping: SourceMapping, sample: int | None = None, lines: pd.DataFrame | None = None
+) -> tuple[dict, dict]:
     """The interface's tables from the shop's mapped data (the first ``sample`` rows of each
-    entity with ``sample``), and facts about what was read."""
+    entity with ``sample``; ``lines``: the mapped order lines when the caller read them already),
+    and facts about what was read."""
     tz = mapping.timezone or config.shop.timezone
-    raw = _read(mapping, config, mapping.order_lines, sample)
-    lines = _mapped(raw, mapping.order_lines, LINE_FIELDS, "order_lines")
+    if lines is None:
+        lines = _mapped(_read(mapping, config, mapping.order_lines, sample), mapping.order_lines, LINE_FIELDS,
+                        "order_lines")  # fmt: skip
     tables, facts = order_lines_to_tables(mapping, lines, tz)
     if mapping.customers is not None:
         listed = _mapped(_read(mapping, config, mapping.customers, sample), mapping.customers, CUSTOMER_FIELDS,
@@ -569,7 +573,7 @@ def source_check(config: PipelineConfig, sample: int | None = 100_000, limit: in
     tz = mapping.timezone or config.shop.timezone
     raw = _read(mapping, config, mapping.order_lines, sample)
     lines = _mapped(raw, mapping.order_lines, LINE_FIELDS, "order_lines")
-    tables, facts = mapped_tables(config, mapping, sample)
+    tables, facts = mapped_tables(config, mapping, sample, lines)  # the lines are read once
     parsed = pd.DataFrame({
         "order_id": lines["order_id"].astype("string").str.strip().replace("", pd.NA),
         "product_id": lines["product_id"].astype("string").str.strip().replace("", pd.NA),
