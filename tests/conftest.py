@@ -24,6 +24,16 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_spark_cache():
+    """After each module, whatever its tests cached in the shared session is unpersisted (the
+    stage runner does so after every stage; tests also call stage functions directly)."""
+    yield
+    from jobs.platform.spark import release_cached
+
+    release_cached()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 API server (moto) on loopback for the whole session: its endpoint URL. Tests

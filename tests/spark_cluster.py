@@ -2,7 +2,7 @@
 installed pyspark (``bin/spark-class org.apache.spark.deploy.master.Master`` and
 ``...deploy.worker.Worker``), the processes a production cluster runs.
 
-``spark_master`` (session scope) yields the master URL ``spark://127.0.0.1:<port>`` once the
+``spark_master`` (module scope) yields the master URL ``spark://127.0.0.1:<port>`` once the
 worker has registered, and stops both at teardown. Their logs go to a temporary folder, whose
 tail is shown if the cluster does not come up.
 
@@ -122,7 +122,7 @@ class StandaloneCluster:
                 process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped after its module: its JVMs hold memory
 def spark_master() -> Iterator[str]:
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("no Java: a Spark standalone cluster needs a JVM")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -44,6 +45,12 @@ def get_spark(config: PipelineConfig):
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "16")
         # checkpoint files (long ALS runs) are deleted once their RDD is gone
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
+        # The status store keeps every finished query's plan and metrics for the UI (1,000 by
+        # default) even with the UI off: in a process running many stages (`marketing run`, the
+        # test suite) that is hundreds of MiB of driver heap nobody reads.
+        .config("spark.sql.ui.retainedExecutions", "50")
+        .config("spark.ui.retainedJobs", "200")
+        .config("spark.ui.retainedStages", "200")
     )
     if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master(config.spark.master)
@@ -96,7 +103,33 @@ def time_budget(spark, seconds: float, what: str, setting: str) -> Iterator[None
             context.setLocalProperty(name, None)
 
 
-def _python() -> str:
-    import sys
+def release_cached() -> int:
+    """Unpersist everything cached in this process's Spark session, if one is running, and
+    return how many cached RDDs were released.
 
+    A stage hands its results on through the lake and the warehouse, never through Spark's
+    cache, so :func:`jobs.platform.stages.run_stage` calls this after every stage: what a stage
+    persisted and did not release (an error half way, an ALS model's factors) must not stay on
+    the driver's heap for the next stage of the same process, where it ran the heap out of
+    memory (``AGGREGATE_OUT_OF_MEMORY``) after a few hundred stages.
+    """
+    if "pyspark" not in sys.modules:  # no session without it: a stage that used no Spark
+        return 0
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    context = SparkContext._active_spark_context
+    if context is None:
+        return 0
+    persistent = context._jsc.getPersistentRDDs()
+    released = persistent.size()
+    session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+    if session is not None:
+        session.catalog.clearCache()  # cached DataFrames: the cache manager's entries too
+    for rdd in list(persistent.values()):
+        rdd.unpersist(False)
+    return released
+
+
+def _python() -> str:
     return sys.executable

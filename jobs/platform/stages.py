@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from jobs.platform.config import PipelineConfig
 from jobs.platform.errors import ConfigError
 from jobs.platform.locks import warehouse_lock
+from jobs.platform.spark import release_cached
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def run_stage(config: PipelineConfig, name: str, day: date) -> dict:
                 config, day, name, "failed", started, datetime.now(UTC), f"{type(exc).__name__}: {exc}", memory.stop()
             )
             raise
+        finally:
+            release_cached()  # nothing a stage cached outlives it (one process may run many)
     status = summary.get("status", "success") if isinstance(summary, dict) else "success"
     record_stage_run(config, day, name, status, started, datetime.now(UTC), peak_rss_bytes=memory.peak)
     log.info("%s %s: %s in %.1fs, peak %.0f MiB", day, name, status, time.monotonic() - clock, memory.peak / 2**20)

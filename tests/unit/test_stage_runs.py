@@ -48,3 +48,33 @@ def test_each_run_is_timed_and_its_outcome_recorded(make_config, monkeypatch):
     assert all(duration >= 0 and ordered for _, _, duration, _, ordered in rows)
     assert rows[0][3] == "InputFileError: orders.csv line 3: 5 field(s), the header has 4"
     assert rows[1][3] is None
+
+
+def caching_stage(config, day):
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    frame = spark.range(1000).persist()
+    rdd = spark.sparkContext.parallelize(range(100)).cache()
+    assert frame.count() == 1000 and rdd.count() == 100
+    if day.day == 2:
+        raise InputFileError("failed half way, with its cache still held")
+    return {"rows": 1}
+
+
+def cached_in(spark) -> tuple[int, bool]:
+    """(persisted RDDs, whether the cache manager holds any DataFrame) of the session."""
+    return (
+        spark.sparkContext._jsc.getPersistentRDDs().size(),
+        not spark._jsparkSession.sharedState().cacheManager().isEmpty(),
+    )
+
+
+def test_nothing_a_stage_cached_outlives_it_whether_it_succeeds_or_fails(spark, make_config, monkeypatch):
+    monkeypatch.setitem(stages.ALL_STAGES, "caching", "tests.unit.test_stage_runs:caching_stage")
+    config = make_config()
+    assert stages.run_stage(config, "caching", D) == {"rows": 1}
+    assert cached_in(spark) == (0, False)
+    with pytest.raises(InputFileError):
+        stages.run_stage(config, "caching", date(2026, 10, 2))
+    assert cached_in(spark) == (0, False)
