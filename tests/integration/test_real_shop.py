@@ -75,7 +75,6 @@ def real_shop(tmp_path_factory, spark):
     )
     results = run_pipeline(config, NIGHT, ["nightly", "customers", "models", "campaigns", "reports"])
     yield config, lines, results
-    spark.catalog.clearCache()  # the session is shared by the rest of the suite: leave its memory free
     warehouse_engine(config).dispose()
 
 
