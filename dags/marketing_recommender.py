@@ -6,17 +6,19 @@ Asset), for that business date, from published data only (`config/recommender.ya
 
 1. **interactions** – views, favourites, carts and purchases of the last `lookback_days`, weighted,
    capped and decayed;
-2. **tune and evaluate** – implicit ALS (Spark MLlib) tuned on a validation window cut from the
-   training side, then measured with the popularity and item-kNN baselines on the most recent
-   `holdout_days` (nDCG, recall, precision, MAP, hit rate, coverage, diversity, novelty, popularity
-   bias; by lifecycle stage and new vs returning) → **`mart_model_evaluation`**;
-3. **gate** – the model is published only if it beats popularity by `min_lift_over_popularity` and is
-   not more than `max_drop_vs_production` below the live model. **A refused model fails this task with
-   the reason** (and alerts); the previous lists stay live. Too little data: the task is *skipped* and
-   says why;
-4. **publish** – **`mart_recommendations`** (top N per customer, reason code `als` or a marked
-   popularity fallback) and **`mart_similar_items`**; the version is registered (`marketing models list`)
-   and can be promoted or rolled back by command.
+2. **tune and evaluate** – ALS (Spark MLlib), EASE, item-kNN and recent popularity, each tried on a
+   validation window cut from the training side; the best on validation is the candidate; every
+   model's best values are measured on the most recent `holdout_days` (nDCG, recall, precision,
+   MAP, hit rate, coverage, diversity, novelty, popularity bias; by lifecycle stage and new vs
+   returning) → **`mart_model_evaluation`**;
+3. **gate** – a learned candidate is published only if it beats the strongest cheap baseline on
+   evidence (paired bootstrap interval of per-customer nDCG differences above 0, at least
+   `min_eval_users` customers), else that baseline is; and what is published must not be more than
+   `max_drop_vs_production` below the live model. **A refused night fails this task with the reason**
+   (and alerts); the previous lists stay live. Too little data: the task is *skipped* and says why;
+4. **publish** – **`mart_recommendations`** (top N per customer, reason code = the published model or a
+   marked popularity fallback) and **`mart_similar_items`**; the version is registered (`marketing models
+   list`) and can be promoted or rolled back by command.
 
 Whatever the gate decided (published, refused or skipped), the final **`finished`** task announces the
 date on the `marketing_recommender_finished` Asset, so the campaigns DAG runs every night with the

@@ -140,26 +140,76 @@ class AlsRecommender:
 
 
 class PopularityRecommender:
-    """The same list for everybody: users per item over the most recent ``days``."""
+    """The same list for everybody: users per item over the most recent ``days``, each user's
+    interaction weighted ``0.5 ** (age / half_life_days)`` when a half-life is given (recent
+    popularity; a shop's best sellers turn over within weeks)."""
 
     name = "popularity"
 
-    def __init__(self, days: int = 30):
-        self.days = days
+    def __init__(self, days: int = 30, half_life_days: float | None = None):
+        self.days, self.half_life_days = days, half_life_days
         self.popularity: np.ndarray | None = None
 
     def fit(self, data: Interactions) -> PopularityRecommender:
         frame = data.frame
         last = frame.agg(F.max("last_day")).first()[0]
+        weight = F.lit(1.0)
         if last is not None:
             frame = frame.where(F.col("last_day") > F.date_sub(F.lit(last), self.days))
-        counts = frame.groupBy("i").agg(F.countDistinct("u").alias("n")).toPandas()
+            if self.half_life_days:
+                age = F.datediff(F.lit(last), F.col("last_day"))
+                weight = F.pow(F.lit(0.5), age / F.lit(float(self.half_life_days)))
+        counts = frame.groupBy("i").agg(F.sum(weight).alias("n")).toPandas()
         self.popularity = np.zeros(data.n_items, dtype=np.float32)
         self.popularity[counts["i"].to_numpy()] = counts["n"].to_numpy()
         return self
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity, (len(users), len(self.popularity))).copy()
+
+
+class EaseRecommender:
+    """EASE (Steck 2019): a closed-form item x item linear model. With ``G = X'X + l2 I`` over
+    the binary users x items matrix ``X``, ``P = G^-1`` and ``B = -P / diag(P)`` with a zero
+    diagonal; a user's score for an item is their row of ``X`` times ``B``. One dense
+    ``items x items`` inverse on the driver: ``max_items`` (default 20,000: 1.6 GB in float32
+    twice over) bounds it, and a larger catalogue raises :class:`ModelTooLarge` so the
+    competition goes on without EASE."""
+
+    name = "ease"
+
+    def __init__(self, l2: float = 200.0, max_items: int = 20_000):
+        self.l2, self.max_items = l2, max_items
+        self.user_items: sp.csr_matrix | None = None
+        self.weights: np.ndarray | None = None
+
+    def fit(self, data: Interactions) -> EaseRecommender:
+        if data.n_items > self.max_items:
+            raise ModelTooLarge(
+                f"EASE needs an items x items matrix: {data.n_items} items > max_items {self.max_items}"
+            )
+        binary = data.to_csr().copy()
+        binary.data[:] = 1.0
+        gram = (binary.T @ binary).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.l2
+        inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)
+        np.fill_diagonal(weights, 0.0)
+        self.weights = weights.astype(np.float32)
+        self.user_items = binary.tocsr()
+        return self
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self.user_items[users] @ self.weights, dtype=np.float32)
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """Items x items: a user's binary history row times this, transposed, is their scores."""
+        return self.weights.T
+
+
+class ModelTooLarge(ValueError):
+    """A model that cannot fit this data on one node (e.g. EASE beyond ``max_items``)."""
 
 
 class ItemKnnRecommender:
@@ -192,6 +242,11 @@ class ItemKnnRecommender:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         return np.asarray((self.user_items[users] @ self.similarity).todense(), dtype=np.float32)
+
+    @property
+    def item_vectors(self) -> sp.csr_matrix:
+        """Items x items (sparse): a user's binary history row times this, transposed, is their scores."""
+        return self.similarity.T.tocsr()
 
 
 def top_n(
@@ -247,7 +302,11 @@ def top_n(
     return pd.concat(parts, ignore_index=True)[["row", "rank", "column", "score"]]
 
 
-def _exclusions(lists: pd.Series, n_columns: int) -> sp.csr_matrix:
+def _dense(block) -> np.ndarray:
+    return block.toarray() if sp.issparse(block) else block
+
+
+def lists_matrix(lists: pd.Series, n_columns: int) -> sp.csr_matrix:
     """Rows of column lists (or None) as a sparse 0/1 matrix, for :func:`top_n`'s ``exclude``."""
     lengths = np.fromiter((0 if v is None else len(v) for v in lists), dtype=np.int64, count=len(lists))
     columns = np.concatenate([np.asarray(v, dtype=np.int64) for v in lists if v is not None and len(v)] or [[]])
@@ -278,8 +337,11 @@ def top_n_spark(
     """
     from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
-    item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-    n_columns = len(item_vectors)
+    if sp.issparse(item_vectors):
+        item_vectors = item_vectors.astype(np.float32).tocsr()
+    else:
+        item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+    n_columns = item_vectors.shape[0]
     schema = StructType(
         [
             StructField(key, rows.schema[key].dataType),
@@ -293,10 +355,11 @@ def top_n_spark(
         for batch in batches:
             if not len(batch):
                 continue
-            users = np.asarray(vectors(batch), dtype=np.float32)
-            exclude = _exclusions(batch["exclude"], n_columns)
+            users = vectors(batch)
+            users = users.astype(np.float32) if sp.issparse(users) else np.asarray(users, dtype=np.float32)
+            exclude = lists_matrix(batch["exclude"], n_columns)
             best = top_n(
-                lambda block, users=users: users[block] @ item_vectors.T,
+                lambda block, users=users: _dense(users[block] @ item_vectors.T),
                 np.arange(len(batch)),
                 n_columns,
                 n,
@@ -341,8 +404,22 @@ def similar_items(spark, item_factors: np.ndarray, n: int, allowed: np.ndarray |
     return result.select("i", "rank", F.col("column").alias("similar_i"), F.col("score").alias("similarity"))
 
 
+def similar_by_copurchase(data: Interactions, n: int, allowed: np.ndarray | None = None) -> pd.DataFrame:
+    """``i, rank, similar_i, similarity``: each item's ``n`` most similar items by the cosine of
+    their (binary) user vectors, self and disallowed items excluded; for the models without
+    item factors. Sparse, on the driver."""
+    knn = ItemKnnRecommender(neighbours=n if allowed is None else n + int((~allowed).sum())).fit(data)
+    coo = knn.similarity.tocoo()
+    frame = pd.DataFrame({"i": coo.row, "similar_i": coo.col, "similarity": coo.data})
+    if allowed is not None:
+        frame = frame[allowed[frame["similar_i"].to_numpy()]]
+    frame = frame[frame["similarity"] > 0].sort_values(["i", "similarity", "similar_i"], ascending=[True, False, True])
+    frame = frame.assign(rank=frame.groupby("i").cumcount() + 1)
+    return frame[frame["rank"] <= n][["i", "rank", "similar_i", "similarity"]].reset_index(drop=True)
+
+
 def candidate_params(tuning) -> list:
-    """The default first, then distinct random points of the search space (seeded)."""
+    """ALS parameter sets: the default first, then distinct random points of the search space (seeded)."""
     from itertools import product
 
     space = tuning.space
@@ -362,29 +439,49 @@ def candidate_params(tuning) -> list:
 
 @dataclass
 class TuningResult:
-    best: object
+    """``best``: model name -> its best parameters on validation; ``winner``: the model with
+    the best validation nDCG; ``trials``: every trial (skipped ones with the reason)."""
+
+    best: dict[str, dict]
+    winner: str
     trials: list[dict]
 
 
 def tune(
-    train: Interactions, validation: pd.DataFrame, k: int, tuning, seed: int = 0, exclude: sp.csr_matrix | None = None
+    train: Interactions,
+    validation: pd.DataFrame,
+    k: int,
+    plan: list[tuple[str, dict]],
+    make,
+    exclude: sp.csr_matrix | None = None,
 ) -> TuningResult:
-    """Pick the ALS parameters with the best nDCG@k on ``validation`` (``u, i`` held out from
-    ``train``; seen only by this function, never by the test set). ``exclude``: as for
-    :func:`recommend`."""
+    """Fit every ``(model, params)`` of ``plan`` (``make(model, params) -> recommender``) on
+    ``train`` and measure nDCG@k on ``validation`` (``u, i`` held out from ``train``; seen only
+    here, never by the test set). A model that cannot fit this data (:class:`ModelTooLarge`)
+    is skipped with its reason. ``exclude``: as for :func:`recommend`."""
     from models.rec_metrics import ndcg_at_k
 
     users = np.sort(validation["u"].unique())
     truth = validation.rename(columns={"u": "user_id", "i": "item_id"})
-    trials, plan = [], candidate_params(tuning)
-    for params in plan:
+    trials, best, score = [], {}, {}
+    metric = f"ndcg@{k}"
+    for name, params in plan:
         started = time.monotonic()
-        model = AlsRecommender(params, seed).fit(train)
+        try:
+            model = make(name, params).fit(train)
+        except ModelTooLarge as too_large:
+            trials.append({"model": name, **params, "skipped": str(too_large)})
+            log.warning("%s skipped: %s", name, too_large)
+            continue
         recs = recommend(model, users, train, k, exclude).rename(columns={"u": "user_id", "i": "item_id"})
         ndcg = float(ndcg_at_k(recs, truth, k).mean()) if len(truth) else 0.0
         trials.append(
-            {**params.model_dump(), f"ndcg@{k}": round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)}
+            {"model": name, **params, metric: round(ndcg, 6), "seconds": round(time.monotonic() - started, 2)}
         )
-        log.info("tuning trial %s: ndcg@%d = %.4f", params.model_dump(), k, ndcg)
-    best_index = max(range(len(trials)), key=lambda t: (trials[t][f"ndcg@{k}"], -t))
-    return TuningResult(plan[best_index], trials)
+        log.info("tuning trial %s %s: %s = %.4f", name, params, metric, ndcg)
+        if name not in best or ndcg > score[name]:  # ties: the earlier trial (ALS: the default)
+            best[name], score[name] = params, ndcg
+    if not best:
+        raise ModelTooLarge("no model of the competition could be fitted: " + "; ".join(t["skipped"] for t in trials))
+    winner = max(best, key=lambda name: score[name])  # ties: the first model of the plan
+    return TuningResult(best, winner, trials)

@@ -173,14 +173,15 @@ def summary(config: PipelineConfig, nights: list[date]) -> str:
     lines += [f"  {name:<22}{n:>8,}" for name, n in groups] or ["  none"]
     lines += ["", "... and by lifecycle stage:"]
     lines += [f"  {name:<22}{n:>8,}" for name, n in stages] or ["  none"]
-    lines += ["", "Recommender nDCG@10 on each night's holdout (* = published):"]
+    lines += ["", "Recommender nDCG@10 of each model on each night's holdout (* = a model was published):"]
     by_version: dict[str, dict] = {}
     for version, model, value, published in models:
         by_version.setdefault(version, {"published": False})[model] = value
         by_version[version]["published"] |= bool(published)
+    names = {"als": "ALS", "ease": "EASE", "item_knn": "item-kNN", "popularity": "popularity"}
     lines += [
-        f"  {v}{'*' if m['published'] else ' '} ALS {m.get('als', 0):.3f}  popularity {m.get('popularity', 0):.3f}"
-        f"  item-kNN {m.get('item_knn', 0):.3f}"
+        f"  {v}{'*' if m.pop('published') else ' '} "
+        + "  ".join(f"{names.get(model, model)} {value:.3f}" for model, value in sorted(m.items()))
         for v, m in by_version.items()
     ] or ["  none"]
     lines += [f"  customers with a list: {n:,} ({reason})" for reason, n in lists]

@@ -185,17 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser(
         "evaluate-recommender",
-        help="tune, train and evaluate the recommender and its baselines on any interaction file",
-        description="Evaluate the production recommender (implicit ALS, tuned exactly as nightly on the training "
-        "side only) next to the popularity and item-kNN baselines. Input: CSV or Parquet with user_id, item_id and "
-        "optionally timestamp, weight. Writes metrics.json, recommendations.csv and the split it made to --out-dir.",
+        help="run the recommender competition (ALS, EASE, item-kNN, recent popularity) on any interaction file",
+        description="Run the nightly recommender competition on any interaction file: ALS, EASE, item-kNN and recent "
+        "popularity, each tuned on a validation split of the training side only; the best on validation is chosen "
+        "and compared with the strongest cheap baseline on the test users (paired bootstrap interval). Input: CSV or "
+        "Parquet with user_id, item_id and optionally timestamp, weight. Writes metrics.json, recommendations.csv "
+        "and the split it made to --out-dir.",
     )
     source = rec.add_mutually_exclusive_group(required=True)
     source.add_argument("--interactions", metavar="FILE", help="one file, split here by --protocol")
     source.add_argument("--train", metavar="FILE", help="training interactions (with --test)")
     rec.add_argument("--test", metavar="FILE", help="test interactions (with --train)")
     rec.add_argument("--protocol", choices=["random-per-user", "temporal"], default="random-per-user",
-                     help="how --interactions is split (default random-per-user; temporal needs timestamps)")  # fmt: skip
+                     help="how --interactions is split (default random-per-user; temporal: the latest interactions, "
+                          "new products only, needs timestamps)")  # fmt: skip
     rec.add_argument("--test-ratio", type=_fraction, default=0.25, help="share held out for testing (default 0.25)")
     rec.add_argument("--seed", type=int, default=42, help="seed of the split and the models (default 42)")
     rec.add_argument("--k", type=_positive, default=10, help="recommendations per user and metrics at K (default 10)")

@@ -1,18 +1,23 @@
-"""``marketing evaluate-recommender``: the production recommender (tuned implicit ALS) and its
-baselines on any interaction data, reproducibly.
+"""``marketing evaluate-recommender``: the recommender competition (tuned implicit ALS, EASE,
+item-kNN and recent popularity) on any interaction data, reproducibly.
 
 Input: CSV or Parquet with ``user_id, item_id`` and optional ``timestamp`` and ``weight``
 (default 1). Either one file split here (``--protocol temporal``: the latest ``--test-ratio``
-of interactions by time; ``random-per-user``: that share of each user's items, by a seeded
-hash) or ``--train``/``--test`` files. Tuning sees the training side only: it cuts a
-validation split from it with the same protocol, searches ``config/recommender.yaml``'s space
-for the best nDCG@k, then ALS is refit on the whole training side. Every model recommends
-``k`` items per test user who has training data, training items excluded; relevant items are
-the user's test items not in training.
+of interactions by time, and only products new to the user are relevant; ``random-per-user``:
+that share of each user's items, by a seeded hash) or ``--train``/``--test`` files. The
+competition sees the training side only: it cuts a validation split from it with the same
+protocol, tries every model's values (``config/recommender.yaml``: ALS's search space and
+``competition``'s grids) for the best nDCG@k, and the model best on validation is the one
+chosen. Each model's best values are then refit on the whole training side. Every model
+recommends ``k`` items per test user who has training data, training items excluded; relevant
+items are the user's test items not in training. The chosen model is compared with the
+strongest cheap baseline (recent popularity or item-kNN) on the same test users: the mean
+per-user nDCG difference and its paired bootstrap interval.
 
 Writes to ``--out-dir``: ``metrics.json`` (every model, every metric, the split, the chosen
-parameters and all tuning trials), ``recommendations.csv`` (ALS: ``user_id, rank, item_id,
-score``) and, when it made the split, ``train.csv`` and ``test.csv``.
+model, each model's parameters, the comparison and all tuning trials), ``recommendations.csv``
+(the chosen model's ``user_id, rank, item_id, score``) and, when it made the split,
+``train.csv`` and ``test.csv``.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ from jobs.recommender.settings import RecommenderConfig, load_recommender
 from models import rec_metrics
 from models.recommenders import (
     AlsRecommender,
+    EaseRecommender,
     ItemKnnRecommender,
     PopularityRecommender,
+    candidate_params,
     recommend,
     tune,
 )
@@ -114,17 +121,82 @@ def _named(recs: pd.DataFrame, index: IdIndex) -> pd.DataFrame:
     )
 
 
+CHEAP = ("popularity", "item_knn")  # the baselines a learned model has to beat on evidence
+
+
+def competition_plan(settings: RecommenderConfig) -> list[tuple[str, dict]]:
+    """Every ``(model, params)`` the validation split tries: ALS's tuning trials (the default
+    first), then each value of ``competition``'s grids for the other models."""
+    from itertools import product
+
+    c = settings.competition
+    plan: list[tuple[str, dict]] = []
+    if "als" in c.models:
+        plan += [("als", params.model_dump()) for params in candidate_params(settings.tuning)]
+    if "ease" in c.models:
+        plan += [("ease", {"l2": float(l2)}) for l2 in c.ease_l2]
+    if "item_knn" in c.models:
+        plan += [("item_knn", {"neighbours": n}) for n in c.knn_neighbours]
+    plan += [
+        ("popularity", {"days": days, "half_life_days": half_life})
+        for days, half_life in product(c.popularity_days, c.popularity_half_life_days)
+    ]
+    return plan
+
+
+def model_maker(settings: RecommenderConfig, seed: int):
+    """``make(model, params) -> recommender`` for :func:`models.recommenders.tune`."""
+    from jobs.recommender.settings import AlsParams
+
+    def make(name: str, params: dict):
+        if name == "als":
+            return AlsRecommender(AlsParams.model_validate(params), seed)
+        if name == "ease":
+            return EaseRecommender(params["l2"], settings.competition.ease_max_items)
+        if name == "item_knn":
+            return ItemKnnRecommender(params["neighbours"])
+        if name == "popularity":
+            return PopularityRecommender(params["days"], params["half_life_days"])
+        raise ConfigError(f"unknown model {name!r}")
+
+    return make
+
+
 @dataclass
 class Evaluation:
-    """What :func:`tune_and_evaluate` learnt: the report, the chosen ALS parameters, the
-    evaluated models, their index and training data, and ALS's test recommendations."""
+    """What :func:`tune_and_evaluate` learnt: the report, each model's best parameters and the
+    validation winner, the evaluated models, their index and training data, each model's
+    per-user nDCG@k on the test users and its test recommendations."""
 
     report: dict
-    best: object
+    params: dict[str, dict]
+    chosen: str
     models: dict
     index: IdIndex
     data: object
-    als_recs: pd.DataFrame
+    per_user: dict[str, pd.Series]
+    recs: dict[str, pd.DataFrame]
+
+    @property
+    def best(self):
+        """ALS's best parameters (the live tuning's state), or None when ALS did not run."""
+        from jobs.recommender.settings import AlsParams
+
+        return AlsParams.model_validate(self.params["als"]) if "als" in self.params else None
+
+
+def compare(per_user: dict[str, pd.Series], model: str, baseline: str, settings: RecommenderConfig) -> dict:
+    """``model`` against ``baseline`` on the same users: mean per-user nDCG difference and its
+    paired bootstrap interval (``gate.confidence``)."""
+    gate = settings.gate
+    a, b = per_user[model].align(per_user[baseline], fill_value=0.0)
+    mean, low, high = rec_metrics.paired_bootstrap(
+        (a - b).to_numpy(), gate.bootstrap_samples, gate.confidence, settings.tuning.seed
+    )
+    return {
+        "model": model, "baseline": baseline, "users": len(a), "difference": round(mean, 6),
+        "low": round(low, 6), "high": round(high, 6), "confidence": gate.confidence,
+    }  # fmt: skip
 
 
 def tune_and_evaluate(
@@ -140,19 +212,25 @@ def tune_and_evaluate(
     categories: pd.Series | None = None,
     owned: tuple[DataFrame, DataFrame] | None = None,
 ) -> Evaluation:
-    """Tune ALS on (fit, valid), then fit ALS and the baselines on ``train_pairs`` and measure
-    them on ``test_pairs``. Relevant: held-out pairs of at least ``min_relevant_weight`` that
-    the user did not have yet, and lists never contain those, where "had" means any training
-    pair, or, with ``owned`` (pairs ``user_id, item_id`` owned by the validation and by the
-    test cutoff), only what the user owns: the published lists' rule, under which a viewed
-    product may still be recommended. ``groups(index, data) -> {breakdown: u -> label}``;
-    ``categories``: item_id -> category."""
+    """The competition: every model of :func:`competition_plan` is fitted on ``fit_pairs``
+    and measured on ``valid_pairs``; each model's best parameters are refitted on
+    ``train_pairs`` and measured on ``test_pairs``. The best model on validation is the
+    candidate (``chosen``); the test set only measures. Relevant: held-out pairs of at least
+    ``min_relevant_weight`` that the user did not have yet, and lists never contain those,
+    where "had" means any training pair, or, with ``owned`` (pairs ``user_id, item_id`` owned
+    by the validation and by the test cutoff), only what the user owns: the published lists'
+    rule, under which a viewed product may still be recommended. ``groups(index, data) ->
+    {breakdown: u -> label}``; ``categories``: item_id -> category."""
     started = time.monotonic()
     owned_fit, owned_train = owned or (fit_pairs, train_pairs)
+    make = model_maker(settings, seed)
     fit_index = IdIndex(fit_pairs)
     fit_data = fit_index.interactions(fit_pairs)
     validation = fit_index.indexed(held_out(owned_fit, valid_pairs, min_relevant_weight)).select("u", "i").toPandas()
-    tuned = tune(fit_data, validation, k, settings.tuning, seed, fit_index.mask(owned_fit) if owned else None)
+    tuned = tune(
+        fit_data, validation, k, competition_plan(settings), make, fit_index.mask(owned_fit) if owned else None
+    )
+    fit_data.frame.unpersist()
 
     index = IdIndex(train_pairs)
     data = index.interactions(train_pairs)
@@ -169,44 +247,42 @@ def tune_and_evaluate(
     item_categories = None
     if categories is not None:
         item_categories = pd.Series(index.item_ids()).map(categories)
-    models = {
-        "als": AlsRecommender(tuned.best, seed),
-        "popularity": PopularityRecommender(settings.baselines.popularity_days),
-        "item_knn": ItemKnnRecommender(settings.baselines.knn_neighbours),
-    }
-    results, als_recs = {}, None
-    for name, model in models.items():
+    by_group = groups(index, data) if groups else None
+    models, results, per_user, all_recs = {}, {}, {}, {}
+    for name, params in tuned.best.items():
         fit_started = time.monotonic()
-        model.fit(data)
+        model = make(name, params).fit(data)
         fit_s = time.monotonic() - fit_started
         recs = recommend(model, users, data, k, exclude).rename(columns={"u": "user_id", "i": "item_id"})
         rows = rec_metrics.evaluate(
-            recs,
-            truth_eval,
-            train_eval,
-            k,
-            index.n_items,
-            categories=item_categories,
-            groups=groups(index, data) if groups else None,
+            recs, truth_eval, train_eval, k, index.n_items, categories=item_categories, groups=by_group
         )
+        models[name], all_recs[name] = model, recs.rename(columns={"user_id": "u", "item_id": "i"})
+        per_user[name] = rec_metrics.ndcg_at_k(recs, truth_eval, k)
         results[name] = {
+            "params": params,
             "fit_seconds": round(fit_s, 2),
             "metrics": {r["metric"]: round(r["value"], 6) for r in rows if r["group"] == "all"},
             "by_group": [r for r in rows if r["group"] != "all"],
         }
-        if name == "als":
-            als_recs = recs.rename(columns={"user_id": "u", "item_id": "i"})
+    metric = f"ndcg@{k}"
+    cheap = [name for name in CHEAP if name in results]
+    baseline = max(cheap, key=lambda name: results[name]["metrics"][metric])
     report = {
         "k": k,
         "excluded": "owned items" if owned else "training items",
         "train": {"interactions": len(train_eval), "users": index.n_users, "items": index.n_items},
         "test": {"users_evaluated": len(users), "relevant_items": len(truth_eval)},
-        "als_params": tuned.best.model_dump(),
+        "chosen": tuned.winner,
+        "validation": {name: max(t[metric] for t in tuned.trials if t["model"] == name and metric in t)
+                       for name in tuned.best},
+        "versus_baseline": compare(per_user, tuned.winner, baseline, settings) if tuned.winner != baseline else None,
+        "als_params": tuned.best.get("als"),
         "tuning_trials": tuned.trials,
         "models": results,
         "seconds": round(time.monotonic() - started, 1),
-    }
-    return Evaluation(report, tuned.best, models, index, data, als_recs)
+    }  # fmt: skip
+    return Evaluation(report, tuned.best, tuned.winner, models, index, data, per_user, all_recs)
 
 
 def _history_groups(index: IdIndex, data) -> dict[str, pd.Series]:
@@ -224,14 +300,14 @@ def evaluate_models(
     k: int,
     settings: RecommenderConfig,
 ) -> tuple[dict, pd.DataFrame]:
-    """Tune on the training side, fit every model, score the test users; (report, ALS recs)."""
+    """Tune on the training side, fit every model, score the test users; (report, the chosen model's recs)."""
     fit_signals, valid_signals = _split(train_signals, protocol, ratio, seed, "the training data")
     result = tune_and_evaluate(
         _pairs(fit_signals), _pairs(valid_signals), _pairs(train_signals), _pairs(test_signals), settings, k, seed,
         groups=_history_groups,
     )  # fmt: skip
     report = {"protocol": protocol, "test_ratio": ratio, "seed": seed, **result.report}
-    return report, _named(result.als_recs, result.index)
+    return report, _named(result.recs[result.chosen], result.index)
 
 
 def evaluate_recommender(
@@ -274,4 +350,10 @@ def evaluate_recommender(
         name: {m: v for m, v in r["metrics"].items() if m.startswith(("ndcg", "recall", "precision"))}
         for name, r in report["models"].items()
     }
-    return {"out_dir": str(out), "als_params": report["als_params"], "metrics": summary}
+    return {
+        "out_dir": str(out),
+        "chosen": report["chosen"],
+        "versus_baseline": report["versus_baseline"],
+        "params": {name: r["params"] for name, r in report["models"].items()},
+        "metrics": summary,
+    }

@@ -1,9 +1,9 @@
-"""``config/recommender.yaml``: interactions, evaluation, tuning and baselines, validated on load."""
+"""``config/recommender.yaml``: interactions, evaluation, tuning, the model competition and the gate, validated on load."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -91,7 +91,11 @@ class TuningConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    min_lift_over_popularity: float = Field(0.10, ge=-1)  # below 0 accepts a model worse than popularity (dev only)
+    min_eval_users: int = Field(
+        100, ge=1
+    )  # fewer evaluated users: no evidence, the strongest cheap baseline is published
+    confidence: float = Field(0.90, gt=0, lt=1)  # two-sided level of the paired bootstrap interval
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     max_drop_vs_production: float = Field(0.10, ge=0, le=1)
 
 
@@ -103,9 +107,57 @@ class PublishingConfig(_Strict):
     min_history_items: int = Field(3, ge=1)
 
 
-class BaselinesConfig(_Strict):
-    popularity_days: int = Field(30, ge=1)
-    knn_neighbours: int = Field(50, ge=1)
+Positive = Annotated[float, Field(gt=0)]
+Days = Annotated[int, Field(ge=1)]
+
+
+class CompetitionConfig(_Strict):
+    """The models besides ALS and the values each is tried with on the validation split: the
+    best of every model is measured on the holdout, and the best on validation is the candidate."""
+
+    models: tuple[Literal["als", "ease", "item_knn", "popularity"], ...] = ("als", "ease", "item_knn", "popularity")
+    ease_l2: tuple[Positive, ...] = (50.0, 200.0, 500.0, 1000.0)
+    ease_max_items: int = Field(20_000, ge=1)
+    knn_neighbours: tuple[Days, ...] = (20, 50, 100)
+    popularity_days: tuple[Days, ...] = (7, 14, 30)
+    popularity_half_life_days: tuple[Positive | None, ...] = (None, 7.0)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> CompetitionConfig:
+        for name in ("models", "ease_l2", "knn_neighbours", "popularity_days", "popularity_half_life_days"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: give at least one value")
+        if "popularity" not in self.models:
+            raise ValueError("models: popularity is the fallback of cold users and must stay in the competition")
+        return self
+
+
+class BuyAgainConfig(_Strict):
+    """The "buy again" list (``models/buy_again.py``): which methods compete on the validation
+    window's repeat purchases, and what is published."""
+
+    top_n: int = Field(10, ge=1, le=200)
+    methods: tuple[Literal["most_bought", "decayed", "cadence"], ...] = ("most_bought", "decayed", "cadence")
+    half_life_days: tuple[Positive, ...] = (90.0, 180.0)  # tried for decayed and cadence
+    horizon_days: int = Field(30, ge=1)  # the period a list is for: cadence ranks what falls due in it
+    default_interval_days: float = Field(90, gt=0)  # cadence of a product nobody bought twice
+    exclude_categories: tuple[str, ...] = ()  # never listed (bought once: furniture, appliances)
+
+    @model_validator(mode="after")
+    def _baseline_first(self) -> BuyAgainConfig:
+        if not self.methods or self.methods[0] != "most_bought":
+            raise ValueError("methods: most_bought (the baseline) comes first")
+        if not self.half_life_days:
+            raise ValueError("half_life_days: give at least one value")
+        return self
+
+    def candidates(self):
+        """Every method to try, the baseline first."""
+        from models.buy_again import Method
+
+        return [Method("most_bought")] + [
+            Method(method, half_life) for method in self.methods[1:] for half_life in self.half_life_days
+        ]
 
 
 class RecommenderConfig(_Strict):
@@ -114,7 +166,8 @@ class RecommenderConfig(_Strict):
     tuning: TuningConfig = TuningConfig()
     gate: GateConfig = GateConfig()
     publishing: PublishingConfig = PublishingConfig()
-    baselines: BaselinesConfig = BaselinesConfig()
+    competition: CompetitionConfig = CompetitionConfig()
+    buy_again: BuyAgainConfig = BuyAgainConfig()
 
 
 def load_recommender(path: str | Path | None = None) -> RecommenderConfig:

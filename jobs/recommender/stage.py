@@ -2,23 +2,28 @@
 publish, for a logical date D, from published data only.
 
 1. Signals (``config/recommender.yaml`` interactions) over ``lookback_days`` up to D.
-2. Temporal holdout: the last ``holdout_days`` are the test set; tuning cuts a validation
-   window (``validation_days``) from the training side only. The search of ``max_trials``
-   parameter sets runs at most every ``tuning.every_days``; the nights in between refit the
-   live version's parameters (:func:`tuning_for`).
-3. ALS (tuned), popularity and item-kNN are evaluated side by side on the holdout, overall
+2. Temporal holdout: the last ``holdout_days`` are the test set; the competition cuts a
+   validation window (``validation_days``) from the training side only. ALS, EASE, item-kNN
+   and recent popularity are each tried with the values of ``tuning`` (ALS) and
+   ``competition``; the model best on validation is the candidate. ALS's search of
+   ``max_trials`` parameter sets runs at most every ``tuning.every_days``; the nights in
+   between refit the live version's ALS parameters (:func:`tuning_for`).
+3. Each model's best values are refitted and evaluated side by side on the holdout, overall
    and by lifecycle stage and tenure, under the published lists' rule (only owned items are
    excluded; a holdout cart or purchase of a product not owned is relevant, see
    :func:`evaluate_holdout`); every row goes to ``mart_model_evaluation``.
-4. Gate: ALS must beat popularity's nDCG@k by ``min_lift_over_popularity`` and stay within
-   ``max_drop_vs_production`` of the live model's recorded nDCG@k. The candidate is registered
+4. Gate (:func:`gate`): a learned candidate is published only if it beats the strongest
+   cheap baseline on evidence (paired bootstrap interval over at least ``min_eval_users``
+   users), else that baseline is; and what is published must stay within
+   ``max_drop_vs_production`` of the live model's recorded nDCG@k. The night is registered
    either way (``recommender.registry_root``); only a passing one is promoted.
-5. A promoted model is refit on everything up to D and publishes ``mart_recommendations``
+5. The published model is refit on everything up to D and publishes ``mart_recommendations``
    (top N per user: active products only, bought items excluded unless their category is
    repurchasable, at most ``max_per_category`` per category; users with too little history
    get their category's (or the shop's) popular products, marked by ``reason_code``) and
-   ``mart_similar_items`` (cosine of item factors). A failing gate leaves the previous
-   outputs live and raises :class:`ModelGateError`, which fails the task with the reason.
+   ``mart_similar_items`` (cosine of ALS's item factors, or of co-purchases for the other
+   models). A failing gate leaves the previous outputs live and raises
+   :class:`ModelGateError`, which fails the task with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from jobs.platform.provenance import code_version
 from jobs.platform.publish import Output, publish, snapshot
 from jobs.platform.published import as_date, published_tables
 from jobs.platform.warehouse import frame_to_arrow, to_arrow
+from jobs.recommender.evaluation import CHEAP, model_maker
 from jobs.recommender.interactions import (
     IdIndex,
     event_signals,
@@ -48,34 +54,68 @@ from jobs.recommender.interactions import (
     temporal_split,
 )
 from jobs.recommender.settings import RecommenderConfig, load_recommender
-from models.recommenders import AlsRecommender, top_n_spark
+from models import buy_again
+from models.recommenders import lists_matrix, similar_by_copurchase, top_n_spark
 
 log = logging.getLogger(__name__)
 MODEL = "recommender"
 PUBLISHED = ("mart_recommendations", "mart_similar_items")
+ALSO_PUBLISHED = ("mart_buy_again",)  # restored with a version that has it (versions before it do not)
 
 
-def gate(candidate: dict, production: dict | None, settings: RecommenderConfig, k: int) -> tuple[bool, str]:
-    """(passed, reason) from the candidate's models' metrics and the live model's record."""
+def gate(report: dict, production: dict | None, settings: RecommenderConfig, k: int) -> tuple[str, bool, str]:
+    """(published model, passed, reason) from the night's competition report and the live
+    model's record.
+
+    The candidate is the model best on validation. A learned one (ALS, EASE) is published
+    only if it beats the strongest cheap baseline on evidence: at least ``min_eval_users``
+    users evaluated and a paired bootstrap interval of per-user nDCG differences above 0.
+    Otherwise that baseline's lists are published: they are what the evidence supports. The
+    published model's nDCG@k must then stay within ``max_drop_vs_production`` of the live
+    model's recorded nDCG@k, or nothing is published."""
     metric = f"ndcg@{k}"
-    als = candidate["als"]["metrics"][metric]
-    popular = candidate["popularity"]["metrics"][metric]
-    needed = popular * (1 + settings.gate.min_lift_over_popularity)
-    if als <= needed:
-        return (
-            False,
-            f"ALS {metric} {als:.4f} does not beat popularity {popular:.4f} by {settings.gate.min_lift_over_popularity:.0%} (needs > {needed:.4f})",
+    models, chosen, versus = report["models"], report["chosen"], report.get("versus_baseline")
+
+    def score(name: str) -> float:
+        return models[name]["metrics"][metric]
+
+    if versus is None:
+        published, reason = (
+            chosen,
+            f"{chosen} {metric} {score(chosen):.4f} is best on validation and the strongest cheap baseline",
         )
+    elif chosen in CHEAP:
+        published, reason = (
+            chosen,
+            f"{chosen} {metric} {score(chosen):.4f} is best on validation ({versus['baseline']} {score(versus['baseline']):.4f})",
+        )
+    else:
+        baseline = versus["baseline"]
+        interval = (f"difference {versus['difference']:+.4f}, {versus['confidence']:.0%} interval "
+                    f"{versus['low']:+.4f} to {versus['high']:+.4f}, {versus['users']} users")  # fmt: skip
+        head = f"{chosen} {metric} {score(chosen):.4f} vs {baseline} {score(baseline):.4f} ({interval})"
+        if versus["users"] < settings.gate.min_eval_users:
+            published = baseline
+            reason = f"{head}: fewer than gate.min_eval_users {settings.gate.min_eval_users} users, no evidence; {baseline} published"
+        elif versus["low"] <= 0:
+            published, reason = baseline, f"{head}: not shown better; {baseline} published"
+        else:
+            published, reason = chosen, f"{head}: better on evidence"
     if production is not None:
-        live = production.get("metrics", {}).get("als", {}).get("metrics", {}).get(metric)
-        if live is not None and als < live * (1 - settings.gate.max_drop_vs_production):
-            return False, (
-                f"ALS {metric} {als:.4f} is more than {settings.gate.max_drop_vs_production:.0%} below the live model "
-                f"{production['version']} ({live:.4f})"
+        live_model = production.get("published_model", "als")
+        live = production.get("metrics", {}).get(live_model, {}).get("metrics", {}).get(metric)
+        if live is not None and score(published) < live * (1 - settings.gate.max_drop_vs_production):
+            return (
+                published,
+                False,
+                (
+                    f"{reason}; but {published} {metric} {score(published):.4f} is more than "
+                    f"{settings.gate.max_drop_vs_production:.0%} below the live model {production['version']} "
+                    f"({live_model} {live:.4f})"
+                ),
             )
-    return True, f"ALS {metric} {als:.4f} vs popularity {popular:.4f}" + (
-        f" and live {production['version']}" if production else ""
-    )
+        reason += f"; live {production['version']} ({live_model})"
+    return published, True, reason
 
 
 def signals_up_to(
@@ -139,8 +179,8 @@ def publish_lists(
     settings: RecommenderConfig,
 ) -> DataFrame:
     """Top-N per registered user (``users``: Spark ``user_id``), scored in Spark's executors:
-    ALS (``model.user_frame`` x ``model.item_factors``) for users with enough history, category
-    (or shop) popularity for the rest. Returns Spark ``user_id, rank, product_id, score,
+    the published model (:func:`_user_side`) for users with enough history, category (or
+    shop) popularity for the rest. Returns Spark ``user_id, rank, product_id, score,
     reason_code``.
 
     The fallback is scored like a factor model: a cold user's vector is ``[1, boost x
@@ -188,16 +228,14 @@ def publish_lists(
         .join(history, "u", "left")
         .join(favourite, "u", "left")
         .join(bought, "user_id", "left")
-        .join(model.user_frame, "u", "left")
     )
-    warm = F.col("features").isNotNull() & (F.col("distinct_items") >= pub.min_history_items)
     allowed = catalogue["active"].to_numpy()
     cap = {"categories": codes, "per_category": pub.max_per_category} if pub.max_per_category else {}
-
-    als = top_n_spark(
-        people.where(warm), lambda batch: np.stack(batch["features"].to_numpy()), model.item_factors,
-        pub.top_n, "user_id", allowed, **cap,
-    ).withColumn("reason_code", F.lit("als"))  # fmt: skip
+    people, warm, vectors, item_vectors = _user_side(model, people, data)
+    warm = warm & (F.col("distinct_items") >= pub.min_history_items)
+    listed = top_n_spark(people.where(warm), vectors, item_vectors, pub.top_n, "user_id", allowed, **cap).withColumn(
+        "reason_code", F.lit(model.name)
+    )
 
     counts = data.frame.groupBy("i").agg(F.count("*").alias("n")).toPandas()
     popularity = np.zeros(n_items, np.float32)
@@ -225,10 +263,92 @@ def publish_lists(
         .alias("reason_code"),
     )
     return (
-        als.unionByName(rest)
+        listed.unionByName(rest)
         .join(F.broadcast(items.select(F.col("i").alias("column"), "product_id")), "column")
         .select("user_id", "rank", "product_id", F.col("score").cast("double").alias("score"), "reason_code")
     )
+
+
+def _user_side(model, people: DataFrame, data):
+    """``(people, warm, vectors, item_vectors)`` for :func:`top_n_spark` by the published
+    model: ALS scores its user factors (trained users are warm) against its item factors;
+    EASE and item-kNN a user's binary history row against their item x item weights; recent
+    popularity one vector of ones against each item's popularity (everyone with history is warm)."""
+    if model.name == "als":
+        people = people.join(model.user_frame, "u", "left")
+        return (
+            people,
+            F.col("features").isNotNull(),
+            lambda batch: np.stack(batch["features"].to_numpy()),
+            model.item_factors,
+        )
+    if model.name == "popularity":
+        return (
+            people,
+            F.col("u").isNotNull(),
+            lambda batch: np.ones((len(batch), 1), np.float32),
+            model.popularity[:, None],
+        )
+    n_items = data.n_items
+    history = data.frame.groupBy("u").agg(F.collect_list("i").alias("history"))
+    people = people.join(history, "u", "left")
+    return (
+        people,
+        F.col("history").isNotNull(),
+        lambda batch: lists_matrix(batch["history"], n_items),
+        model.item_vectors,
+    )
+
+
+def buy_again_night(days: DataFrame, as_of: date, settings: RecommenderConfig) -> tuple[object, dict, list[dict]]:
+    """The night's buy-again method: every candidate of ``buy_again`` is measured on the repeat
+    purchases of the validation window (before the holdout), the best is measured with the
+    ``most_bought`` baseline on the holdout's. Returns (method, report, evaluation rows as
+    ``model, metric, value, users``: models ``buy_again`` and ``most_bought``, metrics
+    ``repeat_*@k``)."""
+    ev, ba = settings.evaluation, settings.buy_again
+    cutoff = as_of - timedelta(days=ev.holdout_days)
+    valid_cutoff = cutoff - timedelta(days=ev.validation_days)
+    candidates = ba.candidates()
+    validation = buy_again.evaluate(days, valid_cutoff, cutoff, candidates, ev.k, ba.horizon_days)
+    chosen = buy_again.best(validation, candidates, ev.k)
+    measured = [candidates[0]] + ([chosen] if chosen != candidates[0] else [])
+    test = buy_again.evaluate(days, cutoff, as_of, measured, ev.k, ba.horizon_days)
+    rows = [
+        {"model": model, "metric": f"repeat_{metric}", "value": value, "users": test.users}
+        for model, method in (("buy_again", chosen), ("most_bought", candidates[0]))
+        for metric, value in test.metrics[method.name].items()
+    ]
+    report = {
+        "method": chosen.name,
+        "validation": {
+            "users": validation.users,
+            **{name: m[f"ndcg@{ev.k}"] for name, m in validation.metrics.items()},
+        },
+        "holdout": {"users": test.users, **test.metrics},
+    }
+    return chosen, report, rows
+
+
+def buy_again_lists(
+    days: DataFrame, as_of: date, method, users: DataFrame, products: DataFrame, settings: RecommenderConfig
+) -> DataFrame:
+    """``user_id, rank, product_id, score, times_bought, last_bought, due_date, method``: the top
+    ``buy_again.top_n`` products each registered customer bought, by ``method``; active
+    products only, never of ``exclude_categories``."""
+    ba = settings.buy_again
+    excluded = (
+        F.coalesce(F.col("category_l1").isin(*ba.exclude_categories), F.lit(False))
+        if ba.exclude_categories
+        else F.lit(False)
+    )
+    listable = products.where(F.col("is_active") & ~excluded).select(F.col("product_id").alias("item_id"))
+    scored = buy_again.scores(days, as_of, method, ba.horizon_days, ba.default_interval_days)
+    scored = scored.join(F.broadcast(listable), "item_id").join(users.select("user_id").distinct(), "user_id")
+    return buy_again.top(scored, ba.top_n).select(
+        "user_id", "rank", F.col("item_id").alias("product_id"), "score", "times_bought", "last_bought", "due_date",
+        F.lit(method.name).alias("method"),
+    )  # fmt: skip
 
 
 def owned_items(current: dict[str, DataFrame], statuses, settings: RecommenderConfig) -> DataFrame:
@@ -358,30 +478,39 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         )
         signals.unpersist(), owned.unpersist()
         return {"snapshot_date": as_of.isoformat(), "status": "skipped", "reason": result}
-    passed, reason = gate(result.report["models"], production, settings, ev.k)
+    published, passed, reason = gate(result.report, production, settings, ev.k)
+    days = buy_again.purchase_days(current["orders"], current["order_items"], statuses).persist()
+    again, again_report, again_rows = buy_again_night(days, as_of, settings)
     version = f"{as_of:%Y%m%d}-{datetime.now(timezone.utc):%H%M%S}"
     loaded_at = datetime.now(timezone.utc)
 
     evaluation_rows = [
         {"model_version": version, "snapshot_date": as_of, "model": name, "user_group": row["group"], "metric": row["metric"],
-         "value": row["value"], "users": row["users"], "is_published": passed and name == "als", "loaded_at": loaded_at}
+         "value": row["value"], "users": row["users"], "is_published": passed and name == published, "loaded_at": loaded_at}
         for name, entry in result.report["models"].items()
         for row in [{"group": "all", "metric": m, "value": v, "users": result.report["test"]["users_evaluated"]} for m, v in entry["metrics"].items()] + entry["by_group"]
+    ] + [
+        {"model_version": version, "snapshot_date": as_of, "model": row["model"], "user_group": "all", "metric": row["metric"],
+         "value": row["value"], "users": row["users"], "is_published": passed and row["model"] == "buy_again", "loaded_at": loaded_at}
+        for row in again_rows
     ]  # fmt: skip
     outputs = {}
     if passed:
         all_pairs = pairs(signals, as_of, ic.half_life_days, ic.max_weight)
         index = IdIndex(all_pairs)
         data = index.interactions(all_pairs)
-        model = AlsRecommender(result.best, settings.tuning.seed).fit(data)
+        model = model_maker(settings, settings.tuning.seed)(published, result.params[published]).fit(data)
         catalogue = _catalogue(current["products"], index)
         spark = data.frame.sparkSession
         lists = publish_lists(
             model, index, data, current["users"], owned.select("user_id", "item_id"), catalogue, settings
         )
-        similar = similar_items(
-            spark, model.item_factors, settings.publishing.similar_n, allowed=catalogue["active"].to_numpy()
-        )
+        active, similar_n = catalogue["active"].to_numpy(), settings.publishing.similar_n
+        if published == "als":  # the cosine of item factors; the other models have none
+            similar = similar_items(spark, model.item_factors, similar_n, allowed=active)
+        else:
+            similar = spark.createDataFrame(similar_by_copurchase(data, similar_n, allowed=active).astype(
+                {"i": "int32", "rank": "int32", "similar_i": "int32", "similarity": "float64"}))  # fmt: skip
         ids = spark.createDataFrame(pd.DataFrame({"i": np.arange(len(catalogue), dtype=np.int32),
                                                   "product_id": catalogue["product_id"].to_numpy()}))  # fmt: skip
         similar = (
@@ -396,11 +525,19 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
                 F.lit(as_of).alias("snapshot_date"), "user_id", "rank", "product_id", "score", "reason_code",
                 F.lit(version).alias("model_version"))),
             "mart_similar_items": to_arrow(similar),
+            "mart_buy_again": to_arrow(buy_again_lists(days, as_of, again, current["users"], current["products"], settings).select(
+                F.lit(as_of).alias("snapshot_date"), "user_id", "rank", "product_id", "score", "times_bought",
+                "last_bought", "due_date", "method", F.lit(version).alias("model_version"))),
         }  # fmt: skip
-        artefacts = {
-            # factors and the training snapshot are written by the executors
+        # ALS's factors; the other models are deterministic functions of the training snapshot
+        # and their parameters (EASE's weights alone are items x items)
+        factors = {
+            # written by the executors
             "user_factors": model.user_frame.join(index.users, "u").select("user_id", F.col("features").alias("factors")),
             "item_factors": pa.table({"product_id": index.item_ids(), "factors": list(model.item_factors)}),
+        } if published == "als" else {}  # fmt: skip
+        artefacts = {
+            **factors,
             "interactions": all_pairs.select("user_id", "item_id", "weight", "last_day"),
             # the published outputs, so promote/rollback can put exactly these back
             **outputs,
@@ -409,7 +546,12 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         artefacts = {}
     meta = {
         "snapshot_date": as_of.isoformat(),
-        "params": result.best.model_dump(),
+        "params": result.report["als_params"],  # ALS's live tuning (tuning_for)
+        "published_model": published,
+        "model_params": result.params[published],
+        "chosen": result.chosen,
+        "versus_baseline": result.report["versus_baseline"],
+        "buy_again": again_report,
         "metrics": result.report["models"],
         "tuning_trials": result.report["tuning_trials"],
         "tuned_on": tuned_on.isoformat(),
@@ -436,10 +578,10 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         config, as_of, "recommender", "recommendations",
         [evaluation, *(snapshot(name, stamped(table, loaded_at)) for name, table in outputs.items())],
         rows_in=result.report["train"]["interactions"],
-        details={"version": version, "gate": reason, "params": result.best.model_dump()},
+        details={"version": version, "gate": reason, "model": published, "params": result.params[published]},
         status="success" if passed else "failed",
     )  # fmt: skip
-    signals.unpersist(), owned.unpersist()
+    signals.unpersist(), owned.unpersist(), days.unpersist()
     if not passed:
         raise ModelGateError(
             f"{as_of}: model {version} not published: {reason}; the previous recommendations stay live"
@@ -449,7 +591,8 @@ def build_recommender(config, as_of: date, settings: RecommenderConfig | None = 
         "snapshot_date": as_of.isoformat(),
         "version": version,
         "gate": reason,
-        "params": result.best.model_dump(),
+        "model": published,
+        "params": result.params[published],
         "rows_by_table": counts,
     }
 
@@ -470,7 +613,8 @@ def republish(config, meta: dict) -> dict:
 
     version, schema = meta["version"], config.warehouse.schema_name
     registry = _registry(config)
-    missing = [name for name in PUBLISHED if name not in meta.get("artefacts", [])]
+    held = meta.get("artefacts", [])
+    missing = [name for name in PUBLISHED if name not in held]
     if missing:
         raise ModelGateError(
             f"version {version} has no published outputs to restore ({', '.join(missing)}): it never passed the gate"
@@ -484,7 +628,7 @@ def republish(config, meta: dict) -> dict:
             name,
             frame_to_arrow(registry.load(version, name).to_pandas().assign(snapshot_date=day, loaded_at=loaded_at)),
         )
-        for name in PUBLISHED
+        for name in (*PUBLISHED, *(name for name in ALSO_PUBLISHED if name in held))
     ]
     restored = outputs[0].rows
     counts = publish(

@@ -73,6 +73,8 @@ def study(config, spec: SimulationSpec, settings: RecommenderConfig) -> tuple[di
         "train": report["train"],
         "test": report["test"],
         "excluded": report["excluded"],
+        "chosen": report["chosen"],
+        "versus_baseline": report["versus_baseline"],
         "als_params": report["als_params"],
         "tuning_trials": len(report["tuning_trials"]),
         "metrics": metrics.to_dict(),

@@ -142,6 +142,22 @@ create table if not exists {schema}.mart_similar_items (
     primary key (snapshot_date, product_id, rank)
 );
 
+-- Buy again (models/buy_again.py): products each customer bought before, best to buy again.
+create table if not exists {schema}.mart_buy_again (
+    snapshot_date       date not null,
+    user_id             bigint not null,
+    rank                integer not null,
+    product_id          bigint not null,
+    score               double precision not null,
+    times_bought        integer not null,
+    last_bought         date not null,
+    due_date            date not null,
+    method              varchar not null,
+    model_version       varchar not null,
+    loaded_at           timestamptz not null,
+    primary key (snapshot_date, user_id, rank)
+);
+
 create table if not exists {schema}.mart_model_evaluation (
     model_version       varchar not null,
     snapshot_date       date not null,

@@ -20,6 +20,10 @@ create or replace view {schema}.v_recommendations_latest as
 select * from {schema}.mart_recommendations
 where snapshot_date = (select max(snapshot_date) from {schema}.mart_recommendations);
 
+create or replace view {schema}.v_buy_again_latest as
+select * from {schema}.mart_buy_again
+where snapshot_date = (select max(snapshot_date) from {schema}.mart_buy_again);
+
 create or replace view {schema}.v_similar_items_latest as
 select * from {schema}.mart_similar_items
 where snapshot_date = (select max(snapshot_date) from {schema}.mart_similar_items);

@@ -65,7 +65,7 @@ KILL_POINTS = {
 RECOMMENDER_SETTINGS = {
     "tuning": {"max_trials": 1},
     "evaluation": {"holdout_days": 3, "validation_days": 3},
-    "gate": {"min_lift_over_popularity": -1.0},
+    "gate": {"max_drop_vs_production": 1.0},
 }
 
 

@@ -46,6 +46,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
         max_trials=2, default={"rank": 16, "reg_param": 0.1, "alpha": 10.0, "max_iter": 5, "confidence": "log"}
     )
     settings["tuning"]["space"].update(rank=[8, 16], max_iter=[5])
+    settings["competition"].update(ease_l2=[50, 500], knn_neighbours=[20], popularity_days=[7, 30],
+                                   popularity_half_life_days=[None])  # fmt: skip
     (root / "recommender.yaml").write_text(yaml.safe_dump(settings))
     return {
         "root": root,
@@ -88,10 +90,22 @@ def runs(files, config) -> dict[str, Path]:
 def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs, protocol):
     out = runs[protocol]
     report = json.loads((out / "metrics.json").read_text())
-    assert set(report["models"]) == {"als", "popularity", "item_knn"}
-    assert len(report["tuning_trials"]) == 2 and report["als_params"]["rank"] in (8, 16)
+    assert set(report["models"]) == {"als", "ease", "popularity", "item_knn"}
+    assert [t["model"] for t in report["tuning_trials"]] == ["als"] * 2 + ["ease"] * 2 + ["item_knn"] + [
+        "popularity"
+    ] * 2
+    assert report["als_params"]["rank"] in (8, 16) and report["models"]["ease"]["params"]["l2"] in (50, 500)
     ndcg = {name: model["metrics"]["ndcg@5"] for name, model in report["models"].items()}
     assert ndcg["als"] > 1.5 * ndcg["popularity"], ndcg  # planted tastes: personalisation must pay
+    assert ndcg["ease"] > 1.5 * ndcg["popularity"], ndcg
+    # the model best on validation is chosen, and compared with the strongest cheap baseline
+    validation = report["validation"]
+    assert report["chosen"] == max(validation, key=validation.get) in ("als", "ease")
+    versus = report["versus_baseline"]
+    baseline = max(("popularity", "item_knn"), key=ndcg.get)
+    assert versus["model"] == report["chosen"] and versus["baseline"] == baseline
+    assert versus["low"] <= versus["difference"] <= versus["high"]
+    assert versus["difference"] == pytest.approx(ndcg[report["chosen"]] - ndcg[baseline], abs=1e-5)
     for name in ("precision@5", "recall@5", "map@5", "hit_rate@5", "coverage@5", "novelty@5", "popularity_bias@5"):
         assert name in report["models"]["als"]["metrics"]
 
@@ -127,6 +141,7 @@ def test_train_and_test_files_are_taken_as_given(config, runs, tmp_path):
     split_here = json.loads((first / "metrics.json").read_text())
     assert given["test"] == split_here["test"] and given["train"] == split_here["train"]
     assert given["models"]["als"]["metrics"]["ndcg@5"] > given["models"]["popularity"]["metrics"]["ndcg@5"]
+    assert given["chosen"] == split_here["chosen"]
 
 
 def test_bad_input_is_a_one_line_error(files, config, tmp_path):

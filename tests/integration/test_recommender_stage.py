@@ -1,7 +1,7 @@
 """The nightly recommender stage on a small simulated shop (real Spark, DuckDB, a local
-registry): a gate the model cannot pass keeps everything unpublished and says why; a gate it
-passes publishes lists for every registered customer and similar items, and promotes the
-version in the registry."""
+registry): a gate the night cannot pass (a live model far better) keeps everything unpublished
+and says why; a gate it passes publishes the competition's published model's lists for every
+registered customer and similar items, and promotes the version in the registry."""
 
 from __future__ import annotations
 
@@ -27,12 +27,20 @@ def shop(small_shop):
     return small_shop.config
 
 
-def settings(min_lift: float):
+def settings(max_drop: float = 0.10, **competition):
     base = load_recommender()
     return base.model_copy(
         update={
-            "gate": base.gate.model_copy(update={"min_lift_over_popularity": min_lift}),
+            "gate": base.gate.model_copy(update={"max_drop_vs_production": max_drop}),
             "tuning": base.tuning.model_copy(update={"max_trials": 1}),  # tuning: see evaluate-recommender
+            "competition": base.competition.model_copy(
+                update={
+                    "ease_l2": (200.0,),
+                    "knn_neighbours": (50,),
+                    "popularity_half_life_days": (None,),
+                    **competition,
+                }
+            ),
             "evaluation": base.evaluation.model_copy(update={"holdout_days": 5, "validation_days": 5}),
         }
     )
@@ -47,23 +55,31 @@ def query(config, sql: str, **params) -> list[tuple]:
         engine.dispose()
 
 
-def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes(shop):
-    registry = Registry(LocalStorage(shop.recommender.registry_root), "recommender")
-    with pytest.raises(ModelGateError, match="does not beat popularity"):
-        build_recommender(shop, LAST, settings(min_lift=10.0))  # ALS would need 11x popularity
+def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes(shop, tmp_path):
+    # a registry whose live model scored 1.0: tonight's best falls more than 10 % below it
+    rivalled = shop.model_copy(update={"recommender": shop.recommender.model_copy(
+        update={"registry_root": str(tmp_path / "registry")})})  # fmt: skip
+    rival = Registry(LocalStorage(rivalled.recommender.registry_root), "recommender")
+    rival.save("00000000-000000", {"published_model": "ease", "metrics": {"ease": {"metrics": {"ndcg@10": 1.0}}}}, {})
+    rival.promote("00000000-000000")
+    with pytest.raises(ModelGateError, match=r"below the live model 00000000-000000 \(ease 1.0000\)"):
+        build_recommender(rivalled, LAST, settings())
     assert query(shop, "select count(*) from mart_recommendations") == [(0,)]
-    (rejected,) = registry.versions()
-    assert rejected["gate"]["passed"] is False and registry.production() is None
+    rejected = rival.versions()[-1]
+    assert rejected["gate"]["passed"] is False and rival.production()["version"] == "00000000-000000"
     evaluated = dict(query(shop, "select model, count(*) from mart_model_evaluation group by 1"))
-    assert set(evaluated) == {"als", "popularity", "item_knn"}
+    assert set(evaluated) == {"als", "ease", "item_knn", "popularity", "buy_again", "most_bought"}
     ((status,),) = query(shop, "select status from ops_pipeline_runs where stage = 'recommender'")
     assert status == "failed"
 
-    result = build_recommender(shop, LAST, settings(min_lift=-1.0))
-    assert registry.production()["version"] == result["version"]
-    assert registry.load(result["version"], "item_factors").num_rows > 0
-    assert registry.load(result["version"], "user_factors").num_rows > 0  # written by the executors
-    assert registry.meta(result["version"])["tuned_on"] == LAST.isoformat()
+    registry = Registry(LocalStorage(shop.recommender.registry_root), "recommender")
+    result = build_recommender(shop, LAST, settings(max_drop=1.0))
+    meta = registry.meta(result["version"])
+    assert registry.production()["version"] == result["version"] and result["model"] == meta["published_model"]
+    assert meta["tuned_on"] == LAST.isoformat() and meta["chosen"] in meta["metrics"]
+    assert registry.load(result["version"], "interactions").num_rows > 0
+    if result["model"] == "als":  # only ALS has factors
+        assert registry.load(result["version"], "user_factors").num_rows > 0  # written by the executors
 
     users = query(shop, "select user_id from dim_user")
     lists = pd.DataFrame(
@@ -75,7 +91,7 @@ def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes
         columns=["user_id", "rank", "product_id", "reason_code"],
     )
     assert set(lists["user_id"]) == {u for (u,) in users}  # every registered customer has a list
-    assert lists.groupby("user_id")["rank"].max().max() <= 20 and set(lists["reason_code"]) >= {"als"}
+    assert lists.groupby("user_id")["rank"].max().max() <= 20 and set(lists["reason_code"]) >= {result["model"]}
     inactive = {p for (p,) in query(shop, "select product_id from dim_product where not is_active")}
     assert not set(lists["product_id"]) & inactive
     bought = query(
@@ -96,6 +112,22 @@ def test_a_failed_gate_publishes_nothing_and_a_passed_one_publishes_and_promotes
     published = query(shop, "select distinct model_version from mart_model_evaluation where is_published")
     assert published == [(result["version"],)]
 
+    # buy again: only products the customer bought, the night's method against its baseline
+    again = pd.DataFrame(
+        query(shop, "select user_id, product_id, rank, times_bought, last_bought, due_date, method "
+                    "from v_buy_again_latest"),
+        columns=["user_id", "product_id", "rank", "times_bought", "last_bought", "due_date", "method"],
+    )  # fmt: skip
+    assert len(again) > 0 and again["rank"].max() <= 10 and (again["due_date"] > again["last_bought"]).all()
+    purchased = set(query(
+        shop, "select o.user_id, i.product_id from fct_order_items i join fct_orders o using (order_id) "
+              "where o.status in ('paid', 'shipped', 'completed') and o.order_date <= :d", d=LAST))  # fmt: skip
+    assert set(zip(again["user_id"], again["product_id"], strict=True)) <= purchased
+    assert set(again["method"]) == {meta["buy_again"]["method"]}
+    repeat = dict(query(shop, "select model, value from mart_model_evaluation where metric = 'repeat_ndcg@10' "
+                              "and model_version = :v", v=result["version"]))  # fmt: skip
+    assert set(repeat) == {"buy_again", "most_bought"}
+
 
 def test_models_can_be_listed_promoted_and_rolled_back(shop, tmp_path):
     import json
@@ -106,10 +138,10 @@ def test_models_can_be_listed_promoted_and_rolled_back(shop, tmp_path):
 
     registry = Registry(LocalStorage(shop.recommender.registry_root), "recommender")
     first = registry.production()["version"]  # from the test above
-    second = build_recommender(shop, LAST, settings(min_lift=-1.0))["version"]
+    second = build_recommender(shop, LAST, settings(max_drop=1.0))["version"]
     assert registry.production()["version"] == second
     listed = models_command(shop, "list")
-    assert [v["live"] for v in listed] == [False, False, True] and listed[0]["gate"]["passed"] is False
+    assert [v["live"] for v in listed] == [False, True]
 
     restored = models_command(shop, "rollback")
     assert restored["version"] == first and restored["rolled_back_from"] == second
@@ -118,8 +150,6 @@ def test_models_can_be_listed_promoted_and_rolled_back(shop, tmp_path):
         models_command(shop, "rollback")
     models_command(shop, "promote", second, "back to the newest")
     assert query(shop, "select distinct model_version from v_recommendations_latest") == [(second,)]
-    with pytest.raises(ModelGateError, match="never passed the gate"):
-        models_command(shop, "promote", listed[0]["version"])
 
     env = {
         "MKT_RECOMMENDER__REGISTRY_ROOT": shop.recommender.registry_root,
@@ -129,3 +159,7 @@ def test_models_can_be_listed_promoted_and_rolled_back(shop, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert [v["version"] for v in json.loads(proc.stdout)] == [v["version"] for v in listed]
     assert_one_line_error(marketing("models", "promote", "nope", cwd=tmp_path, **env), "no version 'nope'")
+    never = "20000101-000000"  # a version registered by a night whose gate failed
+    registry.save(never, {"snapshot_date": "2000-01-01", "gate": {"passed": False}}, {})
+    with pytest.raises(ModelGateError, match="never passed the gate"):
+        models_command(shop, "promote", never)

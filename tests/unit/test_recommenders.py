@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from jobs.platform.daily import user_item_days
+from jobs.recommender.evaluation import model_maker
 from jobs.recommender.interactions import (
     IdIndex,
     event_signals,
@@ -21,14 +22,17 @@ from jobs.recommender.interactions import (
 from jobs.recommender.settings import load_recommender
 from models.recommenders import (
     AlsRecommender,
+    EaseRecommender,
     Interactions,
     ItemKnnRecommender,
+    ModelTooLarge,
     PopularityRecommender,
     candidate_params,
     recommend,
     similar_items,
     top_n,
     top_n_spark,
+    tune,
 )
 
 SETTINGS = load_recommender()
@@ -217,3 +221,79 @@ def test_id_index_maps_any_ids_densely(spark):
     index = IdIndex(frame)
     assert index.user_ids().tolist() == ["a", "b"] and index.item_ids().tolist() == ["x", "y"]
     assert sorted((r.u, r.i) for r in index.indexed(frame).collect()) == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_ease_is_the_closed_form_of_its_constrained_ridge_regression(spark):
+    """B minimises ||X - XB||^2 + l2 ||B||^2 with a zero diagonal: its stationarity condition
+    is (X'X + l2 I) B - X'X = -diag(m) for some m, so off the diagonal that product is 0."""
+    rng = np.random.default_rng(3)
+    dense = (rng.random((30, 6)) < 0.4).astype(float)
+    rows = [(int(u), int(i), 2.0, date(2026, 10, 1)) for u, i in zip(*np.nonzero(dense), strict=True)]
+    model = EaseRecommender(l2=5.0).fit(interactions(spark, rows, 30, 6))
+    weights = model.weights.astype(float)
+    assert np.allclose(np.diag(weights), 0.0)
+    gram = dense.T @ dense  # binary: the weight of 2 does not count
+    residual = (gram + 5.0 * np.eye(6)) @ weights - gram
+    off_diagonal = residual[~np.eye(6, dtype=bool)]
+    assert np.allclose(off_diagonal, 0.0, atol=1e-4), residual
+    # the scores are the history rows times B
+    assert np.allclose(model.scores(np.array([0, 1])), dense[[0, 1]] @ weights, atol=1e-5)
+
+
+def test_ease_recommends_what_co_occurs_and_refuses_a_catalogue_too_large(spark):
+    # items 0 and 1 are bought together, 2 and 3 together; user 0 has only item 0
+    rows = [(u, i, 1.0, date(2026, 10, 1)) for u in range(1, 9) for i in ((0, 1) if u % 2 else (2, 3))]
+    data = interactions(spark, rows + [(0, 0, 1.0, date(2026, 10, 1))], 9, 4)
+    recs = recommend(EaseRecommender(l2=1.0).fit(data), np.array([0]), data, 1)
+    assert recs["i"].tolist() == [1]
+    with pytest.raises(ModelTooLarge, match="4 items > max_items 3"):
+        EaseRecommender(max_items=3).fit(data)
+
+
+def test_recent_popularity_weighs_by_half_life(spark):
+    today = date(2026, 10, 1)
+    rows = [(0, 0, 1.0, today), (1, 1, 1.0, today - timedelta(days=7)), (2, 1, 1.0, today - timedelta(days=7))]
+    data = interactions(spark, rows, 3, 2)
+    assert PopularityRecommender(days=30).fit(data).popularity.tolist() == [1, 2]
+    assert PopularityRecommender(days=30, half_life_days=7).fit(data).popularity.tolist() == [1, 1]  # 2 x 0.5
+    assert PopularityRecommender(days=5).fit(data).popularity.tolist() == [1, 0]
+
+
+def test_the_competition_keeps_each_models_best_and_skips_what_cannot_fit(spark):
+    # two tastes, items 0-4 and 5-9; each user holds out one item of their taste for validation
+    rng = np.random.default_rng(5)
+    rows, held = [], []
+    for user in range(40):
+        taste = (user % 2) * 5
+        items = rng.permutation(5)[:4] + taste
+        rows += [(user, int(i), 1.0, date(2026, 10, 1)) for i in items[:3]]
+        held.append((user, int(items[3])))
+    # item 9 is popular with the second taste only: popularity cannot be personal
+    data = interactions(spark, rows, 40, 10)
+    validation = pd.DataFrame(held, columns=["u", "i"])
+    plan = [("popularity", {"days": 30, "half_life_days": None}), ("ease", {"l2": 1.0}), ("ease", {"l2": 100.0}),
+            ("item_knn", {"neighbours": 5})]  # fmt: skip
+    make = model_maker(SETTINGS.model_copy(update={"competition": SETTINGS.competition.model_copy(
+        update={"ease_max_items": 10})}), 0)  # fmt: skip
+    result = tune(data, validation, 3, plan, make)
+    assert set(result.best) == {"popularity", "ease", "item_knn"} and len(result.trials) == 4
+    scores = {(t["model"], t.get("l2")): t["ndcg@3"] for t in result.trials}
+    assert result.best["ease"]["l2"] == max((1.0, 100.0), key=lambda l2: scores[("ease", l2)])
+    assert result.winner != "popularity"  # tastes are personal
+    small = model_maker(SETTINGS.model_copy(update={"competition": SETTINGS.competition.model_copy(
+        update={"ease_max_items": 5})}), 0)  # fmt: skip
+    skipped = tune(data, validation, 3, plan, small)
+    assert "ease" not in skipped.best and sum("max_items 5" in t.get("skipped", "") for t in skipped.trials) == 2
+
+
+def test_paired_bootstrap_interval():
+    from models.rec_metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    better = rng.normal(0.05, 0.1, 2000)
+    mean, low, high = paired_bootstrap(better, samples=500, confidence=0.9, seed=1)
+    assert low > 0.04 and high < 0.06 and low < mean < high
+    noise = rng.normal(0.0, 0.1, 2000)
+    assert paired_bootstrap(noise, 500, 0.9, 1)[1] < 0 < paired_bootstrap(noise, 500, 0.9, 1)[2]
+    assert paired_bootstrap(noise, 500, 0.9, 1) == paired_bootstrap(noise, 500, 0.9, 1)  # seeded
+    assert paired_bootstrap(np.array([]), 500) == (0.0, 0.0, 0.0)
