@@ -14,7 +14,8 @@ issue's protocol; the competition validates on the latest quarter of the trainin
 ``random-per-user``: the lines up to ``--end`` split by ``marketing evaluate-recommender``'s
 seeded per-user protocol. Runs :func:`jobs.recommender.evaluation.evaluate_recommender` (what
 the command runs) and prints every model's nDCG, recall and hit rate at 10, the model chosen on
-validation and its comparison with the strongest cheap baseline.
+validation and its comparison with the strongest cheap baseline, and (temporal) the buy-again
+list's method against "most bought by this customer" on the repeat purchases of the test month.
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ def main() -> None:
     print("validation nDCG@10:", report["validation"])
     print("chosen on validation:", report["chosen"], {n: r["params"] for n, r in report["models"].items()})
     print("versus the strongest cheap baseline:", report["versus_baseline"])
+    if "buy_again" in report:
+        again = report["buy_again"]
+        print(
+            f"buy again ({again['test']['users_evaluated']} customers with a repeat purchase), method {again['method']}:"
+        )
+        print(pd.DataFrame(again["models"]).T.round(4).to_string())
+        print("versus most bought:", again["versus_baseline"])
     print(f"{time.monotonic() - started:.0f} s")
 
 

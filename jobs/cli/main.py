@@ -6,6 +6,7 @@
     marketing report     the nightly report of a date (HTML with plots, and JSON)
     marketing portal     the marketers' portal (lists, reports); add-user / remove-user manage accounts
     marketing score-customers  RFM, lifecycle, churn risk and value for any order export
+    marketing evaluate-customers  backtest those scores beside recency, frequency, past spend, BG/NBD
     marketing airflow    the airflow CLI with this project's DAGs (standalone, dags test, backfill)
     marketing status     last runs, failures, the night's deadline, stale tables, quarantine rates
     marketing config     print the effective configuration (after MKT_* overrides)
@@ -182,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--orders", required=True, metavar="FILE", help="orders as .csv or .parquet")
     score.add_argument("--as-of", required=True, type=_date, help="score as of this date (YYYY-MM-DD)")
     score.add_argument("--out", required=True, metavar="FILE", help="result as .csv or .parquet")
+
+    backtest = sub.add_parser(
+        "evaluate-customers",
+        help="backtest the nightly churn and value scores on any order export, beside simple baselines",
+        description="Score every customer as of --as-of exactly as the nightly stage does (orders up to that date "
+        "only), then compare with what they did in the next --horizon-days: repurchase AUC, value Spearman, "
+        "predicted against actual total and value by decile, for the nightly scores and the baselines recency, "
+        "frequency, past spend and BG/NBD (+ Gamma-Gamma). Input: the score-customers format; the export must "
+        "reach --as-of + --horizon-days. Prints the report as JSON.",
+    )
+    backtest.add_argument("--orders", required=True, metavar="FILE", help="orders as .csv or .parquet")
+    backtest.add_argument("--as-of", required=True, type=_date, help="score as of this date (YYYY-MM-DD)")
+    backtest.add_argument("--horizon-days", required=True, type=_positive, help="the outcome window after --as-of")
+    backtest.add_argument("--out", metavar="FILE", help="also write the report as JSON here")
 
     rec = sub.add_parser(
         "evaluate-recommender",
@@ -379,6 +394,11 @@ def _dispatch(args: argparse.Namespace, config) -> int:
         from jobs.customers.score_file import score_file
 
         print(json.dumps(score_file(config, args.orders, args.as_of, args.out)))
+        return 0
+    if args.command == "evaluate-customers":
+        from jobs.customers.backtest import evaluate_customers
+
+        print(json.dumps(evaluate_customers(config, args.orders, args.as_of, args.horizon_days, args.out), default=str))
         return 0
     if args.command == "evaluate-recommender":
         from jobs.recommender.evaluation import evaluate_recommender

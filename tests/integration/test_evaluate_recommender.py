@@ -109,6 +109,14 @@ def test_both_protocols_write_metrics_recommendations_and_the_split(files, runs,
     for name in ("precision@5", "recall@5", "map@5", "hit_rate@5", "coverage@5", "novelty@5", "popularity_bias@5"):
         assert name in report["models"]["als"]["metrics"]
 
+    if protocol == "temporal":  # the buy-again list, measured on what users had before and again after the cut
+        again = report["buy_again"]
+        assert set(again["models"]) == {"buy_again", "most_bought"} and again["method"] in again["validation"]
+        assert again["test"]["users_evaluated"] == again["versus_baseline"]["users"] > 0
+        assert 0 < again["models"]["most_bought"]["ndcg@5"] <= 1
+    else:
+        assert "buy_again" not in report  # no pair is on both sides of a random split
+
     train, test = pd.read_csv(out / "train.csv"), pd.read_csv(out / "test.csv")
     original = pd.read_csv(files["csv"])
     if protocol == "temporal":
