@@ -1,14 +1,20 @@
 """Benchmark (not a test): the nightly customer scores on a real retailer, beside baselines.
 
-    .venv/bin/python benchmarks/bench_real_customers.py [--as-of 2011-09-09 2011-06-01 2011-03-01]
-        [--horizon-days 90] [--out FILE]
+    .venv/bin/python benchmarks/bench_real_customers.py [--data online-retail|cdnow]
+        [--as-of D ...] [--horizon-days N] [--out FILE]
 
-The data is the UCI Online Retail year shipped in ``tests/data/real/`` (a UK gift wholesaler,
-2010-12-01 to 2011-12-09): one order per invoice of a registered customer (cancellation
-invoices are credit notes: negative amounts, counted as purchases of negative value, so net
-spend is what was kept), ``amount`` = the sum of quantity x unit price. For each ``--as-of``
-it runs :func:`jobs.customers.backtest.evaluate_customers` (what ``marketing
-evaluate-customers`` runs) and prints every model's repurchase AUC, value Spearman and total.
+Two real purchase histories shipped in ``tests/data/real/``:
+
+- ``online-retail`` (default: as of 2011-09-09, 2011-06-01 and 2011-03-01, 90 days): the UCI
+  Online Retail year of a UK gift wholesaler; one order per invoice of a registered customer
+  (cancellation invoices are credit notes: negative amounts, counted as purchases of negative
+  value, so net spend is what was kept), ``amount`` = the sum of quantity x unit price.
+- ``cdnow`` (default: as of 1997-09-30, 273 days = 39 weeks, the literature's split): the CDNOW
+  cohort of 23,570 customers who first bought in the first quarter of 1997, to June 1998.
+
+For each ``--as-of`` it runs :func:`jobs.customers.backtest.evaluate_customers` (what
+``marketing evaluate-customers`` runs) and prints every model's repurchase AUC, value Spearman
+and total.
 """
 
 from __future__ import annotations
@@ -24,6 +30,23 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def cdnow_file(folder: Path) -> Path:
+    from tests.real_data import REAL
+
+    lines = pd.read_parquet(REAL / "cdnow.parquet")
+    orders = pd.DataFrame(
+        {
+            "user_id": lines["customer_id"],
+            "order_id": [f"{c}-{i}" for i, c in enumerate(lines["customer_id"])],
+            "order_ts": pd.to_datetime(lines["order_date"]).dt.strftime("%Y-%m-%d"),
+            "amount": lines["amount"],
+        }
+    )
+    path = folder / "cdnow_orders.csv"
+    orders.to_csv(path, index=False)
+    return path
 
 
 def orders_file(folder: Path) -> Path:
@@ -45,8 +68,9 @@ def orders_file(folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--as-of", nargs="+", default=["2011-09-09", "2011-06-01", "2011-03-01"])
-    parser.add_argument("--horizon-days", type=int, default=90)
+    parser.add_argument("--data", choices=["online-retail", "cdnow"], default="online-retail")
+    parser.add_argument("--as-of", nargs="+")
+    parser.add_argument("--horizon-days", type=int)
     parser.add_argument("--out", help="also write the reports as JSON here")
     args = parser.parse_args()
 
@@ -54,9 +78,12 @@ def main() -> None:
     from jobs.platform.config import load_config
 
     config = load_config()
+    defaults = {"online-retail": (["2011-09-09", "2011-06-01", "2011-03-01"], 90), "cdnow": (["1997-09-30"], 273)}
+    args.as_of = args.as_of or defaults[args.data][0]
+    args.horizon_days = args.horizon_days or defaults[args.data][1]
     reports = []
     with tempfile.TemporaryDirectory() as folder:
-        path = orders_file(Path(folder))
+        path = (cdnow_file if args.data == "cdnow" else orders_file)(Path(folder))
         for as_of in args.as_of:
             started = time.monotonic()
             report = evaluate_customers(config, str(path), date.fromisoformat(as_of), args.horizon_days)

@@ -14,10 +14,11 @@ Asset), for that business date, from published data only (`config/recommender.ya
 3. **gate** – a learned candidate is published only if it beats the strongest cheap baseline on
    evidence (paired bootstrap interval of per-customer nDCG differences above 0, at least
    `min_eval_users` customers), else that baseline is; and what is published must not be more than
-   `max_drop_vs_production` below the live model. **A refused night fails this task with the reason**
+   `max_drop_vs_production` below the live model. **A refused model fails this task with the reason**
    (and alerts); the previous lists stay live. Too little data: the task is *skipped* and says why;
 4. **publish** – **`mart_recommendations`** (top N per customer, reason code = the published model or a
-   marked popularity fallback) and **`mart_similar_items`**; the version is registered (`marketing models
+   marked popularity fallback), **`mart_similar_items`** and **`mart_buy_again`** (products to buy
+   again, by the method best on the validation window's repeat purchases); the version is registered (`marketing models
    list`) and can be promoted or rolled back by command.
 
 Whatever the gate decided (published, refused or skipped), the final **`finished`** task announces the
@@ -46,7 +47,7 @@ CONFIG = load_config()
 LIFECYCLE = Asset(asset_uri(CONFIG, "mart_user_lifecycle"), group="marketing_marts")
 MODEL_ASSETS = [
     Asset(asset_uri(CONFIG, table), group="marketing_models")
-    for table in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
+    for table in ("mart_recommendations", "mart_similar_items", "mart_buy_again", "mart_model_evaluation")
 ]
 FINISHED = Asset(
     name="marketing_recommender_finished", uri="marketing://recommender/finished", group="marketing_models"

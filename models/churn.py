@@ -1,7 +1,7 @@
 """Churn risk: the probability that a customer makes no purchase in the next ``horizon`` days.
 
 scikit-learn shape: hyper-parameters in ``__init__``, learning in ``fit``, results in
-``predict_proba``, learned state in attributes ending with ``_``. :class:`RecencyBaseline` has
+``predict_proba``, learned state in attributes ending with ``_``. :class:`FeatureBaseline` has
 the same interface, so evaluation treats both alike.
 
 Learning is by backtest: features are computed as of an earlier cutoff date and the label is
@@ -52,15 +52,38 @@ class ChurnModel:
         return self.model_.predict_proba(self._design(X))[:, 1]
 
 
-class RecencyBaseline:
-    """Churn probability from recency alone (logistic regression on log recency)."""
+class FeatureBaseline:
+    """Churn probability from one feature alone: logistic regression on its log (a baseline
+    any shop has: recency, frequency, past spend, or BG/NBD's expected purchases)."""
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RecencyBaseline:
-        self.model_ = LogisticRegression().fit(np.log1p(X[["recency_days"]]), y)
+    def __init__(self, feature: str):
+        self.feature = feature
+
+    def _design(self, X: pd.DataFrame) -> np.ndarray:
+        return np.log1p(X[[self.feature]].astype(float).clip(lower=0).to_numpy())
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> FeatureBaseline:
+        self.model_ = LogisticRegression().fit(self._design(X), y)
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return self.model_.predict_proba(np.log1p(X[["recency_days"]]))[:, 1]
+        return self.model_.predict_proba(self._design(X))[:, 1]
+
+
+class RecencyBaseline(FeatureBaseline):
+    """Churn probability from recency alone (logistic regression on log recency)."""
+
+    def __init__(self):
+        super().__init__("recency_days")
+
+
+# the baselines the nightly backtest reports beside the model: name -> the feature alone
+BASELINES = {
+    "recency_baseline": "recency_days",
+    "frequency_baseline": "frequency",
+    "past_spend_baseline": "monetary",
+    "bgnbd_baseline": "bgnbd_purchases",
+}
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """``marketing evaluate-customers``: backtest the nightly customer scores on any order export.
 
 The scores are computed exactly as the nightly stage does, from the orders on or before
-``--as-of`` only (churn model learnt with a label horizon of ``--horizon-days``); the outcome
+``--as-of`` only (the churn model learns its own horizon, 90 days, by backtest); the outcome
 is what each of those customers did in the ``--horizon-days`` after it, so the export must
 reach that far. Beside the nightly scores stand the simple baselines every shop has and the
 probabilistic model of repeat buying:
@@ -33,19 +33,6 @@ from pyspark.sql import functions as F
 
 from jobs.platform.errors import ConfigError, InputFileError
 from jobs.platform.interface import PURCHASE_STATUSES
-
-
-def purchase_summary(bought: DataFrame, as_of: date) -> DataFrame:
-    """Per customer with a purchase by ``as_of``: BG/NBD's ``x`` (purchase days after the
-    first), ``t_x`` and ``T`` (days), and ``m`` (mean spend per purchase day)."""
-    history = bought.where(F.col("order_date") <= F.lit(as_of))
-    per_day = history.groupBy("user_id", "order_date").agg(F.sum("amount").alias("amount"))
-    return per_day.groupBy("user_id").agg(
-        (F.count("*") - 1).alias("x"),
-        F.datediff(F.max("order_date"), F.min("order_date")).alias("t_x"),
-        F.datediff(F.lit(as_of), F.min("order_date")).alias("T"),
-        F.avg("amount").alias("m"),
-    )
 
 
 def outcomes(bought: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
@@ -95,9 +82,9 @@ def backtest(bought: DataFrame, as_of: date, horizon_days: int) -> dict:
     """Every model's repurchase AUC, value Spearman and total against what the customers with
     a purchase by ``as_of`` did in the next ``horizon_days`` (``bought``: ``user_id,
     order_date, amount`` of purchases)."""
-    from jobs.customers.scores import ScoreSettings, customer_features, score_customers_frame
+    from jobs.customers.scores import ScoreSettings, customer_features, purchase_summary, score_customers_frame
 
-    settings = ScoreSettings(horizon_days=horizon_days, min_history_days=max(180, horizon_days + 90))
+    settings = ScoreSettings()  # the nightly's: its churn label horizon, whatever the backtest's
     past = bought.where(F.col("order_date") <= F.lit(as_of))
     nightly = score_customers_frame(past, as_of, settings)
     features = (

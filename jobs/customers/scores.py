@@ -4,8 +4,9 @@ date and predicted 12-month value.
 Features per customer are computed in Spark from purchases (bounded: one row per customer)
 and handed to scikit-learn. The model learns from the shop's own history: features as of
 ``D - horizon`` and the label "no purchase in the following ``horizon`` days". Customers are
-split 70/30 to measure the model against a recency-only baseline (AUC, Brier score,
-calibration); the better of the two, refit on all customers, scores everybody as of D. When
+split 70/30 to measure the model against one-feature baselines (recency, frequency, past
+spend, BG/NBD expected purchases; AUC, Brier score, calibration); the best, refit on all
+customers, scores everybody as of D. When
 the history is too short (or too few customers), the stage says so and publishes only the
 rule-based fields (``method = 'rules'``).
 
@@ -81,6 +82,35 @@ def customer_features(bought: DataFrame, as_of: date) -> DataFrame:
     return per_user.join(gap_stats, "user_id", "left")
 
 
+def purchase_summary(bought: DataFrame, as_of: date) -> DataFrame:
+    """Per customer with a purchase by ``as_of``: BG/NBD's ``x`` (purchase days after the
+    first), ``t_x`` and ``T`` (days), and ``m`` (mean spend per purchase day)."""
+    history = bought.where(F.col("order_date") <= F.lit(as_of))
+    per_day = history.groupBy("user_id", "order_date").agg(F.sum("amount").alias("amount"))
+    return per_day.groupBy("user_id").agg(
+        (F.count("*") - 1).alias("x"),
+        F.datediff(F.max("order_date"), F.min("order_date")).alias("t_x"),
+        F.datediff(F.lit(as_of), F.min("order_date")).alias("T"),
+        F.avg("amount").alias("m"),
+    )
+
+
+def with_bgnbd(frame: pd.DataFrame, bought: DataFrame, as_of: date, horizon_days: int) -> tuple[pd.DataFrame, dict]:
+    """``frame`` with ``bgnbd_purchases``: BG/NBD's expected purchases in the ``horizon_days``
+    after ``as_of``, fitted on the customers' histories up to ``as_of`` (NaN, with the
+    reason, when it cannot be fitted); and the fit's summary."""
+    from models.clv import BGNBD
+
+    summary = purchase_summary(bought, as_of).toPandas()
+    try:
+        model = BGNBD().fit(summary["x"], summary["t_x"], summary["T"])
+    except ValueError as error:
+        return frame.assign(bgnbd_purchases=np.nan), {"error": str(error)}
+    summary["bgnbd_purchases"] = model.expected_purchases(horizon_days, summary["x"], summary["t_x"], summary["T"])
+    fit = {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b, "at_boundary": model.at_boundary_}
+    return frame.merge(summary[["user_id", "bgnbd_purchases"]], on="user_id", how="left"), fit
+
+
 def _to_pandas(features: DataFrame, default_gap: int) -> pd.DataFrame:
     frame = features.toPandas()
     frame["typical_gap_days"] = frame["typical_gap_days"].astype("float")
@@ -143,7 +173,7 @@ def score_customers_frame(bought: DataFrame, as_of: date, settings: ScoreSetting
     """Learn (when possible) and score every customer with a purchase by ``as_of``."""
     from sklearn.model_selection import train_test_split
 
-    from models.churn import ChurnModel, RecencyBaseline, calibration_table, evaluate
+    from models.churn import BASELINES, ChurnModel, FeatureBaseline, calibration_table, evaluate
 
     current = _to_pandas(customer_features(bought, as_of), settings.default_gap_days)
     population_gap = float(current["typical_gap_days"].median()) if current["typical_gap_days"].notna().any() else None
@@ -172,13 +202,20 @@ def score_customers_frame(bought: DataFrame, as_of: date, settings: ScoreSetting
         scores["churn_risk"], scores["churn_risk_band"] = risk, _bands(risk, settings)
         return ScoreResult(scores, "rules", reason)
 
+    train, bgnbd_fit = with_bgnbd(train, bought, cutoff, settings.horizon_days)
     fit_part, test_part = train_test_split(
         train, test_size=0.3, random_state=settings.random_state, stratify=train["churned"]
     )
-    candidates = {"churn_model": ChurnModel(random_state=settings.random_state), "recency_baseline": RecencyBaseline()}
+
+    def candidate(name: str):
+        if name == "churn_model":
+            return ChurnModel(random_state=settings.random_state)
+        return FeatureBaseline(BASELINES[name])
+
+    names = ["churn_model"] + [n for n, feature in BASELINES.items() if train[feature].notna().all()]
     quality, predictions = [], {}
-    for name, model in candidates.items():
-        model.fit(fit_part, fit_part["churned"].to_numpy())
+    for name in names:
+        model = candidate(name).fit(fit_part, fit_part["churned"].to_numpy())
         predictions[name] = model.predict_proba(test_part)
         metrics = evaluate(test_part["churned"].to_numpy(), predictions[name])
         quality.append(
@@ -190,17 +227,22 @@ def score_customers_frame(bought: DataFrame, as_of: date, settings: ScoreSetting
                 "churn_rate": float(train["churned"].mean()),
             }
         )
-    best = max(quality, key=lambda row: row["auc"])["model"]
+    best = max(quality, key=lambda row: row["auc"])["model"]  # ties: the model, then the listed order
     for row in quality:
         row["is_selected"] = row["model"] == best
     calibration = calibration_table(test_part["churned"].to_numpy(), predictions[best])
-    final = (ChurnModel(random_state=settings.random_state) if best == "churn_model" else RecencyBaseline()).fit(
-        train, train["churned"].to_numpy()
-    )
+    final = candidate(best).fit(train, train["churned"].to_numpy())
+    if best == "bgnbd_baseline":
+        current, _ = with_bgnbd(current, bought, as_of, settings.horizon_days)
     risk = pd.Series(final.predict_proba(current), index=current.index).round(4)
     scores = _value_fields(current, risk, default_gap)
     scores["churn_risk"], scores["churn_risk_band"] = risk, _bands(risk, settings)
-    return ScoreResult(scores, best, f"trained at cutoff {cutoff} on {len(train)} customers", quality, calibration)
+    note = f"trained at cutoff {cutoff} on {len(train)} customers"
+    if bgnbd_fit.get("at_boundary"):
+        note += "; BG/NBD fitted at its no-dropout boundary"
+    elif "error" in bgnbd_fit:
+        note += f"; no BG/NBD baseline: {bgnbd_fit['error']}"
+    return ScoreResult(scores, best, note, quality, calibration)
 
 
 def build_scores(config, as_of: date, settings: ScoreSettings = ScoreSettings()) -> dict:

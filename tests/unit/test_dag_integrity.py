@@ -160,7 +160,8 @@ def test_the_recommender_dag_runs_on_published_lifecycle_stages(tmp_path_factory
     task = recommender["tasks"]["recommender"]
     assert task["retries"] >= 1 and task["on_failure_callback"] == ALERTS
     assert {o["uri"] for o in task["outlets"]} == {
-        asset_uri(config, t) for t in ("mart_recommendations", "mart_similar_items", "mart_model_evaluation")
+        asset_uri(config, t)
+        for t in ("mart_recommendations", "mart_similar_items", "mart_buy_again", "mart_model_evaluation")
     }
     assert "A refused model fails this task" in recommender["doc_md"]
     # whatever the gate said, the date is announced for the campaigns DAG

@@ -82,6 +82,14 @@ def test_the_learned_churn_model_beats_recency_alone_on_the_simulated_shop(spark
     result = score_customers_frame(spark.createDataFrame(frame), as_of)
     quality = {row["model"]: row for row in result.quality}
     assert result.method == "churn_model"
+    assert set(quality) == {
+        "churn_model",
+        "recency_baseline",
+        "frequency_baseline",
+        "past_spend_baseline",
+        "bgnbd_baseline",
+    }
+    assert all(quality["churn_model"]["auc"] >= row["auc"] for row in quality.values())
     assert quality["churn_model"]["auc"] > quality["recency_baseline"]["auc"]
     assert quality["churn_model"]["brier"] < quality["recency_baseline"]["brier"]
     assert quality["churn_model"]["auc"] > 0.65
