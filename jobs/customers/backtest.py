@@ -13,6 +13,9 @@ probabilistic model of repeat buying:
 - ``bgnbd``       BG/NBD expected purchases in the horizon (purchase days as purchases),
                   times Gamma-Gamma's expected value per purchase for value.
 
+The nightly value is measured over the horizon: the nightly amounts for those days, handed out
+by the nightly ranking (its weight as chosen that night).
+
 Measured per model: repurchase AUC (bought again in the horizon, against the score), value
 Spearman (against the horizon's actual spend), and for the models that predict an amount the
 predicted total against the actual total; and the nightly value by decile (customers,
@@ -82,16 +85,22 @@ def backtest(bought: DataFrame, as_of: date, horizon_days: int) -> dict:
     """Every model's repurchase AUC, value Spearman and total against what the customers with
     a purchase by ``as_of`` did in the next ``horizon_days`` (``bought``: ``user_id,
     order_date, amount`` of purchases)."""
-    from jobs.customers.scores import ScoreSettings, customer_features, purchase_summary, score_customers_frame
+    from jobs.customers.scores import (
+        ScoreSettings,
+        _to_pandas,
+        customer_features,
+        predicted_value,
+        purchase_summary,
+        score_customers_frame,
+        value_amounts,
+    )
 
     settings = ScoreSettings()  # the nightly's: its churn label horizon, whatever the backtest's
     past = bought.where(F.col("order_date") <= F.lit(as_of))
     nightly = score_customers_frame(past, as_of, settings)
-    features = (
-        customer_features(past, as_of)
-        .select("user_id", "recency_days", "frequency", "monetary", "tenure_days")
-        .toPandas()
-    )
+    features = _to_pandas(customer_features(past, as_of), settings.default_gap_days)[
+        ["user_id", "recency_days", "frequency", "monetary", "tenure_days", "avg_order_value", "order_count"]
+    ]
     summary = purchase_summary(past, as_of).toPandas()
     truth = outcomes(bought, as_of, horizon_days).toPandas()
     frame = (
@@ -103,13 +112,14 @@ def backtest(bought: DataFrame, as_of: date, horizon_days: int) -> dict:
     frame["future_spend"] = frame["future_spend"].fillna(0.0).astype(float)
     predictions, fit = bgnbd_predictions(frame[["user_id", "x", "t_x", "T", "m"]], horizon_days)
     frame = frame.merge(predictions, on="user_id")
-    share = horizon_days / 365.0
+    # the nightly value over the horizon: its amounts for these days, handed out by its ranking
+    amounts, _ = value_amounts(frame, past, as_of, horizon_days)
+    frame["nightly_value"] = predicted_value(frame, amounts, nightly.value["weight"])
     # past spend as a rate: the last 365 days' spend over the days observed of them
     spend_rate = frame["monetary"].astype(float) / (frame["tenure_days"].astype(float).clip(upper=364) + 1)
     models = {
         # name: (repurchase score, value score, predicted amount or None)
-        "nightly": (1 - frame["churn_risk"].astype(float), frame["predicted_value_12m"] * share,
-                    frame["predicted_value_12m"] * share),
+        "nightly": (1 - frame["churn_risk"].astype(float), frame["nightly_value"], frame["nightly_value"]),
         "recency": (-frame["recency_days"].astype(float), -frame["recency_days"].astype(float), None),
         "frequency": (frame["frequency"].astype(float), frame["frequency"].astype(float), None),
         "past_spend": (frame["monetary"].astype(float), frame["monetary"].astype(float), spend_rate * horizon_days),
@@ -131,7 +141,7 @@ def backtest(bought: DataFrame, as_of: date, horizon_days: int) -> dict:
                 "total_ratio": round(total / actual_total, 4) if actual_total else None,
             }
         rows.append(row)
-    predicted = frame["predicted_value_12m"].to_numpy(float) * share
+    predicted = frame["nightly_value"].to_numpy(float)
     deciles = pd.DataFrame({"predicted": predicted, "actual": actual}).dropna()
     deciles["decile"] = pd.qcut(deciles["predicted"].rank(method="first"), 10, labels=range(1, 11)).astype(int)
     by_decile = (
@@ -148,6 +158,7 @@ def backtest(bought: DataFrame, as_of: date, horizon_days: int) -> dict:
         "actual_total": round(actual_total, 2),
         "nightly_method": nightly.method,
         "nightly_note": nightly.reason,
+        "nightly_value": nightly.value,
         "bgnbd_fit": fit,
         "models": rows,
         "value_by_decile": by_decile.to_dict(orient="records"),

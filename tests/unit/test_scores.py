@@ -41,12 +41,13 @@ def test_short_history_publishes_rule_based_fields_and_says_why(spark):
     assert scores.loc[1, "expected_next_order_date"] == AS_OF
     # one-time buyer: the shop's median gap (30 days) is assumed
     assert scores.loc[2, "expected_next_order_date"] == AS_OF + timedelta(days=20)
-    # with unknown risk, value assumes even odds: 0.5 x shrunk purchase rate x shrunk order value.
-    # Exposure: user 1 91 days, user 2 11 days; the shop's rate 4 purchases / (102 / 365) years.
+    # one repeat buyer is too few for Gamma-Gamma: value is the shrunk purchase rate x the shrunk
+    # order value. Exposure: user 1 91 days, user 2 11 days; the shop's rate 4 purchases / (102 / 365) years.
     shop_rate = 4 / (102 / 365)
     rate = (3 + shop_rate) / (91 / 365 + 1)
     value = (3 * 100 + 75) / 4  # the shop's median order value is 75 (100 and 50)
-    assert scores.loc[1, "predicted_value_12m"] == pytest.approx(round(0.5 * rate * value, 2))
+    assert scores.loc[1, "predicted_value_12m"] == pytest.approx(round(rate * value, 2))
+    assert result.value["weight"] == 0.5 and result.value["amounts"].startswith("shrunk rate")
 
 
 def test_predicted_value_stays_bounded_for_a_brand_new_big_spender_and_a_bursty_wholesaler():
@@ -104,3 +105,19 @@ def test_the_learned_churn_model_beats_recency_alone_on_the_simulated_shop(spark
     risk = scores.set_index("user_id")["churn_risk"]
     by_trajectory = risk.groupby(truth.reindex(risk.index)).mean()
     assert by_trajectory["churned"] > by_trajectory["habitual"]
+
+
+def test_predicted_value_hands_the_models_amounts_out_in_the_ranking_order():
+    from jobs.customers.scores import choose_value_weight, predicted_value, value_ranking
+
+    frame = pd.DataFrame({"monetary": [900.0, 100.0, 500.0, 50.0], "frequency": [1, 8, 4, 2]})
+    # spend alone: 0, 2, 1, 3; purchases alone: 1, 2, 0, 3 (best first)
+    assert value_ranking(frame, 1.0).sort_values(ascending=False).index.tolist() == [0, 2, 1, 3]
+    assert value_ranking(frame, 0.0).sort_values(ascending=False).index.tolist() == [1, 2, 3, 0]
+    amounts = pd.Series([10.0, 40.0, 30.0, 20.0])
+    value = predicted_value(frame, amounts, 1.0)
+    assert value.tolist() == [40.0, 20.0, 30.0, 10.0] and value.sum() == amounts.sum()
+    # the backtest decides the weight: here future spend follows purchases exactly
+    train = frame.assign(future_spend=frame["frequency"] * 10.0)
+    weight, by_weight = choose_value_weight(train)
+    assert weight == 0.0 and by_weight[0.0] == 1.0 and by_weight[1.0] < 0
