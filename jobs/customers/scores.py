@@ -103,7 +103,7 @@ def with_bgnbd(frame: pd.DataFrame, bought: DataFrame, as_of: date, horizon_days
     reason, when it cannot be fitted); and the fit's summary."""
     from models.clv import BGNBD
 
-    summary = purchase_summary(bought, as_of).toPandas()
+    summary = purchase_summary(bought, as_of).toPandas().sort_values("user_id")  # the same fit every run
     try:
         model = BGNBD().fit(summary["x"], summary["t_x"], summary["T"])
     except ValueError as error:
@@ -192,12 +192,14 @@ def value_amounts(frame: pd.DataFrame, bought: DataFrame, as_of: date, days: int
     :func:`expected_order_value` over ``days``. Returns (amounts aligned with ``frame``, how)."""
     from models.clv import BGNBD, GammaGamma
 
-    summary = purchase_summary(bought, as_of).toPandas().set_index("user_id").reindex(frame["user_id"])
+    # fitted on the customers in id order: the same histories give the same fit, bit for bit
+    summary = purchase_summary(bought, as_of).toPandas().sort_values("user_id")
     x, t_x, T = (summary[c].to_numpy(float) for c in ("x", "t_x", "T"))
     spend = summary["m"].to_numpy(float).clip(min=0.01)
     try:
         purchases = BGNBD().fit(x, t_x, T).expected_purchases(days, x, t_x, T)
-        amounts = purchases * GammaGamma().fit(x, spend).expected_value(x, spend)
+        per_user = pd.Series(purchases * GammaGamma().fit(x, spend).expected_value(x, spend), index=summary["user_id"])
+        amounts = per_user.reindex(frame["user_id"]).to_numpy()
         how = "BG/NBD x Gamma-Gamma"
     except ValueError as error:
         amounts = (expected_purchases(frame) * expected_order_value(frame) * days / 365).to_numpy()
@@ -209,8 +211,10 @@ def predicted_value(frame: pd.DataFrame, amounts: pd.Series, weight: float) -> p
     """The amounts, handed out in the order of :func:`value_ranking`: the customer ranked
     first gets the largest amount, and so on. The shop's total (and the spread of amounts)
     is the probabilistic models'; who gets which is the ranking's."""
-    order = pd.DataFrame({"rank": value_ranking(frame, weight), "amount": amounts}, index=frame.index)
-    order = order.sort_values(["rank", "amount"], ascending=False)
+    order = pd.DataFrame(
+        {"rank": value_ranking(frame, weight), "amount": amounts, "user": frame["user_id"]}, index=frame.index
+    )
+    order = order.sort_values(["rank", "amount", "user"], ascending=[False, False, True], kind="stable")
     return pd.Series(np.sort(amounts.to_numpy())[::-1], index=order.index).reindex(frame.index)
 
 

@@ -110,7 +110,7 @@ def test_the_learned_churn_model_beats_recency_alone_on_the_simulated_shop(spark
 def test_predicted_value_hands_the_models_amounts_out_in_the_ranking_order():
     from jobs.customers.scores import choose_value_weight, predicted_value, value_ranking
 
-    frame = pd.DataFrame({"monetary": [900.0, 100.0, 500.0, 50.0], "frequency": [1, 8, 4, 2]})
+    frame = pd.DataFrame({"user_id": [1, 2, 3, 4], "monetary": [900.0, 100.0, 500.0, 50.0], "frequency": [1, 8, 4, 2]})
     # spend alone: 0, 2, 1, 3; purchases alone: 1, 2, 0, 3 (best first)
     assert value_ranking(frame, 1.0).sort_values(ascending=False).index.tolist() == [0, 2, 1, 3]
     assert value_ranking(frame, 0.0).sort_values(ascending=False).index.tolist() == [1, 2, 3, 0]
@@ -121,3 +121,10 @@ def test_predicted_value_hands_the_models_amounts_out_in_the_ranking_order():
     train = frame.assign(future_spend=frame["frequency"] * 10.0)
     weight, by_weight = choose_value_weight(train)
     assert weight == 0.0 and by_weight[0.0] == 1.0 and by_weight[1.0] < 0
+    # ties in the ranking and the amounts go by customer id, whatever the row order: 9 ranks
+    # first and takes a 5; 3 and 7 tie in both, so the other 5 goes to the smaller id
+    tied = pd.DataFrame({"user_id": [9, 7, 3], "monetary": [100.0, 10.0, 10.0], "frequency": [5, 1, 1]})
+    amounts = {9: 1.0, 7: 5.0, 3: 5.0}
+    for rows in (tied, tied.iloc[[2, 0, 1]]):
+        given = predicted_value(rows, rows["user_id"].map(amounts).astype(float), 0.5)
+        assert dict(zip(rows["user_id"], given, strict=True)) == {9: 5.0, 3: 5.0, 7: 1.0}
