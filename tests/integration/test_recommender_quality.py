@@ -24,7 +24,8 @@ def test_tuned_als_doubles_popularity_and_finds_planted_tastes(make_config, spar
     summary, evaluation = study(config, SPEC, settings)
 
     assert summary["test"]["users_evaluated"] >= 500  # a holdout big enough to mean something
-    assert summary["tuning_trials"] == settings.tuning.max_trials
+    als_trials = [trial for trial in evaluation.report["tuning_trials"] if trial["model"] == "als"]
+    assert len(als_trials) == settings.tuning.max_trials  # and every other model of the competition
     ndcg = {name: entry["metrics"]["ndcg@10"] for name, entry in evaluation.report["models"].items()}
     assert ndcg["als"] >= 2 * ndcg["popularity"], summary
     assert ndcg["als"] > ndcg["item_knn"], summary
