@@ -64,19 +64,17 @@ def _spearman(actual: np.ndarray, predicted: np.ndarray) -> float | None:
 
 
 def bgnbd_predictions(summary: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFrame, dict]:
-    """(expected purchases and value in the horizon per customer, the fit's parameters)."""
-    from models.clv import BGNBD, GammaGamma
+    """(BG/NBD's expected purchases in the horizon per customer, the fit's parameters)."""
+    from models.clv import BGNBD
 
     x, t_x, T = (summary[c].to_numpy(float) for c in ("x", "t_x", "T"))
     model = BGNBD().fit(x, t_x, T)
-    purchases = model.expected_purchases(horizon_days, x, t_x, T)
-    spend = GammaGamma().fit(x, summary["m"].to_numpy(float))
-    value = purchases * spend.expected_value(x, summary["m"].to_numpy(float))
     fit = {
         "r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b,
         "at_boundary": model.at_boundary_, "log_likelihood": model.log_likelihood_,
     }  # fmt: skip
-    return pd.DataFrame({"user_id": summary["user_id"], "purchases": purchases, "value": value}), {
+    purchases = model.expected_purchases(horizon_days, x, t_x, T)
+    return pd.DataFrame({"user_id": summary["user_id"], "purchases": purchases}), {
         k: (round(v, 6) if isinstance(v, float) else v) for k, v in fit.items()
     }
 
@@ -112,9 +110,10 @@ def backtest(bought: DataFrame, as_of: date, horizon_days: int) -> dict:
     frame["future_spend"] = frame["future_spend"].fillna(0.0).astype(float)
     predictions, fit = bgnbd_predictions(frame[["user_id", "x", "t_x", "T", "m"]], horizon_days)
     frame = frame.merge(predictions, on="user_id")
-    # the nightly value over the horizon: its amounts for these days, handed out by its ranking
-    amounts, _ = value_amounts(frame, past, as_of, horizon_days)
-    frame["nightly_value"] = predicted_value(frame, amounts, nightly.value["weight"])
+    # BG/NBD x Gamma-Gamma over the horizon (the nightly's amounts, as the nightly fits them),
+    # and the nightly value: those amounts handed out by its ranking
+    frame["value"], _ = value_amounts(frame, past, as_of, horizon_days)
+    frame["nightly_value"] = predicted_value(frame, frame["value"], nightly.value["weight"])
     # past spend as a rate: the last 365 days' spend over the days observed of them
     spend_rate = frame["monetary"].astype(float) / (frame["tenure_days"].astype(float).clip(upper=364) + 1)
     models = {
